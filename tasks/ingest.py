@@ -1,0 +1,319 @@
+"""Ingestion: fetch a day's batch, store it raw, validate it, publish it or quarantine it.
+
+The plain functions here hold the logic; the ``@task`` wrappers at the bottom are what the flows in
+``flows/ingest.py`` call. The path of one date::
+
+    fetch_batch ─▶ write_raw (raw/, idempotent) ─▶ validate_raw (GX checkpoint, result + Data Docs
+    uploaded to validation/) ─▶ publish: validated/ if it passed, quarantine/ if not
+
+Only object-store faults are retried (:class:`~tasks.storage.StoreUnavailable`, exponential backoff);
+a bad batch, bad credentials or a conflict fail at once with a message naming the problem. Because
+every write is idempotent and manifest-last, a retried or re-run date converges to the same store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from tasks.partitions import (
+    PartitionManifest,
+    PartitionRef,
+    SourceFileRecord,
+    SourceRecord,
+    ValidationRecord,
+    data_key,
+    find_manifest,
+    frame_to_parquet,
+    partition_prefix,
+    read_partition,
+    read_partition_bytes,
+    write_partition,
+)
+from tasks.settings import Settings
+from tasks.sources import Batch, SourceError, landing_zone, simulate_batch
+from tasks.storage import MinioStore, ObjectStore, StoreError, open_store, sha256_bytes
+
+
+class ValidationFailed(RuntimeError):
+    """A batch failed validation and was quarantined; the message names the failed expectations."""
+
+
+class ExpectationRow(BaseModel):
+    expectation: str
+    column: str | None
+    success: bool
+    details: str
+
+
+class ValidationOutcome(BaseModel):
+    """What validate_raw hands to publish: the raw partition, the verdict, and its evidence."""
+
+    raw: PartitionRef
+    record: ValidationRecord
+    rows: list[ExpectationRow]
+    docs_uri: str | None
+    summary: str
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# --------------------------------------------------------------------------------------------------
+# fetch
+# --------------------------------------------------------------------------------------------------
+
+
+def fetch_batch(settings: Settings, day: dt.date, source: str | None = None, rows: int | None = None) -> Batch:
+    """The batch for ``day`` from the configured (or given) source."""
+    kind = source or settings.ingest.source
+    if kind == "simulator":
+        return simulate_batch(day, settings.simulator, settings.dataset, rows=rows)
+    if kind == "landing":
+        if not settings.landing_path:
+            raise SourceError("source 'landing' needs MLCYCLE_LANDING_PATH (a folder or s3://bucket/prefix)")
+        zone = landing_zone(settings.landing_path, lambda bucket: _store_for_bucket(settings, bucket))
+        return zone.fetch(day, settings.dataset)
+    raise SourceError(f"unknown source {kind!r}: expected 'simulator' or 'landing'")
+
+
+def _store_for_bucket(settings: Settings, bucket: str) -> ObjectStore:
+    return MinioStore(
+        settings.s3_endpoint, settings.s3_access_key.get_secret_value(),
+        settings.s3_secret_key.get_secret_value(), bucket, secure=settings.s3_secure,
+        region=settings.s3_region, timeout_seconds=settings.s3_timeout_seconds,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# raw
+# --------------------------------------------------------------------------------------------------
+
+
+def write_raw(
+    store: ObjectStore,
+    settings: Settings,
+    day: dt.date,
+    batch: Batch,
+    *,
+    flow_run_id: str | None = None,
+    replace: bool = False,
+) -> PartitionManifest:
+    """Store the batch under ``raw/date=day/``; identical data is a no-op (the first manifest stays)."""
+    data, schema_hash = frame_to_parquet(batch.frame)
+    digest = sha256_bytes(data)
+    source = SourceRecord(
+        kind=batch.kind,
+        seed=settings.simulator.seed if batch.kind == "simulator" else None,
+        files=[SourceFileRecord(name=f.name, sha256=f.sha256, bytes=f.bytes) for f in batch.files],
+        notes=batch.notes,
+    )
+    manifest = PartitionManifest(
+        dataset=settings.dataset.name,
+        zone="raw",
+        date=day,
+        data_key=data_key("raw", day, digest),
+        data_sha256=digest,
+        data_bytes=len(data),
+        rows=len(batch.frame),
+        columns=[str(c) for c in batch.frame.columns],
+        schema_hash=schema_hash,
+        dataset_schema_hash=settings.dataset.schema_hash(),
+        source=source,
+        logical_date=day,
+        ingested_at=now_utc(),
+        flow_run_id=flow_run_id,
+    )
+    return write_partition(store, manifest, data, replace=replace)
+
+
+# --------------------------------------------------------------------------------------------------
+# validate
+# --------------------------------------------------------------------------------------------------
+
+
+def validation_id(data_sha256: str, suite_hash: str) -> str:
+    """Same data under the same suite always maps to the same validation folder (idempotent)."""
+    return hashlib.sha256(f"{data_sha256}:{suite_hash}".encode()).hexdigest()[:16]
+
+
+def validate_raw(store: ObjectStore, settings: Settings, raw: PartitionRef) -> ValidationOutcome:
+    """Run the GX checkpoint on a raw partition; store its result JSON and Data Docs under validation/."""
+    import json
+
+    from tasks.validation import suite_hash as compute_suite_hash
+    from tasks.validation import validate_frame
+
+    spec = settings.dataset
+    frame = read_partition(store, raw)
+    prefix = f"validation/date={raw.date.isoformat()}/{validation_id(raw.data_sha256, compute_suite_hash(spec))}/"
+    with tempfile.TemporaryDirectory(prefix="mlcycle-docs-") as tmp:
+        docs_dir = Path(tmp) / "docs" if settings.validation.build_data_docs else None
+        report = validate_frame(
+            frame, spec, result_format=settings.validation.result_format, docs_dir=docs_dir,
+            batch_name=f"{spec.name}-{raw.date.isoformat()}",
+        )
+        docs_key = None
+        if docs_dir is not None and report.docs_index:
+            for path in sorted(p for p in docs_dir.rglob("*") if p.is_file()):
+                store.put_file(prefix + "docs/" + path.relative_to(docs_dir).as_posix(), path)
+            docs_key = prefix + "docs/" + report.docs_index
+    result_key = prefix + "result.json"
+    store.put_bytes(result_key, json.dumps(report.result_json, indent=1, sort_keys=True, default=str).encode())
+    record = ValidationRecord(
+        success=report.success,
+        suite_name=report.suite_name,
+        suite_hash=report.suite_hash,
+        evaluated=report.evaluated,
+        failed=[_describe(o) for o in report.failed],
+        result_key=result_key,
+        docs_key=docs_key,
+        validated_at=now_utc(),
+    )
+    rows = [ExpectationRow(expectation=o.expectation, column=o.column, success=o.success, details=o.details)
+            for o in report.results]
+    return ValidationOutcome(
+        raw=raw, record=record, rows=rows, summary=report.failure_summary() if not report.success else
+        f"all {report.evaluated} expectations passed",
+        docs_uri=_docs_uri(store, docs_key) if docs_key else None,
+    )
+
+
+def _describe(outcome) -> str:
+    column = f"{outcome.column}: " if outcome.column else ""
+    return f"{column}{outcome.expectation} ({outcome.details})"
+
+
+def _docs_uri(store: ObjectStore, key: str) -> str:
+    return store.http_url(key) if isinstance(store, MinioStore) else store.uri(key)
+
+
+# --------------------------------------------------------------------------------------------------
+# publish / quarantine
+# --------------------------------------------------------------------------------------------------
+
+
+def publish(store: ObjectStore, outcome: ValidationOutcome, *, replace: bool = False) -> PartitionManifest:
+    """Copy the raw partition to validated/ (passed) or quarantine/ (failed), manifest last.
+
+    A failed batch never touches ``validated/``. When a date already has a validated partition with
+    different data, the new passing batch replaces it only with ``replace`` (the old one is kept
+    under ``superseded/``).
+    """
+    raw_manifest = find_manifest(store, "raw", outcome.raw.date)
+    if raw_manifest is None or raw_manifest.data_sha256 != outcome.raw.data_sha256:
+        raise StoreError(f"raw partition for {outcome.raw.date} changed while it was being validated; re-run")
+    zone = "validated" if outcome.record.success else "quarantine"
+    data = read_partition_bytes(store, outcome.raw)
+    manifest = raw_manifest.model_copy(update={
+        "zone": zone,
+        "data_key": data_key(zone, outcome.raw.date, outcome.raw.data_sha256),
+        "validation": outcome.record,
+    })
+    # A quarantined date may be re-quarantined with a newer result: always keep the latest evidence.
+    return write_partition(store, manifest, data, replace=replace or zone == "quarantine")
+
+
+def ingest_date(
+    settings: Settings,
+    day: dt.date,
+    *,
+    source: str | None = None,
+    flow_run_id: str | None = None,
+    replace: bool = False,
+) -> tuple[PartitionManifest, ValidationOutcome]:
+    """The whole path for one date without Prefect (the CLI's offline mode and the benchmarks)."""
+    store = open_store(settings)
+    raw = write_raw(store, settings, day, fetch_batch(settings, day, source), flow_run_id=flow_run_id,
+                    replace=replace)
+    outcome = validate_raw(store, settings, raw.ref())
+    return publish(store, outcome, replace=replace), outcome
+
+
+def partition_listing(store: ObjectStore, day: dt.date) -> dict[str, list[str]]:
+    """Every key under each zone for a date (for tests and `mlcycle` output)."""
+    return {zone: store.list(partition_prefix(zone, day)) for zone in ("raw", "validated", "quarantine")}
+
+
+ProgressCallback = Callable[[int, int, dt.date, str], None]
+
+
+# --------------------------------------------------------------------------------------------------
+# Prefect tasks: thin wrappers, retried only on transient store faults
+# --------------------------------------------------------------------------------------------------
+
+from prefect import task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+# Process-local observers of backfill progress (the CLI's progress bar); the Prefect UI gets an artifact.
+progress_listeners: list[ProgressCallback] = []
+
+
+def retry_on_transient(task_, task_run, state) -> bool:
+    """Retry a task only when it failed on a transient store fault."""
+    from tasks.storage import StoreUnavailable
+
+    return isinstance(state.result(raise_on_failure=False), StoreUnavailable)
+
+
+def retrying(task_obj, settings: Settings):
+    """The task with the configured retry policy (exponential backoff, transient faults only)."""
+    from prefect.tasks import exponential_backoff
+
+    retries = settings.ingest.retries
+    delays = exponential_backoff(backoff_factor=settings.ingest.retry_delay_seconds)(retries) if retries else 0
+    return task_obj.with_options(retries=retries, retry_delay_seconds=delays,
+                                 retry_condition_fn=retry_on_transient)
+
+
+@task(name="ingest-raw", cache_policy=NO_CACHE, task_run_name="ingest-raw-{day}")
+def ingest_raw_task(settings: Settings, day: dt.date, source: str | None = None, flow_run_id: str | None = None,
+                    replace: bool = False) -> PartitionRef:
+    batch = fetch_batch(settings, day, source)
+    return write_raw(open_store(settings), settings, day, batch, flow_run_id=flow_run_id, replace=replace).ref()
+
+
+@task(name="raw-partition", cache_policy=NO_CACHE, task_run_name="raw-partition-{day}")
+def raw_partition_task(settings: Settings, day: dt.date) -> PartitionRef:
+    from tasks.partitions import read_manifest
+
+    return read_manifest(open_store(settings), "raw", day).ref()
+
+
+@task(name="validate-partition", cache_policy=NO_CACHE, task_run_name="validate-{raw.date}")
+def validate_task(settings: Settings, raw: PartitionRef) -> ValidationOutcome:
+    return validate_raw(open_store(settings), settings, raw)
+
+
+@task(name="publish-partition", cache_policy=NO_CACHE, task_run_name="publish-{outcome.raw.date}")
+def publish_task(settings: Settings, outcome: ValidationOutcome, replace: bool = False) -> PartitionManifest:
+    return publish(open_store(settings), outcome, replace=replace)
+
+
+@task(name="validation-artifact", cache_policy=NO_CACHE)
+def validation_artifact_task(outcome: ValidationOutcome) -> None:
+    """A table of every expectation and a markdown verdict with the Data Docs link, in the Prefect UI."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    day = outcome.raw.date.isoformat()
+    create_table_artifact(
+        key=f"validation-{day}",
+        table=[row.model_dump() for row in outcome.rows],
+        description=f"Great Expectations results for {day}",
+    )
+    verdict = "PASSED: published to `validated/`" if outcome.record.success else "FAILED: quarantined"
+    failed = "\n".join(f"- {line}" for line in outcome.record.failed) or "- none"
+    docs = f"[Data Docs]({outcome.docs_uri})" if outcome.docs_uri else "Data Docs not built"
+    create_markdown_artifact(
+        key=f"validation-verdict-{day}",
+        markdown=(f"# Validation of {day}: {verdict}\n\n{outcome.summary}\n\n"
+                  f"**Failed expectations**\n{failed}\n\n{docs} · result: `{outcome.record.result_key}` · "
+                  f"suite `{outcome.record.suite_name}` ({outcome.record.suite_hash[:12]})\n"),
+        description=f"validation verdict for {day}",
+    )

@@ -1,0 +1,176 @@
+"""The local stack: background processes that `mlcycle up` (and `make demo`) leave running.
+
+Each service is one process started in its own session (so ``down`` can stop its whole process group),
+with a pid file and a log under ``MLCYCLE_HOME/run/``. ``up`` is idempotent: a service whose pid file
+names a live process that answers its health check is left alone. ``down`` stops exactly the processes
+named by pid files (and nothing else), then removes the files.
+
+Services today: the Prefect server on SQLite (``PREFECT_HOME`` under ``MLCYCLE_HOME/prefect``), whose
+UI and API listen on 127.0.0.1:4200.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from tasks.settings import Settings
+
+PREFECT_PORT_ENV = "MLCYCLE_PREFECT_PORT"
+
+
+class StackError(RuntimeError):
+    """A background service could not be started or stopped."""
+
+
+@dataclass
+class Service:
+    name: str
+    pid: int
+    url: str
+    log: str
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (exited, not reaped) is not alive
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def prefect_port() -> int:
+    return int(os.environ.get(PREFECT_PORT_ENV, "4200"))
+
+
+def prefect_api_url(port: int | None = None) -> str:
+    return f"http://127.0.0.1:{port or prefect_port()}/api"
+
+
+def stack_env(settings: Settings) -> dict[str, str]:
+    """Environment for every stack process and for flows run against the stack."""
+    env = dict(os.environ)
+    env.update({
+        "PREFECT_HOME": str((settings.home / "prefect").resolve()),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "BENTOML_DO_NOT_TRACK": "true",
+        "PREFECT_UI_API_URL": prefect_api_url(),
+    })
+    return env
+
+
+def _pidfile(settings: Settings, name: str) -> Path:
+    return settings.run_dir / f"{name}.json"
+
+
+def read_service(settings: Settings, name: str) -> Service | None:
+    path = _pidfile(settings, name)
+    if not path.is_file():
+        return None
+    try:
+        return Service(**json.loads(path.read_text()))
+    except (ValueError, TypeError):
+        return None
+
+
+def services(settings: Settings) -> list[Service]:
+    if not settings.run_dir.is_dir():
+        return []
+    found = [read_service(settings, p.stem) for p in sorted(settings.run_dir.glob("*.json"))]
+    return [s for s in found if s is not None]
+
+
+def healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_service(settings: Settings, name: str, argv: list[str], url: str, health_url: str,
+                  timeout: float = 90.0, env: dict[str, str] | None = None) -> Service:
+    """Start ``argv`` detached unless it already runs; wait until ``health_url`` answers 200."""
+    current = read_service(settings, name)
+    if current and current.alive() and healthy(health_url):
+        return current
+    if current and current.alive():
+        stop_service(settings, name)
+    if healthy(health_url):
+        raise StackError(f"{name}: something not started by mlcycle already answers at {health_url}; "
+                         f"stop it or choose another port ({PREFECT_PORT_ENV})")
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    log = settings.run_dir / f"{name}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env or stack_env(settings), start_new_session=True)
+    service = Service(name=name, pid=proc.pid, url=url, log=str(log))
+    _pidfile(settings, name).write_text(json.dumps(asdict(service)))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _pidfile(settings, name).unlink(missing_ok=True)
+            tail = log.read_text(errors="replace")[-800:]
+            raise StackError(f"{name} exited with code {proc.returncode} while starting; log {log}:\n{tail}")
+        if healthy(health_url):
+            return service
+        time.sleep(0.5)
+    stop_service(settings, name)
+    raise StackError(f"{name} did not become healthy at {health_url} within {timeout:.0f}s; see {log}")
+
+
+def stop_service(settings: Settings, name: str, grace: float = 15.0) -> bool:
+    """Stop the service's process group (TERM, then KILL after ``grace``); True if one was running."""
+    service = read_service(settings, name)
+    path = _pidfile(settings, name)
+    if service is None:
+        path.unlink(missing_ok=True)
+        return False
+    was_alive = service.alive()
+    if was_alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(service.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and service.alive():
+            time.sleep(0.2)
+        if service.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(service.pid, signal.SIGKILL)
+    path.unlink(missing_ok=True)
+    return was_alive
+
+
+def start_prefect_server(settings: Settings) -> Service:
+    port = prefect_port()
+    argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    (settings.home / "prefect").mkdir(parents=True, exist_ok=True)
+    return start_service(settings, "prefect-server", argv, url=f"http://127.0.0.1:{port}",
+                         health_url=f"{prefect_api_url(port)}/health")
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop everything the stack started (newest first); return the names stopped."""
+    stopped = []
+    for service in reversed(services(settings)):
+        if stop_service(settings, service.name):
+            stopped.append(service.name)
+    return stopped
