@@ -144,21 +144,34 @@ def validation_id(data_sha256: str, suite_hash: str) -> str:
 
 
 def validate_raw(store: ObjectStore, settings: Settings, raw: PartitionRef) -> ValidationOutcome:
-    """Run the GX checkpoint on a raw partition; store its result JSON and Data Docs under validation/."""
+    """Run the GX checkpoint on a raw partition; store result JSON, Data Docs and the outcome.
+
+    The validation folder is keyed by (data sha256, suite hash) and its ``outcome.json`` is written
+    last: the same bytes under the same suite were already judged, so a re-run reuses that verdict
+    instead of validating again (and leaves the store byte-identical).
+    """
     import json
 
     from tasks.validation import suite_hash as compute_suite_hash
     from tasks.validation import validate_frame
 
     spec = settings.dataset
+    vid = validation_id(raw.data_sha256, compute_suite_hash(spec))
+    prefix = f"validation/date={raw.date.isoformat()}/{vid}/"
+    outcome_key = prefix + "outcome.json"
+    if store.exists(outcome_key):
+        previous = ValidationOutcome.model_validate_json(store.get_bytes(outcome_key))
+        if previous.raw == raw:
+            return previous
+
     frame = read_partition(store, raw)
-    prefix = f"validation/date={raw.date.isoformat()}/{validation_id(raw.data_sha256, compute_suite_hash(spec))}/"
     with tempfile.TemporaryDirectory(prefix="mlcycle-docs-") as tmp:
         docs_dir = Path(tmp) / "docs" if settings.validation.build_data_docs else None
         report = validate_frame(
             frame, spec, result_format=settings.validation.result_format, docs_dir=docs_dir,
             batch_name=f"{spec.name}-{raw.date.isoformat()}",
         )
+        del frame
         docs_key = None
         if docs_dir is not None and report.docs_index:
             for path in sorted(p for p in docs_dir.rglob("*") if p.is_file()):
@@ -178,11 +191,13 @@ def validate_raw(store: ObjectStore, settings: Settings, raw: PartitionRef) -> V
     )
     rows = [ExpectationRow(expectation=o.expectation, column=o.column, success=o.success, details=o.details)
             for o in report.results]
-    return ValidationOutcome(
-        raw=raw, record=record, rows=rows, summary=report.failure_summary() if not report.success else
-        f"all {report.evaluated} expectations passed",
+    outcome = ValidationOutcome(
+        raw=raw, record=record, rows=rows,
+        summary=report.failure_summary() if not report.success else f"all {report.evaluated} expectations passed",
         docs_uri=_docs_uri(store, docs_key) if docs_key else None,
     )
+    store.put_bytes(outcome_key, outcome.model_dump_json(indent=1).encode())
+    return outcome
 
 
 def _describe(outcome) -> str:

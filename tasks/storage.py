@@ -303,11 +303,13 @@ class MinioStore:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.scheme = "https" if secure else "http"
         self.description = f"S3 bucket {bucket!r} at {self.scheme}://{endpoint}"
-        # Fail fast: one quick urllib3 retry on connection errors; Prefect owns the real retry policy.
+        # Fail fast: two quick urllib3 retries on connection errors and 5xx (as the AWS SDKs do);
+        # Prefect owns the real retry policy with backoff.
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=min(timeout_seconds, 5.0), read=timeout_seconds),
             maxsize=16,
-            retries=urllib3.Retry(total=1, backoff_factor=0.1, status_forcelist=[502, 503, 504]),
+            retries=urllib3.Retry(total=2, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504],
+                                  raise_on_status=False),
         )
         self._client = Minio(
             endpoint, access_key=access_key or None, secret_key=secret_key or None,
@@ -334,14 +336,17 @@ class MinioStore:
                     f"{where}: credentials rejected ({exc.code}); check MLCYCLE_S3_ACCESS_KEY and "
                     "MLCYCLE_S3_SECRET_KEY"
                 ) from None
-            if exc.code == "NoSuchBucket":
-                raise StoreError(f"{where}: bucket {self.bucket!r} does not exist") from None
+            if exc.code == "NoSuchBucket":  # nothing was ever written there
+                raise ObjectNotFound(f"{self.uri(key)} does not exist: bucket {self.bucket!r} does not exist "
+                                     f"({action})") from None
             if exc.code in _TRANSIENT_CODES:
                 raise StoreUnavailable(f"{where}: {exc.code} {exc.message}") from None
             raise StoreError(f"{where}: {exc.code} {exc.message}") from None
         except ServerError as exc:
             raise StoreUnavailable(f"{where}: server error HTTP {exc.status_code}") from None
         except InvalidResponseError as exc:
+            if getattr(exc, "_code", 0) >= 500:
+                raise StoreUnavailable(f"{where}: server error HTTP {exc._code}") from None
             raise StoreError(
                 f"{where}: the endpoint did not answer like S3 (is MLCYCLE_S3_ENDPOINT right?): "
                 f"{str(exc)[:200]}"

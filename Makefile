@@ -1,0 +1,43 @@
+# mlcycle: two commands on a fresh machine --  `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export BENTOML_DO_NOT_TRACK := true
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: install demo down test lint status clean
+
+# The environment is built from the lock (the whole resolved set), never from loose requirements.
+$(BIN)/.installed: requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+install: $(BIN)/.installed
+
+## demo: create .venv, install, start the local stack, run the pipeline end to end, print where to look
+demo: install
+	$(BIN)/mlcycle up
+	$(BIN)/mlcycle demo
+
+## down: stop exactly what `make demo` left running
+down:
+	@if [ -x $(BIN)/mlcycle ]; then $(BIN)/mlcycle down; else echo "nothing to stop (no $(VENV))"; fi
+
+status: install
+	$(BIN)/mlcycle status
+
+## test: the whole test suite (what CI runs)
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check tasks flows bentos tests benchmarks
+
+clean: down
+	rm -rf .mlcycle

@@ -1,0 +1,213 @@
+"""The object-store contract, run against both backends (local directory and S3 over HTTP)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tasks.storage import (
+    IntegrityError,
+    LocalStore,
+    MinioStore,
+    ObjectNotFound,
+    StoreAuthError,
+    StoreUnavailable,
+    UnsafeKey,
+    check_key,
+    get_verified,
+    sha256_bytes,
+)
+from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY, free_port
+
+
+def test_put_get_roundtrip_reports_size_and_sha(store):
+    info = store.put_bytes("raw/date=2026-10-01/a.bin", b"hello")
+    assert info.size == 5 and info.sha256 == sha256_bytes(b"hello")
+    assert store.get_bytes("raw/date=2026-10-01/a.bin") == b"hello"
+    assert store.exists("raw/date=2026-10-01/a.bin")
+
+
+def test_put_file_streams_large_object(store, tmp_path):
+    payload = os.urandom(12 * 1024 * 1024)  # above the S3 SDK's single-part threshold
+    src = tmp_path / "big.bin"
+    src.write_bytes(payload)
+    info = store.put_file("models/x/1/model.joblib", src)
+    assert info.sha256 == sha256_bytes(payload)
+    dest = tmp_path / "back.bin"
+    store.download("models/x/1/model.joblib", dest)
+    assert dest.read_bytes() == payload
+
+
+def test_list_is_recursive_sorted_and_prefix_scoped(store):
+    for key in ["raw/date=2026-10-02/m.json", "raw/date=2026-10-01/m.json", "validated/date=2026-10-01/m.json"]:
+        store.put_bytes(key, b"{}")
+    assert store.list("raw/") == ["raw/date=2026-10-01/m.json", "raw/date=2026-10-02/m.json"]
+    assert store.list("raw/date=2026-10-01") == ["raw/date=2026-10-01/m.json"]
+    assert store.list("quarantine/") == []
+
+
+def test_overwrite_replaces_whole_object(store):
+    store.put_bytes("k/v.txt", b"first version")
+    store.put_bytes("k/v.txt", b"second")
+    assert store.get_bytes("k/v.txt") == b"second"
+
+
+def test_missing_key_is_object_not_found_naming_the_key(store):
+    with pytest.raises(ObjectNotFound, match="nothing/here.json"):
+        store.get_bytes("nothing/here.json")
+    assert not store.exists("nothing/here.json")
+
+
+def test_create_exclusive_writes_once(store):
+    assert store.create_exclusive("models/m/versions/1.claim", b"a") is True
+    assert store.create_exclusive("models/m/versions/1.claim", b"b") is False
+    assert store.get_bytes("models/m/versions/1.claim") == b"a"
+
+
+def test_create_exclusive_has_one_winner_under_contention(store):
+    winners: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def claim(i: int) -> None:
+        barrier.wait()
+        if store.create_exclusive("locks/race.claim", str(i).encode()):
+            winners.append(i)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+    assert store.get_bytes("locks/race.claim") == str(winners[0]).encode()
+
+
+def test_get_verified_refuses_tampered_bytes(store):
+    info = store.put_bytes("validated/date=2026-10-01/data.parquet", b"original bytes")
+    store.put_bytes("validated/date=2026-10-01/data.parquet", b"tampered bytes")
+    with pytest.raises(IntegrityError, match="sha256"):
+        get_verified(store, "validated/date=2026-10-01/data.parquet", info.sha256)
+
+
+@pytest.mark.parametrize("key", ["../escape", "/etc/passwd", "raw/../../x", "a//b", "a\\b", "raw/./x",
+                                 "raw/date=2026-10-01/\x00", "", "raw/.hidden", "models/name with space/1"])
+def test_unsafe_keys_are_refused_before_any_io(store, key):
+    with pytest.raises(UnsafeKey):
+        store.put_bytes(key, b"x")
+    with pytest.raises(UnsafeKey):
+        check_key(key)
+
+
+def test_local_writes_leave_no_temp_files_visible(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    for i in range(20):
+        store.put_bytes(f"raw/date=2026-10-01/{i}.bin", b"x" * 1000)
+    assert all(not k.startswith(".tmp") for k in store.list(""))
+    assert list((tmp_path / "store" / ".tmp").iterdir()) == []
+
+
+def test_local_reader_never_sees_a_partial_object(tmp_path):
+    """A reader polling while a writer rewrites a 4 MB object sees only whole versions."""
+    store = LocalStore(tmp_path / "store")
+    versions = [bytes([i]) * (4 * 1024 * 1024) for i in range(1, 4)]
+    store.put_bytes("obj.bin", versions[0])
+    seen_bad = []
+    done = threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            data = store.get_bytes("obj.bin")
+            if data not in versions:
+                seen_bad.append(len(data))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for _ in range(10):
+        for v in versions:
+            store.put_bytes("obj.bin", v)
+    done.set()
+    t.join()
+    assert seen_bad == []
+
+
+def test_local_unwritable_root_is_transient_error(tmp_path):
+    """A store root that is a file (or otherwise unwritable) fails clearly, not with a traceback."""
+    blocker = tmp_path / "store"
+    blocker.write_text("not a directory")
+    store = LocalStore(blocker)
+    with pytest.raises(Exception) as info:
+        store.put_bytes("a/b.txt", b"x")
+    assert "local store" in str(info.value) and "a/b.txt" in str(info.value)
+
+
+def test_minio_unreachable_endpoint_is_store_unavailable():
+    store = MinioStore(f"127.0.0.1:{free_port()}", "k", "s", "bucket", timeout_seconds=1.0)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        store.put_bytes("raw/x", b"x")
+    assert time.monotonic() - started < 30  # fails fast rather than hanging
+
+
+def test_minio_endpoint_that_is_not_s3_is_named(tmp_path):
+    """A misconfigured endpoint (an HTTP server that is not S3) gets an error naming MLCYCLE_S3_ENDPOINT."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(port)
+        store = MinioStore(f"127.0.0.1:{port}", "k", "s", "bucket", timeout_seconds=2.0)
+        with pytest.raises(Exception) as info:
+            store.put_bytes("raw/x", b"x")
+        assert "MLCYCLE_S3_ENDPOINT" in str(info.value) or "S3" in str(info.value)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def _wait_port(port: int, timeout: float = 15.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(port)
+
+
+@pytest.fixture(scope="module")
+def auth_s3_server():
+    """A second moto server that enforces credentials (IAM auth on), in its own process."""
+    port = free_port()
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(port, 60)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def test_minio_wrong_credentials_is_auth_error_naming_the_settings(auth_s3_server):
+    store = MinioStore(auth_s3_server, "AKIAWRONGWRONGWRONG1", "wrong-secret", "bucket", timeout_seconds=3.0)
+    with pytest.raises(StoreAuthError, match="MLCYCLE_S3_ACCESS_KEY") as info:
+        store.put_bytes("raw/x", b"x")
+    assert "wrong-secret" not in str(info.value)
+
+
+def test_minio_stopped_server_is_unavailable_then_recovers(s3_running):
+    store = MinioStore(s3_running.endpoint, S3_ACCESS_KEY, S3_SECRET_KEY, "outage-bucket", timeout_seconds=2.0)
+    store.put_bytes("raw/a", b"before")
+    s3_running.stop()
+    with pytest.raises(StoreUnavailable):
+        store.get_bytes("raw/a")
+    s3_running.start()
+    assert store.get_bytes("raw/a") == b"before"
