@@ -16,7 +16,6 @@ import os
 import sys
 from typing import Any
 
-import click
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -58,6 +57,20 @@ def _use_local_stack() -> None:
         os.environ.setdefault("PREFECT_HOME", str((settings.home / "prefect").resolve()))
 
 
+def _check_dates(date: str | None, start: str | None = None, end: str | None = None) -> None:
+    """Date arguments are usage errors (exit 2) when malformed or reversed."""
+    from tasks.sources import SourceError, date_range, parse_date
+
+    try:
+        for value in (date, start, end):
+            if value:
+                parse_date(value)
+        if start and end:
+            date_range(parse_date(start), parse_date(end))
+    except SourceError as exc:
+        raise UsageFailure(str(exc)) from None
+
+
 def _manifest_line(m) -> str:
     verdict = ""
     if m.validation is not None:
@@ -81,17 +94,13 @@ def ingest(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Ingest and validate one date, or backfill a range; prints the partition manifest(s)."""
-    from tasks.sources import parse_date
-
     if source not in (None, "simulator", "landing"):
         raise UsageFailure(f"--source must be 'simulator' or 'landing', got {source!r}")
     if date and (start or end):
         raise UsageFailure("give either --date or --start/--end, not both")
     if not date and not (start and end):
         raise UsageFailure("give --date YYYY-MM-DD, or --start and --end for a backfill")
-    for value in (date, start, end):
-        if value:
-            parse_date(value)
+    _check_dates(date, start, end)
     _use_local_stack()
     if date:
         from flows.ingest import ingest_flow
@@ -135,9 +144,7 @@ def validate(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Re-validate a raw partition and publish or quarantine it."""
-    from tasks.sources import parse_date
-
-    parse_date(date)
+    _check_dates(date)
     _use_local_stack()
     from flows.ingest import validate_flow
 
@@ -252,12 +259,15 @@ def main() -> None:
         sys.exit(2)
     except SourceError as exc:
         typer.echo(f"mlcycle: error: {_one_line(exc)}", err=True)
-        sys.exit(2 if str(exc).startswith("invalid date") else 1)
+        sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("mlcycle: aborted", err=True)
         sys.exit(130)
-    except click.exceptions.UsageError as exc:
-        typer.echo(f"mlcycle: error: {_one_line(exc)}", err=True)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # typer's own usage errors (unknown command, missing option)
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        typer.echo(f"mlcycle: error: {_one_line(message)}", err=True)
         sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, exit 1
         typer.echo(f"mlcycle: error: {type(exc).__name__}: {_one_line(exc)}", err=True)

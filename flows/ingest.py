@@ -138,15 +138,15 @@ def backfill_flow(start: str, end: str, source: str | None = None, concurrency: 
 
 
 def _date_outcome(day: dt.date, raw, checked, published) -> DateOutcome:
-    """Classify one date from its three futures, naming the step that failed."""
+    """Classify one date from its three futures, naming the first step that failed."""
+    values = []
     for step, future in (("ingest", raw), ("validate", checked), ("publish", published)):
-        state = future.state
-        if not state.is_completed():
-            error = future.result(raise_on_failure=False)
-            return DateOutcome(date=day, status="failed", detail=f"{step}: {error}")
-    outcome = checked.result()
+        value = future.result(raise_on_failure=False)
+        if isinstance(value, BaseException):
+            return DateOutcome(date=day, status="failed", detail=f"{step}: {value}")
+        values.append(value)
+    _, outcome, manifest = values
     if outcome.record.success:
-        return DateOutcome(date=day, status="validated", detail=f"{outcome.raw.rows} rows",
-                           manifest=published.result())
+        return DateOutcome(date=day, status="validated", detail=f"{outcome.raw.rows} rows", manifest=manifest)
     validation_artifact_task(outcome)
-    return DateOutcome(date=day, status="quarantined", detail=outcome.summary, manifest=published.result())
+    return DateOutcome(date=day, status="quarantined", detail=outcome.summary, manifest=manifest)

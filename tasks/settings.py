@@ -189,6 +189,121 @@ class DemoSettings(_Section):
     days: int = 14
 
 
+# Training and the evaluation gate ------------------------------------------------------------------
+
+# Estimators a model family may name (tasks.features maps each to its scikit-learn class).
+EstimatorName = Literal["logistic_regression", "hist_gradient_boosting"]
+# Metrics the evaluation computes; the gate may use any of them.
+HIGHER_IS_BETTER = ("roc_auc", "pr_auc", "f1", "recall", "precision")
+LOWER_IS_BETTER = ("log_loss", "brier")
+
+
+class ParamSpace(_Section):
+    """The search distribution of one hyper-parameter: a list of ``choices``, or a range.
+
+    A range ``[low, high]`` is sampled uniformly, or log-uniformly with ``log: true``; ``integer: true``
+    samples whole numbers (``high`` inclusive).
+    """
+
+    choices: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ParamSpace:
+        is_range = self.low is not None or self.high is not None
+        if (self.choices is not None) == is_range:
+            raise ValueError("a search parameter needs either `choices` or both `low` and `high`")
+        if self.choices is not None and not self.choices:
+            raise ValueError("`choices` must list at least one value")
+        if is_range:
+            if self.low is None or self.high is None or not self.low < self.high:
+                raise ValueError(f"a range needs low < high, got low={self.low} high={self.high}")
+            if self.log and self.low <= 0:
+                raise ValueError(f"a log-uniform range needs low > 0, got {self.low}")
+        return self
+
+
+class ModelFamily(_Section):
+    """A model family: which estimator, fixed parameters, and the space the search samples from."""
+
+    estimator: EstimatorName
+    params: dict[str, Any] = Field(default_factory=dict)
+    search_space: dict[str, ParamSpace] = Field(default_factory=dict)
+
+
+def _default_families() -> dict[str, ModelFamily]:
+    return {
+        "logistic_regression": ModelFamily(
+            estimator="logistic_regression",
+            params={"max_iter": 1000},
+            search_space={"C": ParamSpace(low=1e-3, high=100.0, log=True),
+                          "class_weight": ParamSpace(choices=[None, "balanced"])},
+        ),
+        "hist_gradient_boosting": ModelFamily(
+            estimator="hist_gradient_boosting",
+            params={"early_stopping": False, "max_iter": 200},
+            search_space={"learning_rate": ParamSpace(low=0.02, high=0.3, log=True),
+                          "max_leaf_nodes": ParamSpace(low=8, high=64, integer=True),
+                          "min_samples_leaf": ParamSpace(low=10, high=200, integer=True, log=True),
+                          "l2_regularization": ParamSpace(low=1e-4, high=10.0, log=True)},
+        ),
+    }
+
+
+class TrainingSettings(_Section):
+    """How the ``train`` flow builds a challenger (see tasks.training for the contract)."""
+
+    model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+    window_days: int = Field(default=10, ge=3)  # the last N validated days
+    family: str = "hist_gradient_boosting"
+    families: dict[str, ModelFamily] = Field(default_factory=_default_families)
+    features: list[str] | None = None  # a subset of dataset.features; None: all of them
+    search: Literal["random", "halving"] = "random"
+    n_iter: int = Field(default=8, ge=1)  # candidates sampled by the search
+    cv: Literal["holdout", "time_series"] = "holdout"
+    cv_folds: int = Field(default=3, ge=2)  # for cv: time_series
+    validation_fraction: float = Field(default=0.2, gt=0, lt=0.5)  # share of the window's days
+    test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
+    min_rows: int = Field(default=200, ge=10)  # in each of train, validation and test
+    seed: int = 42
+    n_jobs: int = 2  # joblib workers of the search; -1: all cores
+    joblib_backend: Literal["loky", "threading", "dask"] = "loky"
+    dask_scheduler: str | None = None  # tcp://host:8786: the search runs on that Dask cluster
+    threshold: float = Field(default=0.5, gt=0, lt=1)  # decision threshold for F1, recall, precision
+    profile_bins: int = Field(default=10, ge=2, le=100)  # quantile bins of the reference profile
+
+    @property
+    def resolved_backend(self) -> str:
+        return "dask" if self.dask_scheduler else self.joblib_backend
+
+
+class GateSettings(_Section):
+    """When a challenger becomes ``champion`` (see tasks.evaluation.apply_gate)."""
+
+    primary_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
+    floors: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.70})  # minimums
+    ceilings: dict[str, float] = Field(default_factory=lambda: {"brier": 0.20})  # maximums
+    min_delta: float = Field(default=0.002, ge=0)  # required improvement of the primary metric
+    bootstrap_samples: int = Field(default=1000, ge=100)
+    bootstrap_seed: int = 0
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    max_slice_drop: float = Field(default=0.05, ge=0)  # in units of the primary metric
+    min_slice_rows: int = Field(default=200, ge=1)
+    slice_features: list[str] | None = None  # categorical features; None: all of them
+
+    @model_validator(mode="after")
+    def _metric_directions(self) -> GateSettings:
+        for key, allowed, kind in (("floors", HIGHER_IS_BETTER, "higher"), ("ceilings", LOWER_IS_BETTER, "lower")):
+            for metric in getattr(self, key):
+                if metric not in allowed:
+                    raise ValueError(f"gate.{key} names {metric!r}; {key} apply to {kind}-is-better metrics "
+                                     f"{list(allowed)}")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything mlcycle reads, typed. See the module docstring for where values come from."""
 
@@ -218,6 +333,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
 
     @field_validator("s3_endpoint")
     @classmethod
@@ -239,6 +356,25 @@ class Settings(BaseSettings):
                     f"simulator.drift names unknown feature {event.feature!r}; features are "
                     f"{self.dataset.feature_names}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _training_names_known(self) -> Settings:
+        """Training and gate settings may only name families and features that exist."""
+        t, names = self.training, self.dataset.feature_names
+        if t.family not in t.families:
+            raise ValueError(f"training.family {t.family!r} is not a configured family; families are "
+                             f"{sorted(t.families)}")
+        if t.features is not None:
+            unknown = [f for f in t.features if f not in names]
+            if unknown or not t.features:
+                raise ValueError(f"training.features names unknown feature(s) {unknown}; features are {names}"
+                                 if unknown else "training.features is empty; omit it to use every feature")
+        categorical = [f.name for f in self.dataset.categorical_features]
+        unknown = [f for f in self.gate.slice_features or [] if f not in categorical]
+        if unknown:
+            raise ValueError(f"gate.slice_features names {unknown}, not categorical features of the dataset; "
+                             f"categorical features are {categorical}")
         return self
 
     @property

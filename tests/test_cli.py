@@ -1,0 +1,99 @@
+"""The `mlcycle` CLI: exit codes, one-line errors on stderr, --json on stdout."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    from flows.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["mlcycle", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["ingest", "--date", "2026-02-30"], "invalid date '2026-02-30': expected a calendar date as YYYY-MM-DD"),
+    (["ingest", "--date", "tomorrow"], "invalid date 'tomorrow'"),
+    (["ingest"], "give --date YYYY-MM-DD"),
+    (["ingest", "--date", "2026-10-01", "--source", "ftp"], "--source must be 'simulator' or 'landing'"),
+    (["ingest", "--start", "2026-10-05", "--end", "2026-10-01"], "before start"),
+    (["partitions", "--zone", "elsewhere"], "--zone must be raw, validated or quarantine"),
+    (["no-such-command"], "No such command"),
+])
+def test_bad_usage_exits_2_with_one_line_reason(monkeypatch, capsys, env_settings, args, fragment):
+    env_settings()
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2, (out, err)
+    assert fragment in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("mlcycle: error:")
+
+
+def test_bad_configuration_exits_2_naming_the_key(monkeypatch, capsys, env_settings):
+    env_settings()
+    monkeypatch.setenv("MLCYCLE_STORE", "tape")
+    from tasks.settings import get_settings
+
+    get_settings.cache_clear()
+    code, _, err = run_cli(monkeypatch, capsys, "partitions")
+    assert code == 2 and "store" in err
+
+
+@pytest.mark.flow
+def test_ingest_json_prints_the_manifest(monkeypatch, capsys, env_settings, prefect_harness):
+    env_settings(simulator__rows_per_day="300")
+    code, out, err = run_cli(monkeypatch, capsys, "ingest", "--date", "2026-10-01", "--json")
+    assert code == 0, err
+    manifest = json.loads(out)
+    assert manifest["zone"] == "validated" and manifest["rows"] == 300 and len(manifest["data_sha256"]) == 64
+    code, out, _ = run_cli(monkeypatch, capsys, "partitions", "--json")
+    assert code == 0 and [m["date"] for m in json.loads(out)] == ["2026-10-01"]
+
+
+@pytest.mark.flow
+def test_quarantined_ingest_exits_1_naming_the_expectation(monkeypatch, capsys, env_settings, prefect_harness,
+                                                           tmp_path):
+    import datetime as dt
+
+    from tasks.sources import simulate_batch
+
+    settings = env_settings(simulator__rows_per_day="300")
+    frame = simulate_batch(dt.date(2026, 10, 1), settings.simulator, settings.dataset).frame
+    frame.loc[4, "loan_purpose"] = "yacht"
+    (tmp_path / "in").mkdir()
+    frame.to_csv(tmp_path / "in" / "loans_date=2026-10-01.csv", index=False)
+    env_settings(simulator__rows_per_day="300", landing_path=str(tmp_path / "in"))
+    code, _, err = run_cli(monkeypatch, capsys, "ingest", "--date", "2026-10-01", "--source", "landing")
+    assert code == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mlcycle: error: ValidationFailed") and "loan_purpose" in last and "yacht" in last
+
+
+@pytest.mark.flow
+def test_backfill_json_lists_every_date(monkeypatch, capsys, env_settings, prefect_harness):
+    env_settings(simulator__rows_per_day="300")
+    code, out, err = run_cli(monkeypatch, capsys, "ingest", "--start", "2026-10-01", "--end", "2026-10-03",
+                             "--json")
+    assert code == 0, err
+    assert [o["status"] for o in json.loads(out)] == ["validated"] * 3
+
+
+def test_console_script_is_installed_and_answers_help():
+    exe = ROOT / ".venv" / "bin" / "mlcycle"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "flows.cli"]
+    result = subprocess.run([*cmd, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0
+    for command in ("ingest", "validate", "demo", "up", "down", "status"):
+        assert command in result.stdout
