@@ -174,8 +174,12 @@ def validate_raw(store: ObjectStore, settings: Settings, raw: PartitionRef) -> V
         del frame
         docs_key = None
         if docs_dir is not None and report.docs_index:
+            # GX copies ~4 MB of fonts and images into static/ on every build, yet its pages take their
+            # styles from CDNs and reference only a favicon there: upload the pages, not the copies.
             for path in sorted(p for p in docs_dir.rglob("*") if p.is_file()):
-                store.put_file(prefix + "docs/" + path.relative_to(docs_dir).as_posix(), path)
+                relative = path.relative_to(docs_dir).as_posix()
+                if not relative.startswith("static/"):
+                    store.put_file(prefix + "docs/" + relative, path)
             docs_key = prefix + "docs/" + report.docs_index
     result_key = prefix + "result.json"
     store.put_bytes(result_key, json.dumps(report.result_json, indent=1, sort_keys=True, default=str).encode())
