@@ -176,15 +176,17 @@ def partitions(
 
 @app.command()
 def up(as_json: bool = JSON_OPT) -> None:
-    """Start the local stack (Prefect server + UI on 127.0.0.1:4200); idempotent."""
+    """Start the local stack: Prefect server + UI, deployments, a process worker; idempotent."""
     from tasks import stack
 
     settings = _settings()
-    server = stack.start_prefect_server(settings)
-    info = {"prefect_ui": server.url, "prefect_api": stack.prefect_api_url(),
-            "services": [s.__dict__ for s in stack.services(settings)]}
-    _emit(as_json, info, f"Prefect UI  {server.url}\nPrefect API {stack.prefect_api_url()}\n"
-          f"running: {', '.join(f'{s.name} (pid {s.pid})' for s in stack.services(settings))}\n"
+    stack.up(settings)
+    running = stack.services(settings)
+    info = {"prefect_ui": f"http://127.0.0.1:{stack.prefect_port()}", "prefect_api": stack.prefect_api_url(),
+            "work_pool": stack.WORK_POOL, "services": [s.__dict__ for s in running]}
+    _emit(as_json, info, f"Prefect UI  {info['prefect_ui']}\nPrefect API {info['prefect_api']}\n"
+          f"deployments: prefect.yaml deployed to work pool {stack.WORK_POOL}\n"
+          f"running: {', '.join(f'{s.name} (pid {s.pid})' for s in running)}\n"
           "stop with: make down (or mlcycle down)")
 
 

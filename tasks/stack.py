@@ -5,8 +5,15 @@ with a pid file and a log under ``MLCYCLE_HOME/run/``. ``up`` is idempotent: a s
 names a live process that answers its health check is left alone. ``down`` stops exactly the processes
 named by pid files (and nothing else), then removes the files.
 
-Services today: the Prefect server on SQLite (``PREFECT_HOME`` under ``MLCYCLE_HOME/prefect``), whose
-UI and API listen on 127.0.0.1:4200.
+Services:
+
+* ``prefect-server``: the Prefect server on SQLite (``PREFECT_HOME`` under ``MLCYCLE_HOME/prefect``),
+  UI and API on 127.0.0.1:4200 (``MLCYCLE_PREFECT_PORT``);
+* ``prefect-worker``: a process worker for the ``mlcycle-process`` work pool, started from the
+  project root, with its health endpoint on 127.0.0.1:4201 (``MLCYCLE_WORKER_PORT``).
+
+``up`` also creates the work pool and runs ``prefect deploy --all`` from the project root (the folder
+holding prefect.yaml), so every deployment, with its schedule, exists on the server.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import httpx
 from tasks.settings import Settings
 
 PREFECT_PORT_ENV = "MLCYCLE_PREFECT_PORT"
+WORKER_PORT_ENV = "MLCYCLE_WORKER_PORT"
+WORK_POOL = "mlcycle-process"
 
 
 class StackError(RuntimeError):
@@ -108,7 +117,7 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
 
 
 def start_service(settings: Settings, name: str, argv: list[str], url: str, health_url: str,
-                  timeout: float = 90.0, env: dict[str, str] | None = None) -> Service:
+                  timeout: float = 90.0, env: dict[str, str] | None = None, cwd: Path | None = None) -> Service:
     """Start ``argv`` detached unless it already runs; wait until ``health_url`` answers 200."""
     current = read_service(settings, name)
     if current and current.alive() and healthy(health_url):
@@ -122,7 +131,7 @@ def start_service(settings: Settings, name: str, argv: list[str], url: str, heal
     log = settings.run_dir / f"{name}.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env or stack_env(settings), start_new_session=True)
+                                env=env or stack_env(settings), start_new_session=True, cwd=cwd)
     service = Service(name=name, pid=proc.pid, url=url, log=str(log))
     _pidfile(settings, name).write_text(json.dumps(asdict(service)))
     deadline = time.monotonic() + timeout
@@ -165,6 +174,56 @@ def start_prefect_server(settings: Settings) -> Service:
     (settings.home / "prefect").mkdir(parents=True, exist_ok=True)
     return start_service(settings, "prefect-server", argv, url=f"http://127.0.0.1:{port}",
                          health_url=f"{prefect_api_url(port)}/health")
+
+
+def worker_port() -> int:
+    return int(os.environ.get(WORKER_PORT_ENV, "4201"))
+
+
+def _prefect_cli(settings: Settings, *args: str, cwd: Path | None = None, timeout: float = 300) -> str:
+    env = stack_env(settings) | {"PREFECT_API_URL": prefect_api_url()}
+    proc = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=timeout)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-1500:]
+        raise StackError(f"`prefect {' '.join(args)}` failed with exit code {proc.returncode}:\n{tail}")
+    return proc.stdout
+
+
+def project_root() -> Path:
+    """The checkout `up` deploys from: the working directory, which must hold prefect.yaml."""
+    root = Path.cwd()
+    if not (root / "prefect.yaml").is_file():
+        raise StackError(f"no prefect.yaml in {root}: run `mlcycle up` from the repository root")
+    return root
+
+
+def deploy_all(settings: Settings) -> str:
+    """Create the work pool (idempotent) and (re)deploy every deployment of prefect.yaml."""
+    root = project_root()
+    _prefect_cli(settings, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
+    return _prefect_cli(settings, "deploy", "--all", cwd=root)
+
+
+def start_worker(settings: Settings) -> Service:
+    port = worker_port()
+    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process",
+            "--name", f"mlcycle-worker-{port}", "--with-healthcheck"]
+    env = stack_env(settings) | {
+        "PREFECT_API_URL": prefect_api_url(),
+        "PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1",
+        "PREFECT_WORKER_WEBSERVER_PORT": str(port),
+    }
+    return start_service(settings, "prefect-worker", argv, url=f"pool {WORK_POOL}",
+                         health_url=f"http://127.0.0.1:{port}/health", env=env, cwd=project_root())
+
+
+def up(settings: Settings) -> list[Service]:
+    """Server, deployments, worker: idempotent (running healthy services are left alone)."""
+    server = start_prefect_server(settings)
+    deploy_all(settings)
+    worker = start_worker(settings)
+    return [server, worker]
 
 
 def down(settings: Settings) -> list[str]:
