@@ -1,0 +1,341 @@
+"""Drift statistics: the champion's reference profile against a window of live inputs and predictions.
+
+Why these statistics, and how a decision is made
+------------------------------------------------
+With thousands of rows every two-sample test rejects: a p-value measures evidence, not size. So a
+feature is *drifted* only when **both** hold:
+
+1. the change is statistically significant after Benjamini-Hochberg correction across all tests of
+   the window (false discovery rate ``alpha``); and
+2. an **effect size** crosses its threshold (defaults in ``DriftSettings``, with their sources):
+
+   * numeric: PSI on the reference's quantile bins >= ``psi_threshold`` (0.2; the credit-scoring
+     convention: < 0.1 stable, 0.1-0.25 moderate, > 0.25 major shift, Siddiqi 2006 / Yurdakul 2018), or
+     the Wasserstein-1 distance divided by the reference's standard deviation >=
+     ``wasserstein_threshold`` (0.1, Evidently's default for numeric columns with > 1000 rows);
+   * categorical: Jensen-Shannon distance (base 2) >= ``js_threshold`` (0.05; Evidently uses 0.1,
+     which misses a 10-point move of a 20% category -- distance ~0.1 -- roughly half the time), or a
+     share of never-seen categories >= ``unseen_threshold``;
+   * any feature: the null rate moved by >= ``null_rate_threshold`` (absolute), tested with a
+     two-proportion z-test.
+
+Tests: numeric features use the two-sample Kolmogorov-Smirnov test (the reference side is the
+profile's seeded sample of the training rows; the p-value is scipy's asymptotic one, computed here
+from the same formula); categorical features use the chi-square test of homogeneity on reference vs
+current counts. Predictions (probability of the positive class) get PSI on the profile's fixed bins
+and KS against the reference prediction sample.
+
+Dataset-level decision: drift when the share of drifted features >= ``drift_share``, or a feature
+marked ``critical`` in the dataset declaration drifts, or the predictions drift. Below ``min_rows``
+current rows nothing is decided: the report says "not enough data".
+
+Memory does not grow with the training set: the reference side is the stored profile only. The
+current window is processed one column at a time (bin counts, a sort for KS), so a window of millions
+of rows costs a few column buffers, not a copy of the frame.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+# Smoothing for PSI/JS on empty bins: a bin with zero rows counts as this share instead of 0.
+_EPS = 1e-4
+
+
+class FeatureDrift(BaseModel):
+    feature: str
+    kind: Literal["numeric", "categorical", "prediction"]
+    critical: bool = False
+    n_reference: int
+    n_current: int
+    test: str  # "ks" | "chi2"
+    statistic: float | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    psi: float | None = None
+    wasserstein_norm: float | None = None
+    js_distance: float | None = None
+    unseen_share: float | None = None
+    null_rate_reference: float = 0.0
+    null_rate_current: float = 0.0
+    null_p_value: float | None = None
+    null_p_adjusted: float | None = None
+    drifted: bool = False
+    reasons: list[str] = Field(default_factory=list)
+
+
+class DriftDecision(BaseModel):
+    enough_data: bool
+    rows: int
+    min_rows: int
+    features: list[FeatureDrift] = Field(default_factory=list)
+    prediction: FeatureDrift | None = None
+    drifted_features: list[str] = Field(default_factory=list)
+    drifted_share: float = 0.0
+    dataset_drift: bool = False
+    reasons: list[str] = Field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.enough_data:
+            return f"not enough data: {self.rows} rows in the window, at least {self.min_rows} needed"
+        if not self.dataset_drift:
+            return f"no dataset drift ({len(self.drifted_features)} of {len(self.features)} features drifted)"
+        return "dataset drift: " + "; ".join(self.reasons)
+
+
+# --------------------------------------------------------------------------------------------------
+# The statistics, as plain functions (each tested against scipy)
+# --------------------------------------------------------------------------------------------------
+
+
+def psi(reference_counts, current_counts) -> float:
+    """Population stability index sum((c - r) * ln(c / r)) over shares, empty bins smoothed."""
+    r = np.asarray(reference_counts, dtype=float)
+    c = np.asarray(current_counts, dtype=float)
+    if r.sum() == 0 or c.sum() == 0:
+        return 0.0
+    r = np.maximum(r / r.sum(), _EPS)
+    c = np.maximum(c / c.sum(), _EPS)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def ks_2samp(reference, current) -> tuple[float, float]:
+    """Two-sided two-sample KS statistic and asymptotic p-value.
+
+    Equal to ``scipy.stats.ks_2samp(reference, current, method="asymp")``; implemented on sorted
+    arrays with ``searchsorted`` so one sort of the current column serves the statistic.
+    """
+    from scipy.stats import kstwo
+
+    a = np.sort(np.asarray(reference, dtype=float))
+    b = np.sort(np.asarray(current, dtype=float))
+    a = a[~np.isnan(a)]
+    b = b[~np.isnan(b)]
+    n1, n2 = len(a), len(b)
+    if n1 == 0 or n2 == 0:
+        return 0.0, 1.0
+    points = np.concatenate([a, b])
+    cdf1 = np.searchsorted(a, points, side="right") / n1
+    cdf2 = np.searchsorted(b, points, side="right") / n2
+    d = float(np.max(np.abs(cdf1 - cdf2)))
+    en = n1 * n2 / (n1 + n2)
+    p = float(kstwo.sf(d, np.round(en)))
+    return d, min(max(p, 0.0), 1.0)
+
+
+def wasserstein_normalized(reference, current, reference_std: float | None) -> float:
+    """Wasserstein-1 distance between the two samples divided by the reference standard deviation."""
+    from scipy.stats import wasserstein_distance
+
+    a = np.asarray(reference, dtype=float)
+    b = np.asarray(current, dtype=float)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if len(a) == 0 or len(b) == 0:
+        return 0.0
+    scale = reference_std if reference_std and reference_std > 0 else (float(np.std(a)) or 1.0)
+    return float(wasserstein_distance(a, b) / scale)
+
+
+def js_distance(p: dict[str, float], q: dict[str, float]) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]) between two category distributions."""
+    keys = sorted(set(p) | set(q))
+    a = np.array([p.get(k, 0.0) for k in keys], dtype=float)
+    b = np.array([q.get(k, 0.0) for k in keys], dtype=float)
+    if a.sum() == 0 or b.sum() == 0:
+        return 0.0
+    a, b = a / a.sum(), b / b.sum()
+    m = (a + b) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_a = np.nansum(np.where(a > 0, a * np.log2(a / m), 0.0))
+        kl_b = np.nansum(np.where(b > 0, b * np.log2(b / m), 0.0))
+    return float(math.sqrt(max((kl_a + kl_b) / 2, 0.0)))
+
+
+def chi2_homogeneity(reference_counts: dict[str, float], current_counts: dict[str, float]) -> tuple[float, float]:
+    """Chi-square test that reference and current counts come from one distribution (2 x k table)."""
+    from scipy.stats import chi2_contingency
+
+    keys = [k for k in sorted(set(reference_counts) | set(current_counts))
+            if reference_counts.get(k, 0) + current_counts.get(k, 0) > 0]
+    if len(keys) < 2:
+        return 0.0, 1.0
+    table = np.array([[reference_counts.get(k, 0.0) for k in keys], [current_counts.get(k, 0.0) for k in keys]])
+    if table[0].sum() == 0 or table[1].sum() == 0:
+        return 0.0, 1.0
+    stat, p, _, _ = chi2_contingency(table, correction=False)
+    return float(stat), float(p)
+
+
+def two_proportion_p(x1: float, n1: int, x2: float, n2: int) -> float:
+    """Two-sided p-value of the pooled two-proportion z-test (null rates)."""
+    from scipy.stats import norm
+
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    pooled = (x1 + x2) / (n1 + n2)
+    if pooled in (0.0, 1.0):
+        return 1.0
+    z = (x1 / n1 - x2 / n2) / math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    return float(2 * norm.sf(abs(z)))
+
+
+def benjamini_hochberg(p_values: list[float]) -> list[float]:
+    """BH-adjusted p-values (step-up, monotone, capped at 1), in the input order."""
+    p = np.asarray(p_values, dtype=float)
+    n = len(p)
+    if n == 0:
+        return []
+    order = np.argsort(p)
+    ranked = p[order] * n / np.arange(1, n + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(n)
+    out[order] = np.minimum(adjusted, 1.0)
+    return [float(x) for x in out]
+
+
+# --------------------------------------------------------------------------------------------------
+# The assessment of one window
+# --------------------------------------------------------------------------------------------------
+
+
+def assess_drift(profile, current, spec, config, *, prediction_column: str | None = "probability",
+                 rows: int | None = None) -> DriftDecision:
+    """Compare a window of live rows with the reference profile; see the module docstring.
+
+    ``current`` maps column names to values (a DataFrame, or a lazy mapping that reads one column at a
+    time); it holds the declared features and, if given, ``prediction_column``. ``config`` is a
+    ``DriftSettings``; ``spec`` the ``DatasetSpec``.
+    """
+    n = int(rows if rows is not None else len(current[spec.features[0].name]))
+    if n < config.min_rows:
+        return DriftDecision(enough_data=False, rows=n, min_rows=config.min_rows)
+
+    results: list[FeatureDrift] = []
+    for feature in spec.features:
+        values = current[feature.name]
+        if feature.kind == "numeric" and feature.name in profile.numeric:
+            results.append(_numeric(profile.numeric[feature.name], values, feature.critical))
+        elif feature.kind == "categorical" and feature.name in profile.categorical:
+            results.append(_categorical(profile.categorical[feature.name], values, feature.critical))
+    prediction = None
+    if prediction_column is not None and getattr(profile.predictions, "sample", None):
+        prediction = _prediction(profile.predictions, current[prediction_column])
+
+    # One family of tests per window: distribution tests and null-rate tests, BH across all of them.
+    tests = [r for r in [*results, *([prediction] if prediction else [])] if r.p_value is not None]
+    nulls = [r for r in results if r.null_p_value is not None]
+    adjusted = benjamini_hochberg([r.p_value for r in tests] + [r.null_p_value for r in nulls])
+    for r, p in zip(tests, adjusted[: len(tests)], strict=True):
+        r.p_adjusted = p
+    for r, p in zip(nulls, adjusted[len(tests):], strict=True):
+        r.null_p_adjusted = p
+
+    for r in results:
+        _decide(r, config)
+    if prediction is not None:
+        _decide(prediction, config)
+
+    drifted = [r.feature for r in results if r.drifted]
+    share = len(drifted) / len(results) if results else 0.0
+    reasons = []
+    if results and share >= config.drift_share:
+        reasons.append(f"{len(drifted)} of {len(results)} features drifted ({share:.0%} >= {config.drift_share:.0%})")
+    critical = [r.feature for r in results if r.drifted and r.critical]
+    if critical:
+        reasons.append(f"critical feature(s) drifted: {', '.join(critical)}")
+    if prediction is not None and prediction.drifted:
+        reasons.append("prediction distribution drifted (" + "; ".join(prediction.reasons) + ")")
+    return DriftDecision(
+        enough_data=True, rows=n, min_rows=config.min_rows, features=results, prediction=prediction,
+        drifted_features=drifted, drifted_share=share, dataset_drift=bool(reasons), reasons=reasons,
+    )
+
+
+def _as_float(values) -> np.ndarray:
+    import pandas as pd
+
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _numeric(ref, values, critical: bool) -> FeatureDrift:
+    x = _as_float(values)
+    nulls = int(np.isnan(x).sum())
+    present = x[~np.isnan(x)]
+    result = FeatureDrift(feature=ref.name, kind="numeric", critical=critical, n_reference=ref.rows,
+                          n_current=len(x), test="ks", null_rate_reference=ref.null_rate,
+                          null_rate_current=nulls / len(x) if len(x) else 0.0)
+    result.null_p_value = two_proportion_p(ref.null_rate * ref.rows, ref.rows, nulls, len(x))
+    if len(present) == 0 or not ref.counts:
+        return result
+    result.psi = psi(ref.counts, ref.bin_counts(present))
+    result.statistic, result.p_value = ks_2samp(ref.sample, present)
+    result.wasserstein_norm = wasserstein_normalized(ref.sample, present, ref.std)
+    return result
+
+
+def _categorical(ref, values, critical: bool) -> FeatureDrift:
+    import pandas as pd
+
+    series = pd.Series(values, dtype=object)
+    nulls = int(series.isna().sum())
+    n = len(series)
+    present = n - nulls
+    result = FeatureDrift(feature=ref.name, kind="categorical", critical=critical, n_reference=ref.rows,
+                          n_current=n, test="chi2", null_rate_reference=ref.null_rate,
+                          null_rate_current=nulls / n if n else 0.0)
+    result.null_p_value = two_proportion_p(ref.null_rate * ref.rows, ref.rows, nulls, n)
+    if present == 0:
+        return result
+    current_freq = ref.frequencies_of(series)
+    ref_present = ref.rows * (1 - ref.null_rate)
+    ref_counts = {k: v * ref_present for k, v in ref.frequencies.items()}
+    cur_counts = {k: v * present for k, v in current_freq.items()}
+    result.statistic, result.p_value = chi2_homogeneity(ref_counts, cur_counts)
+    result.js_distance = js_distance(ref.frequencies, current_freq)
+    seen = {k for k, v in ref.frequencies.items() if v > 0}
+    result.unseen_share = float(sum(v for k, v in current_freq.items() if k not in seen))
+    return result
+
+
+def _prediction(ref, scores) -> FeatureDrift:
+    p = _as_float(scores)
+    p = p[~np.isnan(p)]
+    result = FeatureDrift(feature="prediction", kind="prediction", n_reference=ref.rows, n_current=len(p),
+                          test="ks")
+    if len(p) == 0:
+        return result
+    result.psi = psi(ref.counts, ref.bin_counts(p))
+    result.statistic, result.p_value = ks_2samp(ref.sample, p)
+    return result
+
+
+def _decide(r: FeatureDrift, config) -> None:
+    significant = r.p_adjusted is not None and r.p_adjusted < config.alpha
+    p_text = f"BH-adjusted p={r.p_adjusted:.2g}" if r.p_adjusted is not None else "no test"
+    effects = []
+    if r.kind == "prediction":
+        if r.psi is not None and r.psi >= config.prediction_psi_threshold:
+            effects.append(f"PSI {r.psi:.3f} >= {config.prediction_psi_threshold}")
+    elif r.kind == "numeric":
+        if r.psi is not None and r.psi >= config.psi_threshold:
+            effects.append(f"PSI {r.psi:.3f} >= {config.psi_threshold}")
+        if r.wasserstein_norm is not None and r.wasserstein_norm >= config.wasserstein_threshold:
+            effects.append(f"Wasserstein/sd {r.wasserstein_norm:.3f} >= {config.wasserstein_threshold}")
+    else:
+        if r.js_distance is not None and r.js_distance >= config.js_threshold:
+            effects.append(f"Jensen-Shannon {r.js_distance:.3f} >= {config.js_threshold}")
+        if r.unseen_share is not None and r.unseen_share >= config.unseen_threshold:
+            effects.append(f"unseen categories {r.unseen_share:.1%} >= {config.unseen_threshold:.1%}")
+    if significant and effects:
+        r.drifted = True
+        r.reasons.append(f"{', '.join(effects)} ({r.test} {p_text})")
+    null_delta = abs(r.null_rate_current - r.null_rate_reference)
+    if (r.null_p_adjusted is not None and r.null_p_adjusted < config.alpha
+            and null_delta >= config.null_rate_threshold):
+        r.drifted = True
+        r.reasons.append(f"null rate {r.null_rate_reference:.1%} -> {r.null_rate_current:.1%} "
+                         f"(BH-adjusted p={r.null_p_adjusted:.2g})")
