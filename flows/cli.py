@@ -191,11 +191,39 @@ def up(as_json: bool = JSON_OPT) -> None:
 
 
 @app.command()
+def monitor(
+    hours: int = typer.Option(None, "--hours", min=1, help="window length (default: monitor.window_hours)"),
+    end: str = typer.Option(None, "--end", help="window end, ISO datetime UTC (default: this hour)"),
+    start: str = typer.Option(None, "--start", help="window start, ISO datetime UTC (overrides --hours)"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Measure drift and live performance of the champion; start a training when warranted."""
+    for name, value in (("--end", end), ("--start", start)):
+        if value:
+            try:
+                dt.datetime.fromisoformat(value)
+            except ValueError:
+                raise UsageFailure(f"{name} {value!r} is not an ISO datetime (e.g. 2026-10-23T00:00)") from None
+    _use_local_stack()
+    from flows.monitor import monitor_flow
+
+    report = monitor_flow(hours=hours, end=end, start=start)
+    lines = [f"window {report.window_id}: {report.rows} rows", f"drift: {report.drift.summary()}"]
+    if report.performance is not None:
+        lines.append(f"performance: {report.performance.detail}")
+    lines.append(f"trigger: {report.trigger.outcome}: {report.trigger.detail}")
+    if report.report_key:
+        lines.append(f"report: {report.report_key}")
+    _emit(as_json, report.model_dump(mode="json"), "\n".join(lines))
+
+
+@app.command()
 def down(as_json: bool = JSON_OPT) -> None:
     """Stop what `mlcycle up` / `make demo` started, and only that."""
-    from tasks import stack
+    from tasks import rollout, stack
 
-    stopped = stack.down(_settings())
+    settings = _settings()
+    stopped = rollout.teardown(settings) + stack.down(settings)
     _emit(as_json, {"stopped": stopped}, f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
@@ -219,32 +247,138 @@ def status(as_json: bool = JSON_OPT) -> None:
 
 @app.command()
 def demo(as_json: bool = JSON_OPT) -> None:
-    """The main job on embedded defaults: ingest and validate the demo window, then say where to look."""
+    """The main job on embedded defaults: the whole life cycle, then where to look."""
     from tasks import stack
     from tasks.storage import open_store
 
     settings = _settings()
     _use_local_stack()
+    say = (lambda text: None) if as_json else (lambda text: typer.echo(f"\n== {text}", err=True))
+    info: dict[str, Any] = {}
+
+    say(f"1/5 ingest + validate {settings.demo.days} simulated days from {settings.demo.start}")
     start = settings.demo.start
     end = start + dt.timedelta(days=settings.demo.days - 1)
     report = _backfill_with_progress(start.isoformat(), end.isoformat(), None, None, False, show=not as_json)
+    info["ingested"] = report.summary()
+
+    say("2/5 train, gate and register a champion")
+    from flows.train_cli import demo_training
+
+    trained_at = dt.datetime.now(dt.UTC)
+    payload, training_text = demo_training()
+    info["training"] = payload
+
+    say("3/5 the promotion starts the rollout deployment: package, test-serve, blue/green switch")
+    promoted = payload["training"].get("promoted")
+    champion = (payload.get("champion") or {}).get("version") if promoted else None  # None: roll out here
+    deployment = _chained_rollout(settings, champion, since=trained_at)
+    info["serving"] = {"url": deployment.endpoint_url, "model_version": deployment.model_version,
+                       "bento": deployment.bento_tag}
+
+    say("4/5 simulated traffic through the endpoint (before, then after the drift date), then monitor")
+    info["monitoring"] = _demo_traffic_and_monitor(settings, deployment.endpoint_url)
+
     store = open_store(settings)
-    info = {
-        "ingested": report.summary(),
-        "store": store.description,
-        "prefect_ui": os.environ.get("PREFECT_API_URL", "").removesuffix("/api") or None,
-        "background": [s.__dict__ for s in stack.services(settings)],
-    }
+    info["store"] = store.description
+    info["prefect_ui"] = os.environ.get("PREFECT_API_URL", "").removesuffix("/api") or None
+    info["background"] = [s.__dict__ for s in stack.services(settings)]
+    say("5/5 where to look")
+    from tasks.serving import curl_example, example_request
+
+    url = deployment.endpoint_url
     lines = [
-        f"ingest: {report.summary()}",
-        f"store:  {store.description}  (raw/, validated/, quarantine/, validation/ with Data Docs)",
+        f"ingest:    {info['ingested']}",
+        f"training:  {training_text}",
+        f"serving:   {url}  (model v{deployment.model_version}, bento {deployment.bento_tag})",
+        f"           {curl_example(url, example_request(settings))}",
     ]
+    for step in info["monitoring"]:
+        lines.append(f"monitor:   {step['label']}: {step['drift']} -> trigger {step['trigger']}")
+    lines.append(f"store:     {store.description}  (raw/ validated/ quarantine/ validation/ models/ "
+                 "inference/ reports/monitoring/ deployments/)")
     if info["prefect_ui"]:
-        lines.append(f"Prefect UI: {info['prefect_ui']}  (flow runs 'backfill', artifacts 'validation-*')")
+        lines.append(f"Prefect UI: {info['prefect_ui']}  (deployments, flow runs, artifacts: validation, gate "
+                     "decision, drift report)")
     if info["background"]:
         lines.append("left running: " + ", ".join(f"{s['name']} (pid {s['pid']})" for s in info["background"])
-                     + "; stop with `make down`")
+                     + "; stop them with `make down`")
     _emit(as_json, info, "\n".join(lines))
+
+
+def _chained_rollout(settings, version: int | None, since: dt.datetime):
+    """Wait for the rollout the promotion started on the worker; without a deployed stack, roll out here."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.exceptions import ObjectNotFound
+
+    from tasks.rollout import read_current
+    from tasks.storage import open_store
+
+    with get_client(sync_client=True) as client:
+        try:
+            deployment_id = client.read_deployment_by_name(settings.rollout.deployment).id
+        except ObjectNotFound:
+            deployment_id = None
+        if deployment_id is None or version is None:
+            from flows.rollout import rollout_flow
+
+            return rollout_flow(target="process")
+        store = open_store(settings)
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            current = read_current(store)
+            if current is not None and current.status == "live" and current.model_version == str(version):
+                return current
+            by_deployment = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+            runs = client.read_flow_runs(deployment_filter=by_deployment, sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                                         limit=1)
+            run = runs[0] if runs else None
+            if (run is not None and run.created is not None and run.created >= since and run.state is not None
+                    and run.state.is_final() and not run.state.is_completed()):
+                raise RuntimeError(f"the rollout run {run.name} ended {run.state.name}: {run.state.message}")
+            time.sleep(2)
+    raise RuntimeError(f"model v{version} was not live behind the endpoint within 15 minutes")
+
+
+def _demo_traffic_and_monitor(settings, url: str) -> list[dict]:
+    """Send pre-drift then post-drift days through the endpoint; monitor each batch of traffic."""
+    import time
+
+    from flows.monitor import monitor_flow
+    from tasks.traffic import send_http
+
+    drift_dates = sorted({e.start for e in settings.simulator.drift})
+    first_drift = drift_dates[0] if drift_dates else settings.demo.start + dt.timedelta(days=30)
+    phases = [("before the drift date", [first_drift - dt.timedelta(days=i) for i in (4, 3, 2, 1)]),
+              ("after the drift date", [first_drift + dt.timedelta(days=i) for i in (0, 1, 2, 3)])]
+    results = []
+    for label, days in phases:
+        window_start = dt.datetime.now(dt.UTC)
+        sent = send_http(url, settings, days, rows_per_day=300)
+        if sent["failed"]:
+            raise RuntimeError(f"{sent['failed']} of {sent['requests']} demo requests failed at {url}")
+        time.sleep(settings.serving.inference_log.flush_interval_seconds + 2)  # the log flushes on a timer
+        report = monitor_flow(start=window_start.isoformat(), end=dt.datetime.now(dt.UTC).isoformat())
+        results.append({"label": label, "rows": report.rows, "drift": report.drift.summary(),
+                        "trigger": f"{report.trigger.outcome} ({report.trigger.detail})",
+                        "report": report.report_key})
+    return results
+
+
+def _register_stage_commands() -> None:
+    """The commands of the later stages live beside their flows; each module adds its own."""
+    from flows.rollout_cli import register as register_rollout
+    from flows.train_cli import register as register_train
+
+    register_train(app)
+    register_rollout(app)
+
+
+_register_stage_commands()
 
 
 def main() -> None:

@@ -270,6 +270,10 @@ class TrainingSettings(_Section):
     min_rows: int = Field(default=200, ge=10)  # in each of train, validation and test
     seed: int = 42
     n_jobs: int = 2  # joblib workers of the search; -1: all cores
+    # OpenMP/BLAS threads per fit (and for predictions); None: the libraries' default, every core the
+    # machine reports. Set it in containers with CPU limits or on shared hosts: oversubscribed
+    # OpenMP threads make HistGradientBoosting several times slower.
+    threads_per_fit: int | None = Field(default=None, ge=1)
     joblib_backend: Literal["loky", "threading", "dask"] = "loky"
     dask_scheduler: str | None = None  # tcp://host:8786: the search runs on that Dask cluster
     threshold: float = Field(default=0.5, gt=0, lt=1)  # decision threshold for F1, recall, precision
@@ -304,6 +308,95 @@ class GateSettings(_Section):
         return self
 
 
+class RolloutSettings(_Section):
+    """How ``rollout`` builds, starts and switches serving deployments (see tasks.rollout)."""
+
+    target: Literal["process", "docker"] = "process"  # process: a local `bentoml serve`; docker: a container
+    after_promotion: bool = True  # a promotion starts the rollout deployment (package -> test-serve -> switch)
+    deployment: str = "rollout/on-demand"  # the deployment a promotion starts
+    endpoint_port: int = Field(default=3080, ge=1024, le=65535)  # the stable URL http://127.0.0.1:<port>
+    readiness_timeout_seconds: float = Field(default=180.0, gt=0)  # candidate start -> /readyz answers 200
+    drain_seconds: float = Field(default=30.0, ge=0)  # longest wait for in-flight requests after a switch
+    stop_grace_seconds: float = Field(default=20.0, ge=0)  # SIGTERM -> SIGKILL for a retired backend
+    proxy_read_timeout_seconds: float = Field(default=60.0, gt=0)  # the endpoint's wait for a backend answer
+    # Client keep-alive at the stable endpoint. 0: every response closes its connection, so no request can
+    # be caught by a switch. > 0: keep-alive; a request sent on an idle connection at the instant a switch
+    # closes it fails (tasks/endpoint.py; measured: 33 of 31,579 requests over 150 switches)
+    endpoint_keepalive_seconds: float = Field(default=0.0, ge=0)
+    image_name: str = Field(default="mlcycle-serving", pattern=r"^[a-z0-9][a-z0-9._/-]*$")
+    base_image: str = "local/python-base:bookworm"  # FROM of the serving image
+    build_base_image: bool = True  # build base_image from Debian packages when missing (else: docker pull)
+    debian_mirror: str = "http://deb.debian.org/debian"  # debootstrap's mirror for the base image
+    start_engine: bool = True  # start dockerd (infra/docker-engine.sh) when no Docker engine answers
+    wheelhouse_dir: Path | None = None  # wheels the image installs offline; None: <home>/cache/wheelhouse
+
+
+class InferenceLogSettings(_Section):
+    """The service's inference log (see tasks.inference_log): batched Parquet parts, off the request path."""
+
+    enabled: bool = True
+    queue_rows: int = Field(default=200_000, ge=1)  # predictions held in memory; beyond: dropped and counted
+    flush_rows: int = Field(default=20_000, ge=1)  # write a part when this many rows are queued...
+    flush_interval_seconds: float = Field(default=5.0, gt=0)  # ...or when this much time has passed
+    upload_attempts: int = Field(default=3, ge=1)  # per part, with exponential backoff, before spilling
+    spill_dir: Path | None = None  # parts kept here while the store is down; None: <home>/inference-spill
+
+
+class ServingSettings(_Section):
+    """The BentoML service, its packaging and test-serving (see bentos/service.py, tasks.serving)."""
+
+    bento_name: str = Field(default="mlcycle-model", pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    package_on_promotion: bool = True  # the train flow runs `package` (with test-serving) after a promotion
+    host: str = "127.0.0.1"  # `mlcycle serve` binds here
+    port: int = Field(default=3000, ge=0, le=65535)  # `mlcycle serve` default port (0: any free port)
+    workers: int = Field(default=1, ge=1, le=64)  # service processes (each loads the model)
+    model_threads: int = Field(default=1, ge=1)  # OpenMP/BLAS threads per worker for the pipeline
+    threshold: float | None = Field(default=None, gt=0, lt=1)  # None: the model's own (training.threshold)
+    timeout_seconds: float = Field(default=30.0, gt=0)  # a request still running after this gets 504
+    max_concurrency: int | None = Field(default=None, ge=1)  # requests in flight per service; beyond: 503
+    max_records: int = Field(default=1_000, ge=1)  # records per /predict request
+    max_batch_request_rows: int = Field(default=100_000, ge=1)  # rows per /predict_batch request
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)  # larger request bodies get 413
+    max_batch_rows: int = Field(default=20_000, ge=1)  # adaptive batching: rows per pipeline call
+    batch_wait_ms: float = Field(default=3.0, ge=0, le=1000)  # under load, wait this long to fill a batch
+    access_log: bool = False  # BentoML's per-request access log (costs ~10% throughput)
+    trace_requests: bool = False  # OpenTelemetry spans for API requests (~0.4 ms each; needs an exporter)
+    canary_rows: int = Field(default=200, ge=1)  # test-serving: rows of the test window sent as canaries
+    canary_tolerance: float = Field(default=1e-9, ge=0)  # |served - in-process probability| allowed
+    latency_budget_ms: float = Field(default=250.0, gt=0)  # test-serving: p95 of single-row /predict
+    latency_requests: int = Field(default=50, ge=5)  # single-row requests timed for the budget
+    readiness_timeout_seconds: float = Field(default=180.0, gt=0)  # `bentoml serve` start -> /readyz 200
+    build_timeout_seconds: float = Field(default=600.0, gt=0)  # `bentoml build`
+    bentoml_home: Path | None = None  # BentoML's model and bento store; None: <home>/bentoml
+    inference_log: InferenceLogSettings = Field(default_factory=InferenceLogSettings)
+
+
+class DriftSettings(_Section):
+    """Drift decision thresholds; the defaults and their sources are documented in tasks/drift.py."""
+
+    min_rows: int = Field(default=500, ge=1)  # below this many current rows: "not enough data"
+    alpha: float = Field(default=0.05, gt=0, lt=1)  # false discovery rate (Benjamini-Hochberg)
+    psi_threshold: float = 0.2
+    wasserstein_threshold: float = 0.1  # Wasserstein-1 / reference standard deviation
+    js_threshold: float = 0.05  # Jensen-Shannon distance, base 2
+    unseen_threshold: float = 0.01  # share of rows with a category never seen in training
+    null_rate_threshold: float = 0.05  # absolute change in the null rate
+    prediction_psi_threshold: float = 0.2
+    drift_share: float = Field(default=0.5, gt=0, le=1)  # share of drifted features for dataset drift
+    reference_sample_size: int = Field(default=5000, ge=100)  # per numeric feature, kept in the profile
+
+
+class MonitorSettings(_Section):
+    """The monitoring flow: which window it reads and the guard rails around the retraining trigger."""
+
+    window_hours: int = Field(default=24, ge=1)
+    performance_metric: str = "roc_auc"
+    performance_tolerance: float = 0.05  # drop of the live metric below the champion's test metric
+    min_labelled_rows: int = Field(default=200, ge=1)
+    cooldown_hours: float = Field(default=24.0, ge=0)
+    train_deployment: str = "train/on-demand"
+
+
 class Settings(BaseSettings):
     """Everything mlcycle reads, typed. See the module docstring for where values come from."""
 
@@ -335,6 +428,10 @@ class Settings(BaseSettings):
     demo: DemoSettings = Field(default_factory=DemoSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
 
     @field_validator("s3_endpoint")
     @classmethod

@@ -49,10 +49,14 @@ def test_up_deploys_everything_and_is_idempotent(stack_env):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
-        for name in ("ingest/daily", "backfill/range", "validate/revalidate"):
+        for name in ("ingest/daily", "backfill/range", "validate/revalidate", "train/on-demand",
+                     "package/on-demand", "rollout/on-demand", "rollout/rollback", "monitor/hourly"):
             assert client.read_deployment_by_name(name).work_pool_name == "mlcycle-process"
         daily = client.read_deployment_by_name("ingest/daily")
         assert [s.schedule.cron for s in daily.schedules] == ["30 0 * * *"]
+        hourly = client.read_deployment_by_name("monitor/hourly")
+        assert [s.schedule.cron for s in hourly.schedules] == ["5 * * * *"]
+        assert client.read_deployment_by_name("train/on-demand").schedules == []
         assert daily.work_pool_name == "mlcycle-process"
 
 

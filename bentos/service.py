@@ -1,0 +1,125 @@
+"""The BentoML service: the packaged registry model behind typed endpoints. Imports no Prefect.
+
+Which model: the bento argument ``model_tag`` (set by ``mlcycle package`` at build time), a model in the
+BentoML store that ``tasks.serving.import_model`` created from a registry version. Its
+``served_model.json`` carries the registry version, the artifact's sha256, the threshold and the
+dataset declaration the request schema is generated from (``tasks.schema``). Runtime settings
+(workers, limits, batching, the inference log's store) come from the same settings model as the rest
+of mlcycle: ``mlcycle.yaml`` (bundled in the bento) and ``MLCYCLE_*`` variables.
+
+Endpoints: ``POST /predict`` (records), ``POST /predict_batch`` (columns), ``GET|POST /metadata``, and
+BentoML's ``/livez``, ``/readyz``, ``/metrics``, ``/docs.json``.
+"""
+
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import bentoml
+import numpy as np
+from pydantic import BaseModel, Field
+
+from bentos.runtime import RequestGuard, Scorer, load_pipeline, serving_context
+from tasks.inference_log import open_writer
+from tasks.schema import (
+    BatchPredictResponse,
+    InferenceLogStatus,
+    Prediction,
+    PredictResponse,
+    ServiceMetadata,
+    build_schema,
+)
+
+
+class ServiceArgs(BaseModel):
+    model_tag: str  # the BentoML model to serve, name:version
+
+
+ARGS = bentoml.use_arguments(ServiceArgs)
+MODEL = bentoml.models.BentoModel(ARGS.model_tag)
+SERVED, SETTINGS = serving_context(MODEL, bundled_config=Path(__file__).resolve().parents[1] / "mlcycle.yaml")
+SERVING = SETTINGS.serving
+SCHEMA = build_schema(SERVED.dataset, SERVED.features, max_batch_rows=SERVING.max_batch_request_rows)
+Record, Columns = SCHEMA.record, SCHEMA.columns
+Records = Annotated[list[Record], Field(min_length=1, max_length=SERVING.max_records)]
+REQUEST_SCHEMAS = (Record.model_json_schema(), Columns.model_json_schema())
+API_PATHS = ("/predict", "/predict_batch", "/metadata")
+LOG_EVENTS = bentoml.metrics.Counter(name="mlcycle_inference_log_rows", labelnames=["event"],
+                                     documentation="inference log: rows written and dropped, uploads failed, "
+                                                   "parts spilled to local disk")
+
+
+@bentoml.service(
+    name=SERVING.bento_name,
+    workers=SERVING.workers,
+    traffic={"timeout": SERVING.timeout_seconds,
+             **({"max_concurrency": SERVING.max_concurrency} if SERVING.max_concurrency else {})},
+    logging={"access": {"enabled": SERVING.access_log}},
+    # OpenTelemetry spans cost ~0.4 ms per request and no exporter is configured: off unless asked for
+    tracing={} if SERVING.trace_requests else {"excluded_urls": list(API_PATHS)},
+)
+class ModelService:
+    model = MODEL
+
+    def __init__(self) -> None:
+        self.pipeline = load_pipeline(Path(self.model.path_of(SERVED.model_file)), SERVED.model_sha256)
+        self.threshold = SERVING.threshold or SERVED.threshold
+        self.scorer = Scorer(self._probabilities, SERVED.features, max_batch_rows=SERVING.max_batch_rows,
+                             max_wait_ms=SERVING.batch_wait_ms, threads=SERVING.model_threads)
+        self.log = open_writer(SETTINGS, SERVED, on_event=lambda event, n: LOG_EVENTS.labels(event=event).inc(n))
+
+    def _probabilities(self, frame) -> np.ndarray:
+        return self.pipeline.predict_proba(frame)[:, 1]
+
+    def _record(self, endpoint: str, columns, ids, probabilities) -> tuple[str, np.ndarray]:
+        request_id = uuid.uuid4().hex
+        labels = (probabilities >= self.threshold).astype(np.int64)
+        if self.log is not None:
+            self.log.submit(request_id, endpoint, columns, ids, probabilities, labels)
+        return request_id, labels
+
+    @bentoml.api(route="/predict")
+    async def predict(self, records: Records) -> PredictResponse:
+        """Score 1..serving.max_records records: probability and label per record, in order."""
+        columns = SCHEMA.records_to_columns(records)
+        probabilities = await self.scorer.score(columns, len(records))
+        request_id, labels = self._record("predict", columns, SCHEMA.record_ids(records), probabilities)
+        predictions = [Prediction(probability=p, label=y)
+                       for p, y in zip(probabilities.tolist(), labels.tolist(), strict=True)]
+        return PredictResponse(request_id=request_id, model=SERVED.name, model_version=SERVED.version,
+                               threshold=self.threshold, predictions=predictions)
+
+    @bentoml.api(route="/predict_batch")
+    async def predict_batch(self, columns: Columns) -> BatchPredictResponse:
+        """Score a column-oriented batch (one list per feature, up to serving.max_batch_request_rows rows)."""
+        arrays = SCHEMA.batch_to_columns(columns)
+        rows = len(next(iter(arrays.values())))
+        probabilities = await self.scorer.score(arrays, rows)
+        request_id, labels = self._record("predict_batch", arrays, SCHEMA.batch_ids(columns), probabilities)
+        return BatchPredictResponse(
+            request_id=request_id, model=SERVED.name, model_version=SERVED.version, threshold=self.threshold,
+            rows=rows, probabilities=probabilities.tolist(), labels=labels.tolist())
+
+    @bentoml.api(route="/metadata")
+    def metadata(self) -> ServiceMetadata:
+        """The served model (registry version, sha256, lineage summary), limits, and the request schemas."""
+        return ServiceMetadata(
+            model=SERVED.name, model_version=SERVED.version, model_sha256=SERVED.model_sha256,
+            bento_model_tag=str(MODEL.tag), threshold=self.threshold, features=SERVED.features,
+            dataset=SERVED.dataset.name, dataset_schema_hash=SERVED.dataset.schema_hash(), lineage=SERVED.lineage,
+            limits={"max_records": SERVING.max_records, "max_batch_request_rows": SERVING.max_batch_request_rows,
+                    "max_body_bytes": SERVING.max_body_bytes, "max_batch_rows": SERVING.max_batch_rows},
+            batching=self.scorer.stats(),
+            inference_log=self.log.status() if self.log is not None else InferenceLogStatus(enabled=False),
+            request_schema=REQUEST_SCHEMAS[0], batch_request_schema=REQUEST_SCHEMAS[1])
+
+    @bentoml.on_shutdown
+    def flush_inference_log(self) -> None:
+        """Write every queued prediction before the worker exits (spilled locally if the store is down)."""
+        self.scorer.close()
+        if self.log is not None:
+            self.log.close()
+
+
+ModelService.add_asgi_middleware(RequestGuard, max_body_bytes=SERVING.max_body_bytes,
+                                 api_paths=list(API_PATHS), get_paths=["/metadata"])

@@ -1,0 +1,143 @@
+"""The monitor flow: drift and live performance of the champion, and a guarded retraining trigger.
+
+``monitor`` (deployment ``monitor/hourly``, scheduled in prefect.yaml)::
+
+    window ─▶ evaluate-window (drift + performance) ─▶ decide-trigger (ledger, cooldown, one training)
+           ─▶ start-training (run_deployment train/on-demand, not awaited) ─▶ report (store + artifacts)
+
+The trigger's guard rails are described in ``tasks/monitor.py``; a decision is always recorded, with
+its reasons, whether or not a training starts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from tasks import monitor as mon
+from tasks.ingest import retrying
+from tasks.settings import Settings, get_settings
+
+
+@task(name="evaluate-window", cache_policy=NO_CACHE)
+def evaluate_window_task(settings: Settings, hours: int, end: dt.datetime | None,
+                         start: dt.datetime | None = None) -> mon.MonitorReport:
+    from tasks.registry import load_metadata, load_profile
+    from tasks.storage import open_store
+    from tasks.training import model_name
+
+    store = open_store(settings)
+    name = model_name(settings)
+    champion = load_metadata(store, name, "champion")
+    profile = load_profile(store, name, "champion")
+    window = mon.window_for(name, champion.version, hours, end, start)
+    return mon.evaluate(store, window, profile, champion.metrics.model_dump(), settings.dataset, settings.drift,
+                        settings.monitor)
+
+
+def training_in_flight(deployment_name: str) -> bool:
+    """Whether a run of the train deployment is scheduled, pending or running."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(deployment_name)
+        except ObjectNotFound:
+            return False
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]))),
+            limit=1,
+        )
+        return bool(runs)
+
+
+@task(name="decide-trigger", cache_policy=NO_CACHE)
+def decide_trigger_task(settings: Settings, report: mon.MonitorReport) -> mon.TriggerDecision:
+    from tasks.storage import open_store
+
+    running = report.retrain_warranted and training_in_flight(settings.monitor.train_deployment)
+    return mon.claim_trigger(open_store(settings), report, dt.datetime.now(dt.UTC), settings.monitor.cooldown_hours,
+                             training_running=running, monitor_flow_run_id=str(flow_run.id) if flow_run.id else None)
+
+
+@task(name="start-training", cache_policy=NO_CACHE)
+def start_training_task(settings: Settings, decision: mon.TriggerDecision) -> mon.TriggerDecision:
+    """Start the train deployment without waiting; the ledger records the run id (or the failure)."""
+    from prefect.deployments import run_deployment
+
+    from tasks.storage import open_store
+
+    store = open_store(settings)
+    record = decision.record
+    try:
+        run = run_deployment(settings.monitor.train_deployment, parameters={"reason": record.reason[:500]},
+                             timeout=0, idempotency_key=mon.idempotency_key(record.window_id),
+                             tags=["mlcycle", "retrain", f"trigger-{record.seq}"])
+    except Exception as exc:
+        mon.update_trigger(store, record.model_copy(update={"status": "failed"}))
+        raise RuntimeError(f"could not start {settings.monitor.train_deployment}: {exc}") from exc
+    record = record.model_copy(update={"status": "started", "training_flow_run_id": str(run.id)})
+    mon.update_trigger(store, record)
+    return decision.model_copy(update={"record": record, "detail": f"{decision.detail} -> flow run {run.name}"})
+
+
+@task(name="monitoring-report", cache_policy=NO_CACHE)
+def report_task(settings: Settings, report: mon.MonitorReport) -> mon.MonitorReport:
+    """HTML report and decision into the store; markdown and table artifacts in the UI."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    from tasks.registry import load_profile
+    from tasks.storage import MinioStore, open_store
+
+    store = open_store(settings)
+    thresholds = settings.drift.model_dump()
+    rows = mon.window_rows(store, report.window, settings.dataset)
+    page = mon.render_html(report, load_profile(store, report.window.model, report.window.champion_version), rows,
+                           thresholds)
+    key = mon.save_html(store, report, page)
+    report = report.model_copy(update={"report_key": key})
+    mon.save_decision(store, report)
+    uri = store.http_url(key) if isinstance(store, MinioStore) else store.uri(key)
+    create_markdown_artifact(key="monitoring-decision", markdown=mon.render_markdown(report, uri, thresholds),
+                             description=f"monitoring decision for {report.window_id}")
+    if report.drift.features:
+        create_table_artifact(key="monitoring-drift", table=mon.feature_table(report),
+                              description=f"per-feature drift statistics for {report.window_id}")
+    return report
+
+
+@flow(name="monitor", log_prints=True)
+def monitor_flow(hours: int | None = None, end: str | None = None, start: str | None = None) -> mon.MonitorReport:
+    """Measure drift and live performance over a window; start a training when warranted.
+
+    Args:
+        hours: window length; defaults to ``monitor.window_hours``.
+        end: window end (ISO datetime, UTC); defaults to the current hour.
+        start: window start (ISO datetime, UTC); overrides ``hours`` when given.
+    """
+    settings = get_settings()
+    window_end = dt.datetime.fromisoformat(end) if end else None
+    window_start = dt.datetime.fromisoformat(start) if start else None
+    report = retrying(evaluate_window_task, settings)(settings, hours or settings.monitor.window_hours, window_end,
+                                                      window_start)
+    decision = decide_trigger_task(settings, report)
+    if decision.triggered:
+        decision = start_training_task(settings, decision)
+    report = retrying(report_task, settings)(settings, report.model_copy(update={"trigger": decision}))
+    get_run_logger().info("%s: %s; trigger %s (%s)", report.window_id, report.drift.summary(), decision.outcome,
+                          decision.detail)
+    return report

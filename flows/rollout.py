@@ -1,0 +1,52 @@
+"""The rollout flow: a test-served bento goes live behind the stable endpoint, blue/green.
+
+``rollout`` (deployment ``rollout/after-package`` and ``rollout/rollback``)::
+
+    [package (subflow), unless a bento or image is given] ─▶ rollout ─▶ deployment-report
+                                                               │ build image (docker) · start candidate ·
+                                                               │ /readyz · canary + latency · switch the
+                                                               │ endpoint · drain · stop the previous one
+                                                               └ any failure: the previous deployment keeps
+                                                                 serving, the attempt is recorded, the run fails
+
+With ``rollback=True`` the deployment that was live before the current one is rolled out again.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from tasks.rollout import Deployment, RolloutFailed, deployment_report_task, rollback_task, rollout_task
+from tasks.settings import get_settings
+
+
+@flow(name="rollout", log_prints=True)
+def rollout_flow(bento_tag: str | None = None, version: int | None = None, target: str | None = None,
+                 image: str | None = None, rollback: bool = False) -> Deployment:
+    """Roll out a model version (packaged and test-served first), a given bento or image, or roll back.
+
+    Args:
+        bento_tag: an already packaged bento (name:version); skips packaging.
+        version: the registry version to package and roll out; defaults to the champion.
+        target: ``process`` or ``docker``; defaults to ``rollout.target`` in mlcycle.yaml.
+        image: (docker) an already built serving image to roll out.
+        rollback: return to the deployment that was live before the current one.
+    """
+    settings = get_settings()
+    run_id = str(flow_run.id) if flow_run.id else None
+    try:
+        if rollback:
+            record = rollback_task(settings, run_id)
+        else:
+            if bento_tag is None and image is None:
+                from flows.package import package_flow
+
+                bento_tag = package_flow(version=version).bento_tag
+            record = rollout_task(settings, bento_tag, image, target or settings.rollout.target, run_id)
+    except RolloutFailed as exc:
+        deployment_report_task(exc.record)
+        raise
+    deployment_report_task(record)
+    get_run_logger().info("live: %s", record.summary())
+    return record

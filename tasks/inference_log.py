@@ -1,0 +1,419 @@
+"""The inference log: every prediction the service makes, as Parquet parts in the object store.
+
+Layout::
+
+    inference/date=YYYY-MM-DD/part-<utc timestamp>-<uuid>.parquet    predictions (the monitoring input)
+    labels/date=YYYY-MM-DD/part-<utc timestamp>-<uuid>.parquet       outcomes that arrived later
+
+One row per predicted record: ``request_id``, ``row`` (position in the request), ``ts`` (UTC),
+``endpoint``, ``model``, ``model_version``, the dataset's id column (when the client sent it), every
+feature the model read, ``probability`` and ``label``. Nothing else: no headers, no settings, no
+secrets. Labels join on (``request_id``, ``row``), or on the id column (:func:`join_labels`).
+
+The writer (:class:`InferenceLogWriter`) keeps logging off the request path:
+
+* ``submit`` appends to a bounded in-memory queue (``queue_rows``) and never blocks: when the queue is
+  full the predictions are **dropped and counted** (``dropped_rows``/``dropped_requests``, a warning
+  at most once a minute), the request itself is answered normally;
+* a background thread writes a part every ``flush_rows`` rows or ``flush_interval_seconds``, whichever
+  comes first, one part per UTC date, each an atomic put (a reader sees whole parts only);
+* a failed upload is retried (``upload_attempts``, exponential backoff); if the store stays down the
+  part is **spilled** to a local folder (atomic rename) and re-uploaded, oldest first, once the store
+  answers again (also by the next process that starts with the same spill folder);
+* ``close()`` (the service's shutdown hook) writes everything still queued: a normal stop loses no
+  record (it is in the store, or spilled on local disk if the store is down).
+
+Pure Python + pyarrow; no Prefect, no BentoML (the service imports it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.schema import InferenceLogStatus
+from tasks.settings import DatasetSpec, FeatureSpec
+from tasks.storage import ObjectStore, StoreError
+
+INFERENCE_PREFIX = "inference"
+LABELS_PREFIX = "labels"
+META_COLUMNS = ["request_id", "row", "ts", "endpoint", "model", "model_version"]
+OUTPUT_COLUMNS = ["probability", "label"]
+
+logger = logging.getLogger("mlcycle.inference_log")
+
+
+def part_key(prefix: str, day: dt.date, now: dt.datetime | None = None) -> str:
+    """``<prefix>/date=YYYY-MM-DD/part-<UTC timestamp>-<uuid>.parquet``: unique, sortable by time."""
+    now = now or dt.datetime.now(dt.UTC)
+    return f"{prefix}/date={day.isoformat()}/part-{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:12]}.parquet"
+
+
+def table_bytes(table) -> bytes:
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+@dataclass
+class _Entry:
+    request_id: str
+    endpoint: str
+    ts: dt.datetime
+    columns: dict[str, np.ndarray]
+    ids: list[str | None] | None
+    probabilities: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return len(self.probabilities)
+
+
+class InferenceLogWriter:
+    """A bounded queue and one background thread writing Parquet parts (see the module docstring).
+
+    ``on_event(name, amount)`` is called for ``written_rows``, ``dropped_rows``, ``failed_uploads``
+    and ``spilled_parts`` (the service turns them into Prometheus counters).
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        model: str,
+        model_version: int,
+        features: list[FeatureSpec],
+        id_column: str,
+        spill_dir: Path,
+        queue_rows: int = 100_000,
+        flush_rows: int = 5_000,
+        flush_interval_seconds: float = 5.0,
+        upload_attempts: int = 3,
+        retry_delay_seconds: float = 0.5,
+        on_event: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.model, self.model_version = model, model_version
+        self.features, self.id_column = features, id_column
+        self.spill_dir = Path(spill_dir)
+        self.queue_rows, self.flush_rows = queue_rows, flush_rows
+        self.flush_interval = flush_interval_seconds
+        self.upload_attempts, self.retry_delay = max(1, upload_attempts), retry_delay_seconds
+        self.on_event = on_event
+        self._queue: deque[_Entry] = deque()
+        self._queued_rows = 0
+        self._cond = threading.Condition()
+        self._flush_requested = 0
+        self._flushed = 0
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._store_down_until = 0.0
+        self._last_drop_warning = 0.0
+        self.counters = {"written_rows": 0, "written_parts": 0, "dropped_rows": 0, "dropped_requests": 0,
+                         "failed_uploads": 0, "spilled_parts": 0, "reuploaded_parts": 0}
+        self.last_error: str | None = None
+
+    # -- the request path -------------------------------------------------------------------------
+
+    def submit(self, request_id: str, endpoint: str, columns: dict[str, np.ndarray], ids: list[str | None] | None,
+               probabilities: np.ndarray, labels: np.ndarray, ts: dt.datetime | None = None) -> bool:
+        """Queue one request's predictions; never blocks. False (and counted) when the queue is full."""
+        entry = _Entry(request_id, endpoint, ts or dt.datetime.now(dt.UTC), columns, ids, probabilities, labels)
+        n = entry.rows
+        with self._cond:
+            if self._stop or self._queued_rows + n > self.queue_rows:
+                self.counters["dropped_rows"] += n
+                self.counters["dropped_requests"] += 1
+                warn = time.monotonic() - self._last_drop_warning > 60
+                if warn:
+                    self._last_drop_warning = time.monotonic()
+            else:
+                self._queue.append(entry)
+                self._queued_rows += n
+                if self._queued_rows >= self.flush_rows:
+                    self._cond.notify()
+                return True
+        self._emit("dropped_rows", n)
+        if warn:
+            logger.warning("inference log queue full (%d rows queued, limit %d): %d predictions of request %s not "
+                           "logged (%d dropped so far)", self._queued_rows, self.queue_rows, n, request_id,
+                           self.counters["dropped_rows"])
+        return False
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def start(self) -> InferenceLogWriter:
+        self._thread = threading.Thread(target=self._run, name="inference-log-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Write everything queued now (spilling if the store is down) and wait for it."""
+        if self._thread is None:
+            self._drain()
+            return
+        with self._cond:
+            self._flush_requested += 1
+            ticket = self._flush_requested
+            self._cond.notify()
+            self._cond.wait_for(lambda: self._flushed >= ticket or self._thread is None
+                                or not self._thread.is_alive(), timeout)
+
+    def close(self, timeout: float = 30.0) -> InferenceLogStatus:
+        """Stop accepting, write what is queued, join the thread. Safe to call twice."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        else:  # never started: write synchronously
+            self._drain(final=True)
+        return self.status()
+
+    def status(self) -> InferenceLogStatus:
+        return InferenceLogStatus(enabled=True, queued_rows=self._queued_rows, last_error=self.last_error,
+                                  **self.counters)
+
+    # -- the writer thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.flush_interval
+        self._reupload_spilled()
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stop or self._queued_rows >= self.flush_rows
+                                    or self._flush_requested > self._flushed,
+                                    max(0.0, deadline - time.monotonic()))
+                stopping, ticket = self._stop, self._flush_requested
+            if time.monotonic() >= deadline or stopping or ticket > self._flushed or \
+                    self._queued_rows >= self.flush_rows:
+                try:
+                    self._drain(final=stopping)
+                except Exception as exc:  # noqa: BLE001 - the writer must survive anything
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    logger.exception("inference log writer failed")
+                deadline = time.monotonic() + self.flush_interval
+                with self._cond:
+                    self._flushed = ticket
+                    self._cond.notify_all()
+            if stopping:
+                return
+
+    def _take(self) -> list[_Entry]:
+        with self._cond:
+            entries = list(self._queue)
+            self._queue.clear()
+            self._queued_rows = 0
+        return entries
+
+    def _drain(self, final: bool = False) -> None:
+        entries = self._take()
+        if entries:
+            for day, group in _by_date(entries).items():
+                self._write_part(part_key(INFERENCE_PREFIX, day), table_bytes(self._table(group)), final=final)
+        self._reupload_spilled()
+
+    def _write_part(self, key: str, data: bytes, final: bool) -> None:
+        rows = _parquet_rows(data)
+        store_down = time.monotonic() < self._store_down_until
+        if final and store_down:  # stopping while the store is down: keep it on disk, do not wait for timeouts
+            self._spill(key, data)
+            return
+        attempts = 1 if final or store_down else self.upload_attempts
+        for attempt in range(attempts):
+            try:
+                self.store.put_bytes(key, data)
+                self.counters["written_parts"] += 1
+                self.counters["written_rows"] += rows
+                self._emit("written_rows", rows)
+                self._store_down_until = 0.0
+                return
+            except StoreError as exc:
+                self.counters["failed_uploads"] += 1
+                self._emit("failed_uploads", 1)
+                self.last_error = str(exc)
+                if attempt + 1 < attempts:
+                    time.sleep(self.retry_delay * 2 ** attempt)
+        self._store_down_until = time.monotonic() + max(self.flush_interval, 5.0)
+        self._spill(key, data)
+        logger.warning("inference log: %s unavailable (%s); %d predictions kept in %s until it answers again",
+                       self.store.description, self.last_error, rows, self.spill_dir)
+
+    def _spill(self, key: str, data: bytes) -> None:
+        path = self.spill_dir / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        self.counters["spilled_parts"] += 1
+        self._emit("spilled_parts", 1)
+
+    def _reupload_spilled(self) -> None:
+        """Upload spilled parts, oldest first; stop at the first failure (the store is still down)."""
+        if not self.spill_dir.is_dir() or time.monotonic() < self._store_down_until:
+            return
+        for path in sorted(self.spill_dir.rglob("part-*.parquet")):
+            key = path.relative_to(self.spill_dir).as_posix()
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:  # another worker took it
+                continue
+            try:
+                self.store.put_bytes(key, data)
+            except StoreError as exc:
+                self.last_error = str(exc)
+                self._store_down_until = time.monotonic() + max(self.flush_interval, 5.0)
+                return
+            path.unlink(missing_ok=True)
+            rows = _parquet_rows(data)
+            self.counters["reuploaded_parts"] += 1
+            self.counters["written_parts"] += 1
+            self.counters["written_rows"] += rows
+            self._emit("written_rows", rows)
+
+    def _emit(self, name: str, amount: int) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(name, amount)
+            except Exception:  # noqa: BLE001 - metrics must never break logging
+                logger.debug("inference log metrics callback failed", exc_info=True)
+
+    def _table(self, entries: list[_Entry]):
+        import pyarrow as pa
+
+        sizes = [e.rows for e in entries]
+        arrays: dict[str, Any] = {
+            "request_id": pa.array(np.repeat([e.request_id for e in entries], sizes), pa.string()),
+            "row": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in sizes]), pa.int32()),
+            "ts": pa.array(np.repeat(np.array([e.ts.replace(tzinfo=None) for e in entries], dtype="datetime64[us]"),
+                                     sizes), pa.timestamp("us", tz="UTC")),
+            "endpoint": pa.array(np.repeat([e.endpoint for e in entries], sizes), pa.string()),
+            "model": pa.array([self.model] * sum(sizes), pa.string()),
+            "model_version": pa.array(np.full(sum(sizes), self.model_version, dtype=np.int32), pa.int32()),
+            self.id_column: pa.array([i for e in entries for i in (e.ids if e.ids is not None else [None] * e.rows)],
+                                     pa.string()),
+        }
+        for f in self.features:
+            values = np.concatenate([e.columns[f.name] for e in entries])
+            if f.kind == "numeric" and f.dtype == "int" and not f.nullable:
+                arrays[f.name] = pa.array(values.astype(np.int64), pa.int64())
+            elif f.kind == "numeric":
+                arrays[f.name] = pa.array(values.astype(np.float64), pa.float64(), from_pandas=True)
+            else:
+                arrays[f.name] = pa.array(values, pa.string(), from_pandas=True)
+        arrays["probability"] = pa.array(np.concatenate([e.probabilities for e in entries]), pa.float64())
+        arrays["label"] = pa.array(np.concatenate([e.labels for e in entries]).astype(np.int8), pa.int8())
+        return pa.table(arrays)
+
+
+def open_writer(settings, served, on_event: Callable[[str, int], None] | None = None) -> InferenceLogWriter | None:
+    """The started writer for a served model (tasks.schema.ServedModel), or None when the log is disabled."""
+    from tasks.storage import open_store
+
+    config = settings.serving.inference_log
+    if not config.enabled:
+        return None
+    return InferenceLogWriter(
+        open_store(settings), model=served.name, model_version=served.version, features=served.feature_specs(),
+        id_column=served.dataset.id_column, spill_dir=config.spill_dir or settings.home / "inference-spill",
+        queue_rows=config.queue_rows, flush_rows=config.flush_rows,
+        flush_interval_seconds=config.flush_interval_seconds, upload_attempts=config.upload_attempts,
+        on_event=on_event,
+    ).start()
+
+
+def _by_date(entries: list[_Entry]) -> dict[dt.date, list[_Entry]]:
+    out: dict[dt.date, list[_Entry]] = {}
+    for e in entries:
+        out.setdefault(e.ts.astimezone(dt.UTC).date(), []).append(e)
+    return out
+
+
+def _parquet_rows(data: bytes) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+
+
+# --------------------------------------------------------------------------------------------------
+# reading (the monitoring flow's input)
+# --------------------------------------------------------------------------------------------------
+
+
+def list_parts(store: ObjectStore, prefix: str, dates: Iterable[dt.date] | None = None) -> list[str]:
+    """Keys of the Parquet parts under ``prefix/`` for ``dates`` (all dates when None), in time order."""
+    if dates is None:
+        keys = store.list(f"{prefix}/")
+    else:
+        keys = [k for day in sorted(set(dates)) for k in store.list(f"{prefix}/date={day.isoformat()}/")]
+    return [k for k in keys if k.rsplit("/", 1)[-1].startswith("part-") and k.endswith(".parquet")]
+
+
+def read_parts(store: ObjectStore, keys: list[str]):
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(io.BytesIO(store.get_bytes(k))) for k in keys]
+    if not tables:
+        return pd.DataFrame()
+    return pa.concat_tables(tables, promote_options="default").to_pandas()
+
+
+def read_inference_log(store: ObjectStore, dates: Iterable[dt.date] | None = None):
+    """Every logged prediction of ``dates`` (every date when None) as one DataFrame, in write order."""
+    return read_parts(store, list_parts(store, INFERENCE_PREFIX, dates))
+
+
+def inference_dates(store: ObjectStore) -> list[dt.date]:
+    """Dates that have at least one inference log part."""
+    days = set()
+    for key in list_parts(store, INFERENCE_PREFIX):
+        segment = key.split("/")[1]
+        if segment.startswith("date="):
+            days.add(dt.date.fromisoformat(segment[5:]))
+    return sorted(days)
+
+
+def join_labels(inference, labels, spec: DatasetSpec):
+    """Predictions with the label that arrived later (``spec.target``, null when none arrived yet).
+
+    Labels carrying ``request_id`` and ``row`` join on those; labels carrying only the dataset's id
+    column fill the remaining predictions by that id. When a prediction got several labels, the latest
+    (``labeled_at``) wins.
+    """
+    import pandas as pd
+
+    target = spec.target
+    out = inference.copy()
+    out[target] = pd.array([pd.NA] * len(out), dtype="Int64")
+    if labels is None or len(labels) == 0 or target not in labels.columns:
+        return out
+    latest = labels.sort_values("labeled_at", kind="mergesort") if "labeled_at" in labels.columns else labels
+    for keys in (["request_id", "row"], [spec.id_column]):
+        if not set(keys) <= set(latest.columns) or not set(keys) <= set(out.columns):
+            continue
+        known = latest.dropna(subset=keys).drop_duplicates(subset=keys, keep="last")[[*keys, target]]
+        if known.empty:
+            continue
+        found = out[keys].merge(known, on=keys, how="left", validate="many_to_one")[target]
+        out[target] = out[target].fillna(pd.Series(pd.array(found, dtype="Int64"), index=out.index))
+    return out

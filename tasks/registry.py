@@ -1,0 +1,656 @@
+"""The model registry, kept in the object store: versions, their lineage, and the champion alias.
+
+Layout::
+
+    models/<name>/versions/<n>.claim           exclusive claim of version number n (create_exclusive)
+    models/<name>/<n>/model.joblib             the fitted scikit-learn Pipeline (preprocessing + estimator)
+    models/<name>/<n>/reference_profile.json   the training data's profile, for the drift monitor
+    models/<name>/<n>/evaluation.json          challenger vs champion, bootstrap, gate decision
+    models/<name>/<n>/report.md                the same, for humans; plots/*.png beside it
+    models/<name>/<n>/test_predictions.parquet the challenger's test-window scores (id, y, score)
+    models/<name>/<n>/metadata.json            ModelVersion: params, metrics, gate, lineage, every sha256
+    models/<name>/versions/<n>.json            the seal: version + sha256 of metadata.json and model.joblib
+    models/<name>/aliases/champion.json        AliasPointer: champion and previous, in one object
+    models/<name>/aliases/history/<ts>.json    every alias move, with its reason
+    models/<name>/staging/<token>/...          a candidate before registration (not a version)
+
+Invariants:
+
+* **Versions never repeat.** A registration claims ``versions/<n>.claim`` with the store's exclusive
+  create (``os.link`` locally, ``If-None-Match: *`` on S3); concurrent registrations get distinct
+  numbers, and a number whose registration failed is never reused.
+* **No half version.** Artifacts are written first, ``metadata.json`` next, and the seal last (also
+  exclusively). A version exists only once sealed: a crash or a store fault mid-registration leaves
+  only an invisible claim.
+* **Verified loads.** Loading reads the seal, checks ``metadata.json`` against it, then
+  ``model.joblib`` against the metadata, all *before* unpickling. A joblib file is code: the
+  registry only ever unpickles bytes whose sha256 it recorded itself. Through an alias, the alias's
+  own record of both hashes is checked too, so swapping a version's metadata is detected.
+* **Atomic alias moves.** ``champion.json`` holds the champion *and* the previous champion, so both move
+  in one object write; moves are serialised by a lock object (exclusive create; a lock older than two
+  minutes is considered abandoned). :func:`promote` can insist that the champion is still the one the
+  gate compared against (``expected_champion``), so a promotion never overrides a concurrent one by
+  accident. :func:`rollback` swaps champion and previous (a second rollback undoes the first).
+
+Secrets never enter metadata: lineage records the data, the code commit and library versions only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from tasks.evaluation import (
+    BootstrapResult,
+    FeatureImportance,
+    GateDecision,
+    Metrics,
+    ModelScores,
+    SliceMetrics,
+    comparison_table,
+)
+from tasks.features import InputColumn, model_input
+from tasks.profile import PROFILE_FILE, ReferenceProfile
+from tasks.storage import (
+    IntegrityError,
+    ObjectNotFound,
+    ObjectStore,
+    check_segment,
+    delete_prefix,
+    get_verified,
+    sha256_bytes,
+)
+from tasks.training import Candidate, Comparison, InputPartition, SearchSummary, SplitSummary
+
+MODEL_FILE = "model.joblib"
+METADATA_FILE = "metadata.json"
+LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "joblib", "prefect")
+LOCK_STALE_SECONDS = 120.0
+
+Ref = int | str  # a version number, or "champion" / "previous"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation could not be done; the message says which model and version."""
+
+
+class ModelNotFound(RegistryError, LookupError):
+    """No such model, version or alias."""
+
+
+class ChampionChanged(RegistryError):
+    """The champion moved since the gate compared against it; the promotion was not made."""
+
+
+# --------------------------------------------------------------------------------------------------
+# records
+# --------------------------------------------------------------------------------------------------
+
+
+class ArtifactRecord(BaseModel):
+    key: str
+    sha256: str
+    bytes: int
+
+
+class Lineage(BaseModel):
+    """Where a version came from: exactly the partitions it read, the code, and the libraries."""
+
+    dataset: str
+    dataset_schema_hash: str
+    partitions: list[InputPartition]
+    window: str
+    split: SplitSummary
+    code_version: str  # git commit, or "unknown"
+    code_dirty: bool | None  # uncommitted changes in the working tree when it was trained
+    python: str
+    libraries: dict[str, str]
+    platform: str
+    flow_run_id: str | None = None
+
+
+class ModelDraft(BaseModel):
+    """Everything a training run says about a model before it gets a version number."""
+
+    name: str
+    family: str
+    estimator: str
+    params: dict[str, Any]
+    seed: int
+    threshold: float
+    features: list[InputColumn]
+    search: SearchSummary
+    metrics: Metrics  # on the test window
+    slices: list[SliceMetrics]
+    gate: GateDecision
+    lineage: Lineage
+
+
+class ModelVersion(ModelDraft):
+    """``metadata.json`` of a version."""
+
+    version: int
+    created_at: dt.datetime
+    model_sha256: str
+    artifacts: dict[str, ArtifactRecord]  # name within the version -> key, sha256, bytes
+
+    def to_json_bytes(self) -> bytes:
+        return json.dumps(self.model_dump(mode="json"), indent=1, sort_keys=True).encode()
+
+
+class VersionSeal(BaseModel):
+    name: str
+    version: int
+    metadata_sha256: str
+    model_sha256: str
+    sealed_at: dt.datetime
+
+
+class AliasTarget(BaseModel):
+    version: int
+    model_sha256: str
+    metadata_sha256: str
+
+
+class AliasPointer(AliasTarget):
+    """``aliases/champion.json``: the champion, and the champion it replaced (``previous``)."""
+
+    alias: Literal["champion"] = "champion"
+    set_at: dt.datetime
+    reason: str
+    previous: AliasTarget | None = None
+
+
+class AliasEvent(BaseModel):
+    action: Literal["promote", "rollback"]
+    name: str
+    from_version: int | None
+    to_version: int
+    reason: str
+    at: dt.datetime
+
+
+class EvaluationReport(BaseModel):
+    """``evaluation.json``: the challenger and the champion on the same test window, and the decision."""
+
+    name: str
+    version: int
+    test_window: str
+    challenger: ModelScores
+    champion_version: int | None
+    champion: ModelScores | None
+    champion_error: str | None
+    bootstrap: BootstrapResult | None
+    decision: GateDecision
+    comparison: list[dict[str, Any]]
+    importances: list[FeatureImportance]
+    plots: list[str]
+
+
+class VersionListing(BaseModel):
+    version: int
+    created_at: dt.datetime | None = None
+    family: str | None = None
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    gate: str | None = None  # "promote" | "refused"
+    aliases: list[str] = Field(default_factory=list)
+    status: str = "ok"  # or what is wrong with its files
+
+
+@dataclass
+class LoadedModel:
+    """A verified model: its metadata and the fitted pipeline."""
+
+    metadata: ModelVersion
+    pipeline: Any
+
+    @property
+    def version(self) -> int:
+        return self.metadata.version
+
+    def predict_proba(self, frame) -> Any:
+        """Probability of the positive label for each row of ``frame`` (extra columns are ignored)."""
+        return self.pipeline.predict_proba(model_input(frame, self.metadata.features))[:, 1]
+
+
+# --------------------------------------------------------------------------------------------------
+# keys
+# --------------------------------------------------------------------------------------------------
+
+
+def model_root(name: str) -> str:
+    return f"models/{check_segment(name, 'model name')}/"
+
+
+def version_prefix(name: str, version: int) -> str:
+    return f"{model_root(name)}{int(version)}/"
+
+
+def claim_key(name: str, version: int) -> str:
+    return f"{model_root(name)}versions/{int(version)}.claim"
+
+
+def seal_key(name: str, version: int) -> str:
+    return f"{model_root(name)}versions/{int(version)}.json"
+
+
+def alias_key(name: str) -> str:
+    return f"{model_root(name)}aliases/champion.json"
+
+
+def staging_prefix(name: str, token: str) -> str:
+    return f"{model_root(name)}staging/{check_segment(token, 'staging token')}/"
+
+
+def _lock_key(name: str) -> str:
+    return f"{model_root(name)}aliases/champion.lock"
+
+
+def _dump(model: BaseModel) -> bytes:
+    return json.dumps(model.model_dump(mode="json"), indent=1, sort_keys=True).encode()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# --------------------------------------------------------------------------------------------------
+# registration
+# --------------------------------------------------------------------------------------------------
+
+
+def allocate_version(store: ObjectStore, name: str, note: str = "") -> int:
+    """Claim the next free version number; concurrent callers get distinct numbers."""
+    prefix = f"{model_root(name)}versions/"
+    taken = [int(k[len(prefix):].split(".")[0]) for k in store.list(prefix)
+             if k[len(prefix):].split(".")[0].isdigit()]
+    version = max(taken, default=0) + 1
+    claim = json.dumps({"claimed_at": _now().isoformat(), "note": note}).encode()
+    for _ in range(10_000):
+        if store.create_exclusive(claim_key(name, version), claim):
+            return version
+        version += 1
+    raise RegistryError(f"could not claim a version number for model {name!r}")
+
+
+def write_version(store: ObjectStore, draft: ModelDraft, version: int, artifacts: dict[str, bytes]) -> ModelVersion:
+    """Write a claimed version: artifacts, then metadata.json, then the seal that makes it visible."""
+    if MODEL_FILE not in artifacts:
+        raise RegistryError(f"a version needs {MODEL_FILE}; got {sorted(artifacts)}")
+    prefix = version_prefix(draft.name, version)
+    records = {}
+    for rel, data in artifacts.items():
+        info = store.put_bytes(prefix + rel, data)
+        records[rel] = ArtifactRecord(key=info.key, sha256=info.sha256, bytes=info.size)
+    metadata = ModelVersion(**dict(draft), version=version, created_at=_now(),
+                            model_sha256=records[MODEL_FILE].sha256, artifacts=records)
+    payload = metadata.to_json_bytes()
+    store.put_bytes(prefix + METADATA_FILE, payload)
+    seal = VersionSeal(name=draft.name, version=version, metadata_sha256=sha256_bytes(payload),
+                       model_sha256=metadata.model_sha256, sealed_at=_now())
+    if not store.create_exclusive(seal_key(draft.name, version), _dump(seal)):
+        raise RegistryError(f"model {draft.name!r} version {version} was sealed by another writer; its claim "
+                            f"{store.uri(claim_key(draft.name, version))} was not respected")
+    return metadata
+
+
+def register_model(store: ObjectStore, draft: ModelDraft, artifacts: dict[str, bytes]) -> ModelVersion:
+    """Claim a number and write the version (see :func:`write_version`)."""
+    return write_version(store, draft, allocate_version(store, draft.name), artifacts)
+
+
+def register_candidate(store: ObjectStore, candidate: Candidate, comparison: Comparison, decision: GateDecision,
+                       *, flow_run_id: str | None = None) -> ModelVersion:
+    """Register a staged challenger with its evaluation report and gate decision, then drop the staging."""
+    python, libraries, system = environment()
+    commit, dirty = code_version()
+    draft = ModelDraft(
+        name=candidate.model_name, family=candidate.family, estimator=candidate.estimator,
+        params=candidate.params, seed=candidate.seed, threshold=candidate.threshold,
+        features=candidate.features, search=candidate.search, metrics=candidate.scores.overall,
+        slices=candidate.scores.slices, gate=decision,
+        lineage=Lineage(
+            dataset=candidate.dataset, dataset_schema_hash=candidate.dataset_schema_hash,
+            partitions=candidate.window.partitions, window=candidate.window.requested, split=candidate.split,
+            code_version=commit, code_dirty=dirty, python=python, libraries=libraries, platform=system,
+            flow_run_id=flow_run_id,
+        ),
+    )
+    staged = {**candidate.artifacts, **comparison.artifacts}
+    artifacts = {rel: get_verified(store, a.key, a.sha256) for rel, a in staged.items()}
+    version = allocate_version(store, candidate.model_name, note=f"flow run {flow_run_id}")
+    test = candidate.split.test
+    plots = sorted(rel for rel in artifacts if rel.startswith("plots/"))
+    report = EvaluationReport(
+        name=candidate.model_name, version=version, test_window=f"{test.first_day}..{test.last_day}",
+        challenger=candidate.scores, champion_version=comparison.champion_version,
+        champion=comparison.champion_scores, champion_error=comparison.champion_error,
+        bootstrap=comparison.bootstrap, decision=decision,
+        comparison=comparison_table(candidate.scores, comparison.champion_scores),
+        importances=candidate.importances, plots=plots,
+    )
+    artifacts["evaluation.json"] = _dump(report)
+    artifacts["report.md"] = render_report(report, {p: p for p in plots}).encode()
+    metadata = write_version(store, draft, version, artifacts)
+    with suppress(Exception):  # leftovers under staging/ are invisible; cleaning them is best effort
+        delete_prefix(store, candidate.staging_prefix)
+    return metadata
+
+
+def environment() -> tuple[str, dict[str, str], str]:
+    """Python version, versions of the libraries a pickled pipeline depends on, and the platform."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    libraries = {}
+    for lib in LIBRARIES:
+        with suppress(PackageNotFoundError):
+            libraries[lib] = version(lib)
+    return sys.version.split()[0], libraries, platform.platform()
+
+
+def code_version() -> tuple[str, bool | None]:
+    """The git commit of the code (and whether the tree had changes), or ("unknown", None)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=5, check=True).stdout
+        return commit or "unknown", bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", None
+
+
+# --------------------------------------------------------------------------------------------------
+# reading, verified
+# --------------------------------------------------------------------------------------------------
+
+
+def read_seal(store: ObjectStore, name: str, version: int) -> VersionSeal:
+    key = seal_key(name, version)
+    try:
+        raw = store.get_bytes(key)
+    except ObjectNotFound:
+        known = [v for v in sealed_versions(store, name)]
+        raise ModelNotFound(f"model {name!r} has no version {version}"
+                            + (f"; versions are {known}" if known else "; it has no versions yet")) from None
+    try:
+        seal = VersionSeal.model_validate_json(raw)
+    except ValidationError:
+        raise IntegrityError(f"{store.uri(key)} is corrupted: not a version seal") from None
+    if seal.version != version or seal.name != name:
+        raise IntegrityError(f"{store.uri(key)} seals {seal.name!r} v{seal.version}, not {name!r} v{version}")
+    return seal
+
+
+def sealed_versions(store: ObjectStore, name: str) -> list[int]:
+    prefix = f"{model_root(name)}versions/"
+    out = []
+    for key in store.list(prefix):
+        stem, _, ext = key[len(prefix):].partition(".")
+        if ext == "json" and stem.isdigit():
+            out.append(int(stem))
+    return sorted(out)
+
+
+def read_alias(store: ObjectStore, name: str) -> AliasPointer | None:
+    """The champion pointer, or None when no version was ever promoted."""
+    key = alias_key(name)
+    try:
+        raw = store.get_bytes(key)
+    except ObjectNotFound:
+        return None
+    try:
+        return AliasPointer.model_validate_json(raw)
+    except ValidationError:
+        raise IntegrityError(f"{store.uri(key)} is corrupted: not an alias pointer") from None
+
+
+def resolve(store: ObjectStore, name: str, ref: Ref) -> AliasTarget:
+    """A version number, ``champion`` or ``previous`` -> the version with the hashes to expect."""
+    if isinstance(ref, str) and ref in ("champion", "previous"):
+        pointer = read_alias(store, name)
+        target = pointer if ref == "champion" else (pointer.previous if pointer else None)
+        if target is None:
+            raise ModelNotFound(f"model {name!r} has no {ref}" + ("" if pointer else ": nothing was promoted yet"))
+        seal = read_seal(store, name, target.version)
+        if (seal.metadata_sha256, seal.model_sha256) != (target.metadata_sha256, target.model_sha256):
+            raise IntegrityError(
+                f"alias {ref} of model {name!r} records v{target.version} with metadata sha256 "
+                f"{target.metadata_sha256[:16]} and model sha256 {target.model_sha256[:16]}, but the version's "
+                f"seal says {seal.metadata_sha256[:16]} / {seal.model_sha256[:16]}: the version was altered")
+        return AliasTarget(version=target.version, model_sha256=target.model_sha256,
+                           metadata_sha256=target.metadata_sha256)
+    version = parse_version(ref)
+    seal = read_seal(store, name, version)
+    return AliasTarget(version=version, model_sha256=seal.model_sha256, metadata_sha256=seal.metadata_sha256)
+
+
+def parse_version(ref: Ref) -> int:
+    if isinstance(ref, int) and not isinstance(ref, bool) and ref >= 1:
+        return ref
+    if isinstance(ref, str) and ref.isdigit() and int(ref) >= 1:
+        return int(ref)
+    raise ModelNotFound(f"{ref!r} is not a model version: give a version number (1, 2, ...), 'champion' or "
+                        "'previous'")
+
+
+def load_metadata(store: ObjectStore, name: str, ref: Ref = "champion") -> ModelVersion:
+    """A version's metadata, verified against its seal (and its alias, when loaded through one)."""
+    target = resolve(store, name, ref)
+    key = version_prefix(name, target.version) + METADATA_FILE
+    metadata = ModelVersion.model_validate_json(get_verified(store, key, target.metadata_sha256))
+    if metadata.model_sha256 != target.model_sha256 or metadata.version != target.version:
+        raise IntegrityError(f"{store.uri(key)} does not describe the sealed model v{target.version}")
+    return metadata
+
+
+def load_model(store: ObjectStore, name: str, ref: Ref = "champion") -> LoadedModel:
+    """The verified pipeline: refuses (IntegrityError) any byte the registry did not record, before unpickling."""
+    import joblib
+
+    metadata = load_metadata(store, name, ref)
+    data = get_verified(store, metadata.artifacts[MODEL_FILE].key, metadata.model_sha256)
+    return LoadedModel(metadata=metadata, pipeline=joblib.load(io.BytesIO(data)))
+
+
+def load_profile(store: ObjectStore, name: str, ref: Ref = "champion") -> ReferenceProfile:
+    """The reference profile stored with a version, verified against its metadata."""
+    metadata = load_metadata(store, name, ref)
+    record = metadata.artifacts.get(PROFILE_FILE)
+    if record is None:
+        raise ModelNotFound(f"model {name!r} v{metadata.version} has no {PROFILE_FILE}")
+    return ReferenceProfile.model_validate_json(get_verified(store, record.key, record.sha256))
+
+
+def load_evaluation(store: ObjectStore, name: str, ref: Ref = "champion") -> EvaluationReport:
+    metadata = load_metadata(store, name, ref)
+    record = metadata.artifacts["evaluation.json"]
+    return EvaluationReport.model_validate_json(get_verified(store, record.key, record.sha256))
+
+
+def list_versions(store: ObjectStore, name: str, metrics: tuple[str, ...] = ("roc_auc", "pr_auc", "brier")
+                  ) -> list[VersionListing]:
+    """Every sealed version, newest first, with its aliases; a damaged version is listed with its problem."""
+    pointer = None
+    with suppress(IntegrityError):
+        pointer = read_alias(store, name)
+    aliases: dict[int, list[str]] = {}
+    if pointer is not None:
+        aliases.setdefault(pointer.version, []).append("champion")
+        if pointer.previous is not None:
+            aliases.setdefault(pointer.previous.version, []).append("previous")
+    out = []
+    for version in reversed(sealed_versions(store, name)):
+        try:
+            meta = load_metadata(store, name, version)
+        except (IntegrityError, ObjectNotFound, ModelNotFound, ValidationError) as exc:
+            out.append(VersionListing(version=version, aliases=aliases.get(version, []),
+                                      status=f"damaged: {str(exc).splitlines()[0]}"))
+            continue
+        out.append(VersionListing(
+            version=version, created_at=meta.created_at, family=meta.family,
+            metrics={m: meta.metrics.get(m) for m in metrics}, gate="promote" if meta.gate.promote else "refused",
+            aliases=aliases.get(version, []),
+        ))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# aliases
+# --------------------------------------------------------------------------------------------------
+
+_ANY: Any = object()
+
+
+@contextmanager
+def _alias_lock(store: ObjectStore, name: str, timeout: float = 30.0) -> Iterator[None]:
+    key = _lock_key(name)
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + timeout
+    while not store.create_exclusive(key, json.dumps({"token": token, "at": _now().isoformat()}).encode()):
+        try:
+            held_at = dt.datetime.fromisoformat(json.loads(store.get_bytes(key))["at"])
+            age = (_now() - held_at).total_seconds()
+        except ObjectNotFound:
+            continue
+        except (ValueError, KeyError, TypeError):
+            age = float("inf")
+        if age > LOCK_STALE_SECONDS:  # its holder died: break it
+            store.delete(key)
+            continue
+        if time.monotonic() > deadline:
+            raise RegistryError(f"the aliases of model {name!r} are locked by another promotion since "
+                                f"{held_at:%Y-%m-%d %H:%M:%S} UTC ({store.uri(key)}); retry later")
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        with suppress(Exception):
+            if json.loads(store.get_bytes(key)).get("token") == token:
+                store.delete(key)
+
+
+def _verified_target(store: ObjectStore, name: str, version: int) -> AliasTarget:
+    """The target for an alias, after checking the version's metadata and model bytes are intact."""
+    target = resolve(store, name, version)
+    metadata = load_metadata(store, name, version)
+    get_verified(store, metadata.artifacts[MODEL_FILE].key, metadata.model_sha256)
+    return target
+
+
+def _record(store: ObjectStore, event: AliasEvent) -> None:
+    stamp = event.at.strftime("%Y%m%dT%H%M%S.%fZ")
+    store.put_bytes(f"{model_root(event.name)}aliases/history/{stamp}-{uuid.uuid4().hex[:8]}.json", _dump(event))
+
+
+def promote(store: ObjectStore, name: str, version: Ref, *, reason: str,
+            expected_champion: int | None = _ANY) -> AliasPointer:
+    """Make ``version`` the champion (the current one becomes previous), after verifying its files.
+
+    With ``expected_champion`` (a version, or None for "no champion"), refuse with
+    :class:`ChampionChanged` if the champion is no longer that one.
+    """
+    number = parse_version(version)
+    with _alias_lock(store, name):
+        current = read_alias(store, name)
+        now_champion = current.version if current else None
+        if expected_champion is not _ANY and now_champion != expected_champion:
+            raise ChampionChanged(
+                f"model {name!r}: the champion is now v{now_champion}, not v{expected_champion} as when the gate "
+                f"compared v{number} against it; v{number} was not promoted (promote it by hand if wanted)")
+        target = _verified_target(store, name, number)
+        if current is not None and current.version == number:
+            return current
+        previous = AliasTarget(**current.model_dump(include=set(AliasTarget.model_fields))) if current else None
+        pointer = AliasPointer(**target.model_dump(), set_at=_now(), reason=reason, previous=previous)
+        store.put_bytes(alias_key(name), _dump(pointer))
+    _record(store, AliasEvent(action="promote", name=name, from_version=now_champion, to_version=number,
+                              reason=reason, at=pointer.set_at))
+    return pointer
+
+
+def rollback(store: ObjectStore, name: str, *, reason: str = "rollback") -> AliasPointer:
+    """Champion back to previous; the demoted champion becomes previous (so rollback again undoes it)."""
+    with _alias_lock(store, name):
+        current = read_alias(store, name)
+        if current is None or current.previous is None:
+            raise ModelNotFound(f"model {name!r} has no previous champion to roll back to"
+                                + ("" if current else " (nothing was promoted yet)"))
+        target = _verified_target(store, name, current.previous.version)
+        demoted = AliasTarget(**current.model_dump(include=set(AliasTarget.model_fields)))
+        pointer = AliasPointer(**target.model_dump(), set_at=_now(), reason=reason, previous=demoted)
+        store.put_bytes(alias_key(name), _dump(pointer))
+    _record(store, AliasEvent(action="rollback", name=name, from_version=demoted.version, to_version=target.version,
+                              reason=reason, at=pointer.set_at))
+    return pointer
+
+
+def alias_history(store: ObjectStore, name: str) -> list[AliasEvent]:
+    prefix = f"{model_root(name)}aliases/history/"
+    return [AliasEvent.model_validate_json(store.get_bytes(k)) for k in store.list(prefix)]
+
+
+# --------------------------------------------------------------------------------------------------
+# the report (stored as report.md, and shown as a Prefect artifact)
+# --------------------------------------------------------------------------------------------------
+
+
+def render_report(report: EvaluationReport, plot_links: dict[str, str]) -> str:
+    d = report.decision
+    verdict = "PROMOTED to champion" if d.promote else "NOT promoted"
+    against = f"champion v{report.champion_version}" if report.champion_version else "no champion (floors only)"
+    lines = [f"# {report.name} v{report.version}: {verdict}", "",
+             f"Test window {report.test_window}; compared with {against}.", "", f"**Decision**: {d.summary}", "",
+             "| rule | passed | observed | required | detail |", "|---|---|---|---|---|"]
+    for r in d.rules:
+        observed = "" if r.observed is None else f"{r.observed:.4f}"
+        lines.append(f"| {r.rule} | {'yes' if r.passed else '**NO**'} | {observed} | {r.required} | {r.detail} |")
+    lines += ["", "| scope | metric | challenger | champion | improvement |", "|---|---|---|---|---|"]
+    for row in report.comparison:
+        if row["scope"] == "overall" or row["metric"] == d.primary_metric:
+            lines.append(f"| {row['scope']} | {row['metric']} | {_fmt(row['challenger'])} | {_fmt(row['champion'])} "
+                         f"| {_fmt(row['improvement'])} |")
+    if plot_links:
+        lines += ["", "Plots: " + " · ".join(f"[{Path(p).stem}]({link})" for p, link in sorted(plot_links.items()))]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None else f"{x:.4f}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Prefect tasks: thin wrappers
+# --------------------------------------------------------------------------------------------------
+
+from prefect import task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+
+@task(name="register-model", cache_policy=NO_CACHE)
+def register_task(settings, candidate: Candidate, comparison: Comparison, decision: GateDecision,
+                  flow_run_id: str | None = None) -> ModelVersion:
+    from tasks.storage import open_store
+
+    return register_candidate(open_store(settings), candidate, comparison, decision, flow_run_id=flow_run_id)
+
+
+@task(name="promote-model", cache_policy=NO_CACHE)
+def promote_task(settings, name: str, version: int, reason: str, expected_champion: int | None) -> AliasPointer:
+    from tasks.storage import open_store
+
+    return promote(open_store(settings), name, version, reason=reason, expected_champion=expected_champion)

@@ -1,0 +1,263 @@
+"""The stable endpoint (nginx, re-pointed by a graceful reload) in front of two real `bentoml serve` services.
+
+The backends are a tiny BentoML service (written to a temp dir, served twice: blue answers "v1", green
+"v2", with a slow route) so these tests need no model; tests/test_rollout*.py repeat the switch with the
+packaged model behind it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import free_port, make_settings
+
+# nginx is the stable endpoint: without it these tests skip locally, and fail in CI (.ci/run installs it
+# and sets REQUIRE_DOCKER_TESTS=1), naming the package to install.
+NEEDS_NGINX = pytest.mark.skipif(
+    shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx")
+    and os.environ.get("REQUIRE_DOCKER_TESTS") != "1",
+    reason="nginx is not installed (apt-get install -y nginx; .ci/run installs it)")
+pytestmark = NEEDS_NGINX
+
+ECHO_SERVICE = '''
+import asyncio
+import os
+
+import bentoml
+
+
+@bentoml.service(workers=1)
+class Echo:
+    version = os.environ["ECHO_VERSION"]
+
+    @bentoml.api
+    def predict(self, x: float) -> dict:
+        return {"version": self.version, "y": 2 * x}
+
+    @bentoml.api
+    async def slow(self, seconds: float) -> dict:
+        await asyncio.sleep(seconds)
+        return {"version": self.version}
+'''
+
+
+class EchoServer:
+    """`bentoml serve service:Echo` on a free port, answering ``version``."""
+
+    def __init__(self, folder, version: str) -> None:
+        self.port = free_port()
+        self.version = version
+        self.log = folder / f"echo-{version}.log"
+        env = {**os.environ, "ECHO_VERSION": version, "BENTOML_HOME": str(folder / "bentoml"),
+               "BENTOML_DO_NOT_TRACK": "true"}
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bentoml", "serve", "service:Echo", "--working-dir", str(folder),
+                 "--host", "127.0.0.1", "--port", str(self.port)],
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()[-2000:]
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"echo {self.version} not ready: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        from tasks.rollout import stop_process_tree
+
+        stop_process_tree(self.process.pid, 10)
+        self.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def echo_pair(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("echo")
+    (folder / "service.py").write_text(ECHO_SERVICE)
+    servers = [EchoServer(folder, "v1"), EchoServer(folder, "v2")]
+    try:
+        for server in servers:
+            server.wait_ready()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def ep_settings(tmp_path):
+    settings = make_settings(tmp_path / "home", rollout={"endpoint_port": free_port(), "drain_seconds": 15})
+    yield settings
+    from tasks import endpoint
+
+    endpoint.stop_endpoint(settings)
+
+
+def upstream(server, deployment_id: str):
+    from tasks.endpoint import Upstream
+
+    return Upstream(deployment_id=deployment_id, port=server.port)
+
+
+class Client:
+    """Sends requests through the stable URL until stopped (bounded: ``max_requests``, ``max_seconds``).
+
+    ``versions`` is what answered each successful request, in order; ``failures`` every error or non-200.
+    """
+
+    def __init__(self, url: str, path: str = "/predict", body=lambda i: {"x": i},
+                 version_of=lambda payload: payload["version"], max_requests: int = 3000,
+                 max_seconds: float = 120) -> None:
+        self.url, self.path, self.body, self.version_of = url, path, body, version_of
+        self.max_requests, self.max_seconds = max_requests, max_seconds
+        self.versions: list = []
+        self.sent_at: list[float] = []  # wall-clock time each answered request was sent
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        with httpx.Client(timeout=30) as client:
+            for i in range(self.max_requests):
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    return
+                sent = time.time()
+                try:
+                    response = client.post(f"{self.url}{self.path}", json=self.body(i))
+                    if response.status_code == 200:
+                        self.versions.append(self.version_of(response.json()))
+                        self.sent_at.append(sent)
+                    else:
+                        self.failures.append(f"HTTP {response.status_code}: {response.text[:200]}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+
+    def __enter__(self) -> Client:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def assert_switched(self, old, new, cut: float) -> None:
+        """No failure; ``old`` answered first, and every request sent after ``cut`` (the moment the
+        switch completed, wall clock) was answered by ``new``: the answers switched and stayed."""
+        assert self.failures == [], self.failures[:5]
+        assert self.versions and self.versions[0] == old, self.versions[:5]
+        after = [v for v, t in zip(self.versions, self.sent_at, strict=True) if t >= cut]
+        assert after and set(after) == {new}, after[:10]
+        assert set(self.versions) == {old, new}
+
+
+def test_switch_under_continuous_traffic_fails_no_request(echo_pair, ep_settings):
+    from tasks import endpoint
+
+    blue, green = echo_pair
+    endpoint.start_endpoint(ep_settings, upstream(blue, "blue"))
+    url = endpoint.endpoint_url(ep_settings)
+    with Client(url) as c1, Client(url) as c2:
+        time.sleep(1.0)
+        report = endpoint.switch_endpoint(ep_settings, upstream(green, "green"))
+        cut = time.time()
+        time.sleep(1.5)
+    for client in (c1, c2):
+        client.assert_switched("v1", "v2", cut)
+    assert report.previous == "blue" and report.current == "green" and report.drained
+    assert report.switch_seconds < 5
+    response = httpx.post(f"{url}/predict", json={"x": 1})
+    assert response.headers["x-mlcycle-deployment"] == "green"
+    assert endpoint.serving_deployment(ep_settings) == "green"
+    assert endpoint.configured_upstream(ep_settings).port == green.port
+
+
+def test_forty_switches_under_four_busy_clients_fail_no_request(echo_pair, ep_settings):
+    """The keep-alive race (an idle connection closed by a retiring worker) cannot happen: the endpoint
+    closes client connections after each response (rollout.endpoint_keepalive_seconds: 0)."""
+    from tasks import endpoint
+
+    blue, green = echo_pair
+    endpoint.start_endpoint(ep_settings, upstream(blue, "blue"))
+    clients = [Client(endpoint.endpoint_url(ep_settings), max_requests=5000, max_seconds=90) for _ in range(4)]
+    for client in clients:
+        client.__enter__()
+    try:
+        for i in range(40):
+            endpoint.switch_endpoint(ep_settings, upstream(green if i % 2 == 0 else blue, f"d{i}"))
+            time.sleep(0.05)
+    finally:
+        for client in clients:
+            client.__exit__()
+    assert sum(len(c.versions) for c in clients) > 200
+    assert [f for c in clients for f in c.failures] == []
+
+
+def test_a_request_in_flight_during_the_switch_finishes_on_the_old_backend(echo_pair, ep_settings):
+    from tasks import endpoint
+
+    blue, green = echo_pair
+    endpoint.start_endpoint(ep_settings, upstream(blue, "blue"))
+    url = endpoint.endpoint_url(ep_settings)
+    result = {}
+
+    def slow() -> None:
+        response = httpx.post(f"{url}/slow", json={"seconds": 2.5}, timeout=30)
+        result.update(status=response.status_code, body=response.json())
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.5)
+    report = endpoint.switch_endpoint(ep_settings, upstream(green, "green"))
+    thread.join(30)
+    assert result == {"status": 200, "body": {"version": "v1"}}
+    assert report.drained and report.drain_seconds >= 1.5  # the old worker waited for the slow request
+    assert httpx.post(f"{url}/predict", json={"x": 1}).json()["version"] == "v2"
+
+
+def test_a_configuration_nginx_rejects_leaves_the_previous_backend_serving(echo_pair, ep_settings):
+    from tasks import endpoint
+
+    blue, _ = echo_pair
+    endpoint.start_endpoint(ep_settings, upstream(blue, "blue"))
+    with pytest.raises(endpoint.EndpointError, match="nginx rejected"):
+        endpoint.switch_endpoint(ep_settings, endpoint.Upstream(deployment_id="bad", port=0))
+    assert endpoint.configured_upstream(ep_settings).deployment_id == "blue"
+    assert httpx.post(f"{endpoint.endpoint_url(ep_settings)}/predict", json={"x": 1}).json()["version"] == "v1"
+
+
+def test_unsafe_deployment_ids_never_reach_the_configuration(ep_settings):
+    from tasks import endpoint
+
+    with pytest.raises(endpoint.EndpointError, match="not allowed"):
+        endpoint.render_upstream(endpoint.Upstream(deployment_id='x"; }  server evil', port=1234))
+
+
+def test_the_endpoint_is_a_stack_service_that_down_stops(echo_pair, ep_settings):
+    from tasks import endpoint, stack
+
+    blue, _ = echo_pair
+    service = endpoint.start_endpoint(ep_settings, upstream(blue, "blue"))
+    assert endpoint.start_endpoint(ep_settings, upstream(blue, "blue")).pid == service.pid  # idempotent
+    assert [s.name for s in stack.services(ep_settings)] == ["endpoint"]
+    assert stack.down(ep_settings) == ["endpoint"]
+    assert not endpoint.is_running(ep_settings) and not stack.pid_alive(service.pid)
+    with pytest.raises(endpoint.EndpointError, match="not running"):
+        endpoint.switch_endpoint(ep_settings, upstream(blue, "blue"))

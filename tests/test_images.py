@@ -1,0 +1,165 @@
+"""Serving images, built with the real engine and no registry: base image cached by tag, the image of a
+real bento (non-root, HEALTHCHECK on /readyz, labels), its tag derived from the bento tag.
+
+Docker tests run wherever an engine answers or can be started (root + docker.io: infra/docker-engine.sh).
+With ``REQUIRE_DOCKER_TESTS=1`` (set by .ci/run) a missing engine FAILS them instead of skipping: CI
+never silently skips the container tests.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+from pathlib import Path
+
+import pytest
+
+REQUIRE_DOCKER = os.environ.get("REQUIRE_DOCKER_TESTS") == "1"
+_IMAGES: dict[str, object] = {}
+
+
+def require_engine(settings) -> None:
+    """Skip (locally) or fail (CI) when no Docker engine answers and none can be started.
+
+    An engine this test session starts (infra/docker-engine.sh) is stopped when the session ends.
+    """
+    from tasks.images import ImageError, engine_available, ensure_engine
+
+    running = engine_available()
+    try:
+        ensure_engine(settings)
+    except ImageError as exc:
+        if REQUIRE_DOCKER:
+            pytest.fail(f"REQUIRE_DOCKER_TESTS=1 but {exc}")
+        pytest.skip(f"no Docker engine: {exc}")
+    if not running and "engine" not in _IMAGES:
+        _IMAGES["engine"] = True
+        atexit.register(_stop_engine, Path("/var/run/docker.pid"))
+
+
+def _stop_engine(pidfile: Path) -> None:
+    import signal
+
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+
+
+def serving_image(tmp_path_factory, which: str = "v1"):
+    """The serving image of the v1 (or v2) bento of tests/test_rollout.py, built once per session."""
+    if which in _IMAGES:
+        return _IMAGES[which]
+    from tasks.images import build_serving_image
+    from tests.test_rollout import _settings, rollout_models
+
+    models = rollout_models(tmp_path_factory)
+    settings = _settings(models.home, wheelhouse_dir=wheelhouse_dir(tmp_path_factory))
+    require_engine(settings)
+    bento = models.v1 if which == "v1" else models.v2
+    _IMAGES[which] = build_serving_image(settings, bento.tag)
+    return _IMAGES[which]
+
+
+def wheelhouse_dir(tmp_path_factory):
+    if "wheelhouse" not in _IMAGES:
+        _IMAGES["wheelhouse"] = tmp_path_factory.mktemp("wheelhouse")
+    return _IMAGES["wheelhouse"]
+
+
+def never_ready_image(settings, like) -> str:
+    """An image that starts and never answers /readyz (its process sleeps), labelled like ``like``."""
+    import contextlib
+    import io
+
+    from tasks.images import docker_client, image_info, label_instruction
+
+    tag = f"{settings.rollout.image_name}:never-ready"
+    if image_info(tag) is None:
+        labels = {**like.labels, "io.mlcycle.bento-tag": "none:never-ready"}
+        dockerfile = (f"FROM {settings.rollout.base_image}\n{label_instruction(labels)}\n"
+                      'CMD ["python3", "-c", "import time; time.sleep(3600)"]\n')
+        with contextlib.closing(docker_client(timeout=1800)) as client:
+            client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, forcerm=True,
+                                network_mode="host")
+    return tag
+
+
+# --------------------------------------------------------------------------------------------------
+# names (no engine)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_the_image_tag_is_derived_from_the_bento_tag(settings):
+    from tasks.images import image_tag
+
+    assert image_tag(settings, "mlcycle-model:v3-0a1b2c3d4e5f") == "mlcycle-serving:mlcycle-model-v3-0a1b2c3d4e5f"
+
+
+def test_a_moving_bento_tag_is_refused(settings):
+    from tasks.images import ImageError, image_tag
+
+    for tag in ("mlcycle-model:latest", "mlcycle-model"):
+        with pytest.raises(ImageError, match="exact version"):
+            image_tag(settings, tag)
+
+
+def test_labels_are_one_instruction_with_quoted_values():
+    from tasks.images import image_labels, label_instruction
+
+    line = label_instruction(image_labels("m:v1-x", "loans", "1", 'abc"def'))
+    assert line.startswith("LABEL ") and line.count("LABEL") == 1
+    assert 'io.mlcycle.git-commit="abc\\"def"' in line and 'io.mlcycle.model-version="1"' in line
+
+
+# --------------------------------------------------------------------------------------------------
+# with the engine
+# --------------------------------------------------------------------------------------------------
+
+
+def test_the_base_image_is_built_once_and_then_found_by_tag(settings):
+    from tasks.images import ensure_base_image, image_info
+
+    require_engine(settings)
+    first = ensure_base_image(settings)  # builds it on a fresh machine (debootstrap), else finds it
+    again = ensure_base_image(settings)
+    assert again.built is False and again.seconds == 0.0 and again.id == first.id
+    config = image_info(settings.rollout.base_image)["Config"]
+    assert config["Labels"]["org.opencontainers.image.title"] == "mlcycle-python-base"
+
+
+@pytest.mark.slow
+def test_the_serving_image_runs_as_non_root_with_a_readiness_healthcheck_and_labels(tmp_path_factory):
+    from tasks.images import image_info
+    from tests.test_rollout import rollout_models
+
+    image = serving_image(tmp_path_factory)
+    models = rollout_models(tmp_path_factory)
+    assert image.tag == f"mlcycle-serving:mlcycle-model-{models.v1.tag.split(':')[1]}"
+    assert image.bento_tag == models.v1.tag and image.model_name == models.v1.model_name
+    assert image.model_version == "1" and len(image.git_commit) >= 40
+    config = image_info(image.tag)["Config"]
+    assert config["User"] == "10001:10001"
+    assert "/readyz" in " ".join(config["Healthcheck"]["Test"])
+    assert config["Cmd"] == ["bentoml", "serve", "/home/mlcycle/bento"]
+    assert config["Labels"]["org.opencontainers.image.revision"] == image.git_commit
+
+
+@pytest.mark.slow
+def test_the_image_holds_the_bento_and_its_model_and_builds_no_twice(tmp_path_factory):
+    import contextlib
+
+    from tasks.images import build_serving_image, docker_client
+    from tests.test_rollout import _settings, rollout_models
+
+    image = serving_image(tmp_path_factory)
+    models = rollout_models(tmp_path_factory)
+    name, version = models.v1.model_tag.split(":")
+    script = (f"id -u; ls /home/mlcycle/bento/models/{name}/{version}; "
+              "python -c 'import sklearn, bentoml; print(bentoml.__version__)'")
+    with contextlib.closing(docker_client()) as client:
+        listing = client.containers.run(image.tag, ["sh", "-c", script], network_mode="host", remove=True).decode()
+    assert listing.split()[0] == "10001"
+    assert "model.joblib" in listing and "served_model.json" in listing and "1.4.39" in listing
+    settings = _settings(models.home, wheelhouse_dir=wheelhouse_dir(tmp_path_factory))
+    again = build_serving_image(settings, models.v1.tag)
+    assert again.built is False and again.id == image.id

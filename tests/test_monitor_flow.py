@@ -1,0 +1,140 @@
+"""The monitor flow end to end on real Prefect: no trigger before the drift date, exactly one training
+run after it (a flow run of the train deployment), none in the cooldown or on a repeated window, and
+at most one under concurrent monitors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+
+from tasks import monitor as mon
+from tasks.storage import open_store
+
+pytestmark = pytest.mark.flow
+
+DRIFT_DATE = dt.date(2026, 10, 22)  # mlcycle.yaml: debt_ratio (critical) shifts 0.8 sd from this date
+
+
+@pytest.fixture(scope="module")
+def world(prefect_harness, tmp_path_factory):
+    """A champion trained on Oct 2-13, then logged traffic for Oct 14-24 (drift from Oct 22)."""
+    import os
+
+    from flows.train import train_flow
+    from tasks.ingest import publish, validate_raw, write_raw
+    from tasks.registry import load_model
+    from tasks.settings import get_settings
+    from tasks.sources import simulate_batch
+    from tasks.traffic import log_in_process
+    from tasks.training import model_name
+
+    home = tmp_path_factory.mktemp("monitor") / "home"
+    env = {"MLCYCLE_HOME": str(home), "MLCYCLE_SIMULATOR__ROWS_PER_DAY": "800",
+           "MLCYCLE_TRAINING__N_ITER": "2", "MLCYCLE_MONITOR__COOLDOWN_HOURS": "24"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    settings = get_settings()
+    store = open_store(settings)
+    for i in range(12):
+        day = dt.date(2026, 10, 2) + dt.timedelta(days=i)
+        raw = write_raw(store, settings, day, simulate_batch(day, settings.simulator, settings.dataset))
+        publish(store, validate_raw(store, settings, raw.ref()))
+    outcome = train_flow(days=10)
+    assert outcome.promoted, outcome
+    champion = load_model(store, model_name(settings), "champion")
+    days = [dt.date(2026, 10, 14) + dt.timedelta(days=i) for i in range(11)]
+    log_in_process(store, settings, champion, days, rows_per_day=1500, spill_dir=home / "spill")
+    deployment_id = _deploy_train(settings)
+    yield settings, store, deployment_id
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
+
+
+def _deploy_train(settings) -> str:
+    """The train deployment on the harness's API (no worker: a triggered run stays Scheduled)."""
+    from flows.train import train_flow
+
+    flow_name, deployment_name = settings.monitor.train_deployment.split("/")
+    assert flow_name == train_flow.name
+    return str(train_flow.to_deployment(name=deployment_name).apply())
+
+
+def _train_runs(deployment_id: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+
+
+def _end(day: dt.date) -> str:
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC).isoformat()
+
+
+def test_monitor_before_the_drift_date_does_not_trigger(world):
+    from flows.monitor import monitor_flow
+
+    settings, store, deployment_id = world
+    report = monitor_flow(hours=24, end=_end(DRIFT_DATE - dt.timedelta(days=2)))
+    assert report.drift.enough_data and not report.drift.dataset_drift, report.drift.reasons
+    assert report.trigger.outcome == "not-warranted"
+    assert _train_runs(deployment_id) == []
+    assert store.exists(report.report_key)
+    assert store.exists(f"monitoring/decisions/{report.window_id}.json")
+
+
+def test_after_the_drift_date_exactly_one_training_starts_and_the_cooldown_holds(world):
+    from flows.monitor import monitor_flow
+
+    settings, store, deployment_id = world
+    report = monitor_flow(hours=24, end=_end(DRIFT_DATE + dt.timedelta(days=1)))
+    assert report.drift.dataset_drift
+    assert "debt_ratio" in report.drift.drifted_features
+    assert report.trigger.outcome == "triggered" and report.trigger.triggered
+    runs = _train_runs(deployment_id)
+    assert len(runs) == 1
+    assert runs[0].parameters["reason"].startswith("critical feature(s) drifted: debt_ratio") or \
+        "debt_ratio" in runs[0].parameters["reason"]
+    assert str(runs[0].id) == report.trigger.record.training_flow_run_id
+
+    again = monitor_flow(hours=24, end=_end(DRIFT_DATE + dt.timedelta(days=1)))
+    assert again.trigger.outcome == "already-triggered"
+    later = monitor_flow(hours=24, end=_end(DRIFT_DATE + dt.timedelta(days=2)))
+    assert later.drift.dataset_drift and later.trigger.outcome in ("cooldown", "training-running")
+    assert len(_train_runs(deployment_id)) == 1
+    html_report = store.get_bytes(report.report_key).decode()
+    assert "debt_ratio" in html_report and "data:image/png;base64," in html_report
+
+
+def test_concurrent_monitors_over_one_window_trigger_at_most_once(world):
+    """Race the plain trigger claim from several threads on a fresh window past the cooldown."""
+    settings, store, _ = world
+    window = mon.MonitorWindow(model="race", champion_version=1, start=dt.datetime(2027, 1, 1, tzinfo=dt.UTC),
+                               end=dt.datetime(2027, 1, 2, tzinfo=dt.UTC))
+    from tasks.drift import DriftDecision
+
+    report = mon.MonitorReport(window_id=window.window_id, window=window, rows=1000,
+                               drift=DriftDecision(enough_data=True, rows=1000, min_rows=500, dataset_drift=True,
+                                                   reasons=["test"]), performance=None, reasons=["test"])
+    now = dt.datetime(2027, 1, 3, tzinfo=dt.UTC)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def claim() -> None:
+        barrier.wait()
+        outcomes.append(mon.claim_trigger(store, report, now, cooldown_hours=24).outcome)
+
+    threads = [threading.Thread(target=claim) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("triggered") == 1
+    assert set(outcomes) <= {"triggered", "already-triggered"}

@@ -1,0 +1,139 @@
+"""Rollout on the ``docker`` target, with the real engine: images built once per session (tests/test_images.py).
+
+The same scenario as tests/test_rollout.py, in containers: v1 goes live, v2 replaces it while a client
+sends requests through the stable URL, an image that never becomes ready and a build that cannot run
+both leave v2 serving with the failed attempts recorded, rollback returns to v1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import pytest
+
+from tests.test_endpoint import NEEDS_NGINX
+from tests.test_images import never_ready_image, require_engine, serving_image, wheelhouse_dir
+from tests.test_rollout import Scenario, clone_home, predict, rollout_models, traffic
+
+pytestmark = [pytest.mark.slow, NEEDS_NGINX]
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    models = rollout_models(tmp_path_factory)
+    settings = clone_home(models, tmp_path_factory.mktemp("docker") / "home",
+                          wheelhouse_dir=wheelhouse_dir(tmp_path_factory))
+    require_engine(settings)
+    s = Scenario(settings, models, "docker")
+    s.live["images"] = {"v1": serving_image(tmp_path_factory, "v1"), "v2": serving_image(tmp_path_factory, "v2")}
+    yield s
+    s.teardown()
+    from tasks.images import remove_image
+
+    for image in s.live["images"].values():  # bento versions change with the code: do not pile them up
+        if image.built:                       # (the virtualenv layers stay cached for the next build)
+            remove_image(image.tag)
+
+
+def container(record):
+    from tasks.images import docker_client
+
+    with contextlib.closing(docker_client()) as client:
+        return client.containers.get(record.backend.container_id)
+
+
+def test_first_docker_rollout_serves_v1_from_its_image(scenario):
+    from tasks.rollout import read_current
+
+    image = scenario.live["images"]["v1"]
+    record = scenario.rollout(scenario.models.v1.tag)
+    assert record.status == "live" and record.target == "docker" and record.model_version == "1"
+    assert record.image == image.tag and record.image_id == image.id and record.timings.build_seconds == 0.0
+    answer = predict(scenario.url, scenario.models.request)
+    assert answer["model_version"] == 1 and answer["deployment"] == record.id
+    assert read_current(scenario.store).image == image.tag
+    running = container(record)
+    assert running.attrs["HostConfig"]["NetworkMode"] == "host" and running.attrs["Config"]["User"] == "10001:10001"
+    assert running.labels["io.mlcycle.deployment-id"] == record.id
+    deadline = time.monotonic() + 60  # Docker's own HEALTHCHECK (/readyz every 5 s) agrees
+    while running.attrs["State"].get("Health", {}).get("Status") != "healthy" and time.monotonic() < deadline:
+        time.sleep(1)
+        running.reload()
+    assert running.attrs["State"]["Health"]["Status"] == "healthy"
+    scenario.live["v1"] = record
+
+
+def test_v2_container_replaces_v1_under_continuous_traffic_without_a_failed_request(scenario):
+    from docker.errors import NotFound
+
+    from tasks.rollout import find, read_current
+
+    v1 = scenario.live["v1"]
+    with traffic(scenario.url, scenario.models.request) as client:
+        time.sleep(1.0)
+        record = scenario.rollout(scenario.models.v2.tag)
+        time.sleep(2.0)
+    client.assert_switched(1, 2, record.live_since.timestamp())
+    assert record.image == scenario.live["images"]["v2"].tag and record.previous_id == v1.id
+    assert read_current(scenario.store).id == record.id
+    assert find(scenario.store, v1.id).status == "retired"
+    with pytest.raises(NotFound):
+        container(v1)  # stopped and removed after the drain
+    scenario.live["v2"] = record
+
+
+def test_an_image_that_never_becomes_ready_leaves_v2_serving_and_is_recorded(scenario):
+    from tasks.rollout import RolloutFailed, read_current, rollout
+
+    image = never_ready_image(scenario.settings, scenario.live["images"]["v1"])
+    impatient = scenario.settings.model_copy(update={"rollout": scenario.settings.rollout.model_copy(
+        update={"readiness_timeout_seconds": 15})})
+    with traffic(scenario.url, scenario.models.request) as client, pytest.raises(RolloutFailed) as failed:
+        rollout(impatient, scenario.store, image=image, target="docker")
+    assert client.failures == [] and set(client.versions) == {2}
+    record = failed.value.record
+    assert record.status == "failed" and record.failed_stage == "ready" and "within 15s" in record.reason
+    assert record.image == image
+    assert read_current(scenario.store).id == scenario.live["v2"].id
+    from docker.errors import NotFound
+
+    with pytest.raises(NotFound):
+        container(record)  # the failed candidate is removed
+
+
+def test_an_image_that_cannot_be_built_leaves_v2_serving_and_is_recorded(scenario):
+    from tasks.rollout import RolloutFailed, history, read_current, rollout
+
+    unbuildable = scenario.settings.model_copy(update={"rollout": scenario.settings.rollout.model_copy(update={
+        "image_name": "mlcycle-serving-unbuildable", "base_image": "local/no-such-base:1", "build_base_image": False})})
+    with pytest.raises(RolloutFailed, match="could not be pulled") as failed:
+        rollout(unbuildable, scenario.store, bento_tag=scenario.models.v1.tag, target="docker")
+    assert failed.value.record.failed_stage == "build" and failed.value.record.backend is None
+    assert history(scenario.store, limit=1)[0].failed_stage == "build"
+    assert read_current(scenario.store).id == scenario.live["v2"].id
+    assert predict(scenario.url, scenario.models.request)["model_version"] == 2
+
+
+def test_rollback_starts_the_v1_image_again_and_switches_without_a_failed_request(scenario):
+    from tasks.rollout import current_status, rollback
+
+    v2 = scenario.live["v2"]
+    with traffic(scenario.url, scenario.models.request) as client:
+        time.sleep(0.5)
+        back = rollback(scenario.settings, scenario.store)
+        time.sleep(1.0)
+    client.assert_switched(2, 1, back.live_since.timestamp())
+    assert back.kind == "rollback" and back.rollback_of == v2.id and back.image == scenario.live["images"]["v1"].tag
+    status = current_status(scenario.settings, scenario.store)
+    assert status.deployment.id == back.id and status.backend_alive and status.endpoint_serves == back.id
+
+
+def test_teardown_removes_the_containers_of_this_home(scenario):
+    from tasks.images import docker_client
+    from tasks.rollout import HOME_LABEL, home_label
+
+    scenario.teardown()
+    with contextlib.closing(docker_client()) as client:
+        left = client.containers.list(all=True, filters={"label": f"{HOME_LABEL}={home_label(scenario.settings)}"})
+    assert left == []

@@ -1,0 +1,133 @@
+"""The rollout flow on real Prefect (package chained before it) and ``mlcycle rollout`` / ``deployments``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import free_port
+from tests.test_endpoint import NEEDS_NGINX
+from tests.test_rollout import clone_home, predict, rollout_models
+
+pytestmark = [pytest.mark.flow, NEEDS_NGINX]
+
+
+@pytest.fixture(scope="module")
+def flow_home(tmp_path_factory):
+    models = rollout_models(tmp_path_factory)
+    settings = clone_home(models, tmp_path_factory.mktemp("flow") / "home")
+    yield models, settings
+    from tasks.rollout import teardown
+
+    teardown(settings)
+
+
+@pytest.fixture
+def flow_env(flow_home, monkeypatch, prefect_harness):
+    """get_settings() (flows, CLI) on the cloned home, the process target and its endpoint port."""
+    from flows.cli import app
+    from flows.rollout_cli import register
+    from tasks.settings import get_settings
+
+    models, settings = flow_home
+    monkeypatch.setenv("MLCYCLE_HOME", str(settings.home))
+    env = {"SERVING__CANARY_ROWS": 120, "SERVING__LATENCY_REQUESTS": 20, "ROLLOUT__TARGET": "process",
+           "ROLLOUT__ENDPOINT_PORT": settings.rollout.endpoint_port, "ROLLOUT__DRAIN_SECONDS": 15,
+           "TRAINING__MODEL_NAME": settings.training.model_name}
+    for key, value in env.items():
+        monkeypatch.setenv(f"MLCYCLE_{key}", str(value))
+    get_settings.cache_clear()
+    register(app)
+    yield models, get_settings()
+    get_settings.cache_clear()
+
+
+def test_the_flow_packages_the_champion_then_rolls_it_out(flow_env):
+    from flows.rollout import rollout_flow
+    from tasks.rollout import read_current
+    from tasks.storage import open_store
+
+    models, settings = flow_env
+    record = rollout_flow()  # no bento: the package flow runs first (test-serving), then the rollout
+    assert record.status == "live" and record.model_version == "1" and record.bento_tag == models.v1.tag
+    assert record.flow_run_id and read_current(open_store(settings)).flow_run_id == record.flow_run_id
+    assert predict(record.endpoint_url, models.request)["model_version"] == 1
+
+
+def test_a_failed_rollout_fails_the_flow_run_and_v1_keeps_serving(flow_env):
+    from flows.rollout import rollout_flow
+    from tasks.rollout import RolloutFailed, history
+    from tasks.storage import open_store
+
+    models, settings = flow_env
+    with pytest.raises(RolloutFailed, match="failed at ready"):
+        rollout_flow(bento_tag=models.broken)
+    failed = history(open_store(settings), limit=1)[0]
+    assert failed.status == "failed" and failed.flow_run_id
+    assert predict(failed.endpoint_url, models.request)["model_version"] == 1
+
+
+def test_cli_rollout_rollback_and_deployment_records(flow_env, monkeypatch, capsys):
+    from tests.test_cli import run_cli
+
+    models, settings = flow_env
+    code, out, err = run_cli(monkeypatch, capsys, "rollout", "--bento", models.v2.tag, "--json")
+    assert code == 0, err
+    v2 = json.loads(out)
+    assert v2["status"] == "live" and v2["model_version"] == "2"
+
+    code, out, err = run_cli(monkeypatch, capsys, "deployments", "current", "--json")
+    current = json.loads(out)
+    assert code == 0 and current["deployment"]["id"] == v2["id"]
+    assert current["endpoint_url"] == f"http://127.0.0.1:{settings.rollout.endpoint_port}"
+    assert current["endpoint_running"] and current["backend_alive"] and current["endpoint_serves"] == v2["id"]
+
+    code, out, err = run_cli(monkeypatch, capsys, "rollout", "--rollback", "--json")
+    assert code == 0, err
+    back = json.loads(out)
+    assert back["kind"] == "rollback" and back["model_version"] == "1" and back["rollback_of"] == v2["id"]
+
+    code, out, _ = run_cli(monkeypatch, capsys, "deployments", "list", "--json")
+    listed = json.loads(out)
+    assert [d["id"] for d in listed[:2]] == [back["id"], v2["id"]]
+    assert [d["status"] for d in listed[:3]] == ["live", "retired", "failed"]
+
+    code, out, _ = run_cli(monkeypatch, capsys, "deployments", "list")
+    assert code == 0 and "FAILED at ready" in out and back["id"] in out
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["rollout", "--target", "k8s"], "--target must be 'docker' or 'process'"),
+    (["rollout", "--rollback", "--version", "2"], "--rollback takes no"),
+    (["rollout", "--version", "two"], "--version must be a version number"),
+    (["rollout", "--image", "x:y", "--target", "process"], "--image needs --target docker"),
+    (["rollout", "--bento", "a:b", "--version", "1"], "at most one of"),
+])
+def test_cli_rollout_usage_errors_exit_2(flow_env, monkeypatch, capsys, args, fragment):
+    from tests.test_cli import run_cli
+
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_failed_rollout_exits_1_with_one_line(flow_env, monkeypatch, capsys):
+    from tests.test_cli import run_cli
+
+    models, _ = flow_env
+    code, _, err = run_cli(monkeypatch, capsys, "rollout", "--bento", "mlcycle-model:v9-nothere")
+    assert code == 1 and "is not in the BentoML store" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unused_port_is_what_current_reports_before_any_rollout(tmp_path, monkeypatch, capsys, env_settings):
+    from flows.cli import app
+    from flows.rollout_cli import register
+    from tests.test_cli import run_cli
+
+    port = free_port()
+    env_settings(rollout__endpoint_port=str(port))
+    register(app)
+    code, out, _ = run_cli(monkeypatch, capsys, "deployments", "current", "--json")
+    status = json.loads(out)
+    assert code == 0 and status["deployment"] is None and status["endpoint_url"] == f"http://127.0.0.1:{port}"
+    assert status["endpoint_running"] is False
