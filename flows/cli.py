@@ -229,20 +229,42 @@ def down(as_json: bool = JSON_OPT) -> None:
 
 @app.command()
 def status(as_json: bool = JSON_OPT) -> None:
-    """What runs in the local stack, and what the store holds."""
+    """What runs in the local stack, the champion, the live deployment and the last monitor decision."""
     from tasks import stack
+    from tasks.monitor import last_decision
     from tasks.partitions import list_partitions
+    from tasks.registry import read_alias
+    from tasks.rollout import read_current
     from tasks.storage import open_store
+    from tasks.training import model_name
 
     settings = _settings()
     running = [{**s.__dict__, "alive": s.alive()} for s in stack.services(settings)]
     store = open_store(settings)
-    zones = {z: [str(d) for d in list_partitions(store, z)] for z in ("raw", "validated", "quarantine")}
-    info = {"services": running, "store": store.description, "partitions": {z: len(v) for z, v in zones.items()}}
-    lines = [f"{s['name']:<16} pid {s['pid']:<8} {'up' if s['alive'] else 'DOWN'}  {s['url']}" for s in running]
-    lines.append(f"store: {store.description}")
-    lines.append("partitions: " + ", ".join(f"{z} {len(v)}" for z, v in zones.items()))
-    _emit(as_json, info, "\n".join(lines) if running else "no services running\n" + "\n".join(lines))
+    zones = {z: len(list_partitions(store, z)) for z in ("raw", "validated", "quarantine")}
+    champion = read_alias(store, model_name(settings))
+    current = read_current(store)
+    decision = last_decision(store)
+    info = {
+        "services": running, "store": store.description, "partitions": zones,
+        "champion": {"model": model_name(settings), "version": champion.version, "since": champion.set_at}
+        if champion else None,
+        "deployment": {"model_version": current.model_version, "status": current.status,
+                       "endpoint": current.endpoint_url, "since": current.live_since} if current else None,
+        "last_monitor": {"window": decision.window_id, "drift": decision.drift.summary(),
+                         "trigger": decision.trigger.outcome if decision.trigger else None} if decision else None,
+    }
+    lines = [f"{s['name']:<20} pid {s['pid']:<8} {'up' if s['alive'] else 'DOWN'}  {s['url']}" for s in running]
+    lines = lines or ["no services running"]
+    lines.append(f"store:      {store.description}")
+    lines.append("partitions: " + ", ".join(f"{z} {n}" for z, n in zones.items()))
+    lines.append(f"champion:   {model_name(settings)} v{champion.version}" if champion else "champion:   none")
+    lines.append(f"deployment: v{current.model_version} {current.status} at {current.endpoint_url}" if current
+                 else "deployment: none")
+    if decision:
+        lines.append(f"monitor:    {decision.window_id}: {decision.drift.summary()}; trigger "
+                     f"{decision.trigger.outcome if decision.trigger else '-'}")
+    _emit(as_json, info, "\n".join(lines))
 
 
 @app.command()
@@ -372,13 +394,12 @@ def _demo_traffic_and_monitor(settings, url: str) -> list[dict]:
 def _register_stage_commands() -> None:
     """The commands of the later stages live beside their flows; each module adds its own."""
     from flows.rollout_cli import register as register_rollout
+    from flows.serve_cli import register as register_serve
     from flows.train_cli import register as register_train
 
     register_train(app)
+    register_serve(app)
     register_rollout(app)
-
-
-_register_stage_commands()
 
 
 def main() -> None:
@@ -388,6 +409,7 @@ def main() -> None:
     from tasks.settings import ConfigError
     from tasks.sources import SourceError
 
+    _register_stage_commands()  # here, not at import: the stage modules import helpers from this one
     try:
         app(standalone_mode=False)
     except (UsageFailure, ConfigError, ValidationError) as exc:

@@ -106,22 +106,25 @@ def psi(reference_counts, current_counts) -> float:
 def ks_2samp(reference, current) -> tuple[float, float]:
     """Two-sided two-sample KS statistic and asymptotic p-value.
 
-    Equal to ``scipy.stats.ks_2samp(reference, current, method="asymp")``; implemented on sorted
-    arrays with ``searchsorted`` so one sort of the current column serves the statistic.
+    Equal to ``scipy.stats.ks_2samp(reference, current, method="asymp")``.
+    """
+    return ks_sorted(_sorted_present(reference), _sorted_present(current))
+
+
+def ks_sorted(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """KS on two sorted, NaN-free samples, ``a`` the small one (the reference sample).
+
+    Between consecutive points of ``a`` its CDF is constant while ``b``'s only grows, so the largest gap
+    is at a point of ``a`` or just before it: 2 x len(a) look-ups in ``b`` instead of a pass over both.
     """
     from scipy.stats import kstwo
 
-    a = np.sort(np.asarray(reference, dtype=float))
-    b = np.sort(np.asarray(current, dtype=float))
-    a = a[~np.isnan(a)]
-    b = b[~np.isnan(b)]
     n1, n2 = len(a), len(b)
     if n1 == 0 or n2 == 0:
         return 0.0, 1.0
-    points = np.concatenate([a, b])
-    cdf1 = np.searchsorted(a, points, side="right") / n1
-    cdf2 = np.searchsorted(b, points, side="right") / n2
-    d = float(np.max(np.abs(cdf1 - cdf2)))
+    at = np.abs(np.searchsorted(a, a, side="right") / n1 - np.searchsorted(b, a, side="right") / n2)
+    before = np.abs(np.searchsorted(a, a, side="left") / n1 - np.searchsorted(b, a, side="left") / n2)
+    d = float(max(at.max(), before.max()))
     en = n1 * n2 / (n1 + n2)
     p = float(kstwo.sf(d, np.round(en)))
     return d, min(max(p, 0.0), 1.0)
@@ -129,15 +132,42 @@ def ks_2samp(reference, current) -> tuple[float, float]:
 
 def wasserstein_normalized(reference, current, reference_std: float | None) -> float:
     """Wasserstein-1 distance between the two samples divided by the reference standard deviation."""
-    from scipy.stats import wasserstein_distance
+    a, b = _sorted_present(reference), _sorted_present(current)
+    return wasserstein_sorted(a, b) / _scale(a, reference_std)
 
-    a = np.asarray(reference, dtype=float)
-    b = np.asarray(current, dtype=float)
-    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+
+def wasserstein_sorted(a: np.ndarray, b: np.ndarray) -> float:
+    """W1 = integral of |F_a - F_b| (as ``scipy.stats.wasserstein_distance``) on sorted, NaN-free samples.
+
+    The small sample ``a`` is inserted into the sorted ``b`` (no second sort of the large one).
+    """
     if len(a) == 0 or len(b) == 0:
         return 0.0
-    scale = reference_std if reference_std and reference_std > 0 else (float(np.std(a)) or 1.0)
-    return float(wasserstein_distance(a, b) / scale)
+    merged = np.insert(b, np.searchsorted(b, a), a)
+    deltas = np.diff(merged)
+    points = merged[:-1]
+    cdf_a = np.searchsorted(a, points, side="right") / len(a)
+    cdf_b = np.searchsorted(b, points, side="right") / len(b)
+    return float(np.sum(np.abs(cdf_a - cdf_b) * deltas))
+
+
+def _scale(a: np.ndarray, reference_std: float | None) -> float:
+    if reference_std and reference_std > 0:
+        return float(reference_std)
+    return float(np.std(a)) or 1.0
+
+
+def _sorted_present(values) -> np.ndarray:
+    x = np.asarray(values, dtype=float)
+    return np.sort(x[~np.isnan(x)])
+
+
+def bin_counts_sorted(sorted_values: np.ndarray, edges: list[float]) -> list[int]:
+    """Counts in the profile's bins (left-closed, out-of-range to the end bins) of an already sorted column."""
+    if len(edges) < 2:
+        return []
+    cuts = np.searchsorted(sorted_values, np.asarray(edges[1:-1]), side="left")
+    return [int(c) for c in np.diff(np.concatenate([[0], cuts, [len(sorted_values)]]))]
 
 
 def js_distance(p: dict[str, float], q: dict[str, float]) -> float:
@@ -264,37 +294,41 @@ def _as_float(values) -> np.ndarray:
 def _numeric(ref, values, critical: bool) -> FeatureDrift:
     x = _as_float(values)
     nulls = int(np.isnan(x).sum())
-    present = x[~np.isnan(x)]
     result = FeatureDrift(feature=ref.name, kind="numeric", critical=critical, n_reference=ref.rows,
                           n_current=len(x), test="ks", null_rate_reference=ref.null_rate,
                           null_rate_current=nulls / len(x) if len(x) else 0.0)
     result.null_p_value = two_proportion_p(ref.null_rate * ref.rows, ref.rows, nulls, len(x))
+    present = np.sort(x[~np.isnan(x)])  # the one sort of the current column: PSI, KS and W1 all use it
+    del x
     if len(present) == 0 or not ref.counts:
         return result
-    result.psi = psi(ref.counts, ref.bin_counts(present))
-    result.statistic, result.p_value = ks_2samp(ref.sample, present)
-    result.wasserstein_norm = wasserstein_normalized(ref.sample, present, ref.std)
+    sample = np.sort(np.asarray(ref.sample, dtype=float))  # stored sorted; cheap insurance
+    result.psi = psi(ref.counts, bin_counts_sorted(present, ref.bin_edges))
+    result.statistic, result.p_value = ks_sorted(sample, present)
+    result.wasserstein_norm = wasserstein_sorted(sample, present) / _scale(sample, ref.std)
     return result
 
 
 def _categorical(ref, values, critical: bool) -> FeatureDrift:
     import pandas as pd
 
-    series = pd.Series(values, dtype=object)
-    nulls = int(series.isna().sum())
+    series = values if isinstance(values, pd.Series) else pd.Series(values)
     n = len(series)
-    present = n - nulls
+    counts = series.value_counts(dropna=True)  # on the column's own dtype: no per-value Python objects
+    present = int(counts.sum())
+    nulls = n - present
     result = FeatureDrift(feature=ref.name, kind="categorical", critical=critical, n_reference=ref.rows,
                           n_current=n, test="chi2", null_rate_reference=ref.null_rate,
                           null_rate_current=nulls / n if n else 0.0)
     result.null_p_value = two_proportion_p(ref.null_rate * ref.rows, ref.rows, nulls, n)
     if present == 0:
         return result
-    current_freq = ref.frequencies_of(series)
+    current_counts = {str(k): float(v) for k, v in counts.items()}
+    current_freq = {k: current_counts.get(k, 0.0) / present for k in ref.frequencies}
+    current_freq.update({k: v / present for k, v in current_counts.items() if k not in ref.frequencies})
     ref_present = ref.rows * (1 - ref.null_rate)
     ref_counts = {k: v * ref_present for k, v in ref.frequencies.items()}
-    cur_counts = {k: v * present for k, v in current_freq.items()}
-    result.statistic, result.p_value = chi2_homogeneity(ref_counts, cur_counts)
+    result.statistic, result.p_value = chi2_homogeneity(ref_counts, current_counts)
     result.js_distance = js_distance(ref.frequencies, current_freq)
     seen = {k for k, v in ref.frequencies.items() if v > 0}
     result.unseen_share = float(sum(v for k, v in current_freq.items() if k not in seen))
@@ -303,13 +337,13 @@ def _categorical(ref, values, critical: bool) -> FeatureDrift:
 
 def _prediction(ref, scores) -> FeatureDrift:
     p = _as_float(scores)
-    p = p[~np.isnan(p)]
+    p = np.sort(p[~np.isnan(p)])
     result = FeatureDrift(feature="prediction", kind="prediction", n_reference=ref.rows, n_current=len(p),
                           test="ks")
     if len(p) == 0:
         return result
-    result.psi = psi(ref.counts, ref.bin_counts(p))
-    result.statistic, result.p_value = ks_2samp(ref.sample, p)
+    result.psi = psi(ref.counts, bin_counts_sorted(p, ref.bin_edges))
+    result.statistic, result.p_value = ks_sorted(np.sort(np.asarray(ref.sample, dtype=float)), p)
     return result
 
 

@@ -346,7 +346,6 @@ class ServingSettings(_Section):
     """The BentoML service, its packaging and test-serving (see bentos/service.py, tasks.serving)."""
 
     bento_name: str = Field(default="mlcycle-model", pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    package_on_promotion: bool = True  # the train flow runs `package` (with test-serving) after a promotion
     host: str = "127.0.0.1"  # `mlcycle serve` binds here
     port: int = Field(default=3000, ge=0, le=65535)  # `mlcycle serve` default port (0: any free port)
     workers: int = Field(default=1, ge=1, le=64)  # service processes (each loads the model)

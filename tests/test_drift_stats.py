@@ -64,3 +64,33 @@ def test_two_proportion_test_agrees_with_a_chi2_on_the_2x2_table():
     p = two_proportion_p(30, 1000, 60, 1000)
     expected = st.chi2_contingency([[30, 970], [60, 940]], correction=False).pvalue
     assert p == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("n1, n2, shift", [(5000, 200_000, 0.3), (300, 4000, 0.0), (5000, 5000, 2.0)])
+def test_wasserstein_agrees_with_scipy(n1, n2, shift):
+    from tasks.drift import wasserstein_normalized
+
+    rng = np.random.default_rng(n2)
+    a = rng.lognormal(0, 1, n1)
+    b = rng.lognormal(shift, 1, n2)
+    expected = st.wasserstein_distance(a, b) / 2.0
+    assert wasserstein_normalized(a, b, reference_std=2.0) == pytest.approx(expected, rel=1e-9)
+
+
+def test_ks_on_a_large_window_with_ties_agrees_with_scipy():
+    rng = np.random.default_rng(3)
+    a = np.round(rng.normal(0, 1, 5000), 1)
+    b = np.round(rng.normal(0.05, 1, 300_000), 1)
+    ours = ks_2samp(a, b)
+    ref = st.ks_2samp(a, b, method="asymp")
+    assert ours[0] == pytest.approx(ref.statistic, abs=1e-12) and ours[1] == pytest.approx(ref.pvalue, abs=1e-9)
+
+
+def test_bin_counts_of_a_sorted_column_equal_the_profile_binning():
+    from tasks.drift import bin_counts_sorted
+    from tasks.profile import profile_numeric
+
+    rng = np.random.default_rng(5)
+    ref = profile_numeric("x", rng.normal(0, 1, 20_000), n_bins=10)
+    current = np.concatenate([rng.normal(0.2, 1.3, 50_000), ref.bin_edges[1:4]])  # values on the edges too
+    assert bin_counts_sorted(np.sort(current), ref.bin_edges) == ref.bin_counts(current)

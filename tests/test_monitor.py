@@ -1,0 +1,82 @@
+"""Monitoring logic without Prefect: windows, the live-performance trigger, the trigger ledger's rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks import monitor as mon
+from tasks.drift import DriftDecision
+
+T0 = dt.datetime(2026, 10, 23, tzinfo=dt.UTC)
+
+
+def test_windows_align_to_the_hour_and_repeat_the_same_id():
+    a = mon.window_for("m", 3, 24, dt.datetime(2026, 10, 23, 5, tzinfo=dt.UTC))
+    assert a.start == dt.datetime(2026, 10, 22, 5, tzinfo=dt.UTC) and a.dates() == [dt.date(2026, 10, 22),
+                                                                                     dt.date(2026, 10, 23)]
+    assert a.window_id == mon.window_for("m", 3, 24, dt.datetime(2026, 10, 23, 5, tzinfo=dt.UTC)).window_id
+    assert a.window_id != mon.window_for("m", 4, 24, dt.datetime(2026, 10, 23, 5, tzinfo=dt.UTC)).window_id
+    with pytest.raises(ValueError, match="is not before its end"):
+        mon.window_for("m", 3, 24, T0, start=T0)
+
+
+def _rows(settings, n: int, auc_noise: float, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    p = np.clip(0.5 * y + 0.25 + rng.normal(0, auc_noise, n), 0, 1)
+    return pd.DataFrame({settings.dataset.target: pd.array(y, dtype="Int64"), "probability": p})
+
+
+def test_live_performance_drop_beyond_tolerance_is_a_trigger(settings):
+    good = mon.check_performance(_rows(settings, 1000, 0.2), settings.dataset, {"roc_auc": 0.85}, settings.monitor)
+    bad = mon.check_performance(_rows(settings, 1000, 1.5), settings.dataset, {"roc_auc": 0.85}, settings.monitor)
+    assert not good.degraded and good.live_value > 0.8
+    assert bad.degraded and bad.live_value < 0.8 and "drop" in bad.detail
+
+
+def test_too_few_labels_decide_nothing(settings):
+    rows = _rows(settings, 1000, 0.2)
+    rows.loc[50:, settings.dataset.target] = pd.NA
+    check = mon.check_performance(rows, settings.dataset, {"roc_auc": 0.85}, settings.monitor)
+    assert not check.degraded and check.live_value is None and "not enough labels" in check.detail
+
+
+def _report(window_id: str, drift: bool = True) -> mon.MonitorReport:
+    window = mon.MonitorWindow(model="m", champion_version=1, start=T0 - dt.timedelta(hours=24), end=T0)
+    decision = DriftDecision(enough_data=True, rows=1000, min_rows=500, dataset_drift=drift,
+                             reasons=["critical feature(s) drifted: debt_ratio"] if drift else [])
+    return mon.MonitorReport(window_id=window_id, window=window, rows=1000, drift=decision, performance=None,
+                             reasons=list(decision.reasons))
+
+
+def test_ledger_allows_one_trigger_per_window_and_honours_the_cooldown(store):
+    first = mon.claim_trigger(store, _report("w1"), T0, cooldown_hours=24)
+    assert first.triggered and first.record.seq == 1
+    assert mon.claim_trigger(store, _report("w1"), T0 + dt.timedelta(days=3), 24).outcome == "already-triggered"
+    assert mon.claim_trigger(store, _report("w2"), T0 + dt.timedelta(hours=5), 24).outcome == "cooldown"
+    later = mon.claim_trigger(store, _report("w3"), T0 + dt.timedelta(hours=25), 24)
+    assert later.triggered and later.record.seq == 2
+
+
+def test_no_drift_and_not_enough_data_never_claim(store):
+    assert mon.claim_trigger(store, _report("w", drift=False), T0, 24).outcome == "not-warranted"
+    thin = _report("w")
+    thin.drift = DriftDecision(enough_data=False, rows=10, min_rows=500)
+    assert mon.claim_trigger(store, thin, T0, 24).outcome == "not-enough-data"
+    assert store.list(mon.TRIGGERS) == []
+
+
+def test_a_failed_start_frees_the_window(store):
+    claimed = mon.claim_trigger(store, _report("w1"), T0, cooldown_hours=0)
+    mon.update_trigger(store, claimed.record.model_copy(update={"status": "failed"}))
+    again = mon.claim_trigger(store, _report("w1"), T0 + dt.timedelta(minutes=5), cooldown_hours=0)
+    assert again.triggered and again.record.seq == 2
+
+
+def test_training_in_flight_blocks_a_trigger(store):
+    decision = mon.claim_trigger(store, _report("w1"), T0, 24, training_running=True)
+    assert decision.outcome == "training-running" and store.list(mon.TRIGGERS) == []
