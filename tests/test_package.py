@@ -161,7 +161,8 @@ def test_test_serving_refuses_a_bento_that_serves_another_model(champion, tmp_pa
     from tasks.training import _dump_model
 
     loaded = champion.loaded
-    other = loaded.pipeline.__class__(loaded.pipeline.steps)  # same structure, perturbed estimator
+    # same structure, perturbed estimator; a new list, so the shared champion's pipeline is not mutated
+    other = loaded.pipeline.__class__(list(loaded.pipeline.steps))
     estimator = loaded.pipeline.named_steps["model"]
     other.steps[-1] = ("model", _shifted(estimator))
     data = _dump_model(other)
