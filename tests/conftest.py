@@ -140,6 +140,37 @@ def minio_env(server: S3Server, bucket: str | None = None) -> dict[str, str]:
             "s3_timeout_seconds": "3"}
 
 
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run `mlcycle ARGS` in-process through the console entry point: (exit code, stdout, stderr)."""
+    import sys
+
+    from flows.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["mlcycle", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def validated_template(tmp_path_factory):
+    """Validated partitions written once per module, copied into each training test's home."""
+    from tests.test_training import make_validated_template
+
+    return make_validated_template(tmp_path_factory.mktemp("validated"))
+
+
+@pytest.fixture
+def train_env(tmp_path, validated_template):
+    from tests.test_training import copy_train_env
+
+    return copy_train_env(tmp_path, validated_template)
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     from prefect.testing.utilities import prefect_test_harness

@@ -8,20 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from flows.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["mlcycle", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.conftest import ROOT, run_cli
 
 
 @pytest.mark.parametrize("args, fragment", [

@@ -35,25 +35,13 @@ from tasks.training import (
 from tests.test_training import (
     DAYS,
     START,
-    copy_train_env,
     fast_settings,
-    make_validated_template,
     one_thread_per_fit,
     simulated,
     write_day,
 )
 
 NAME = "loans-default"
-
-
-@pytest.fixture(scope="module")
-def validated_template(tmp_path_factory):
-    return make_validated_template(tmp_path_factory.mktemp("validated"))
-
-
-@pytest.fixture
-def train_env(tmp_path, validated_template):
-    return copy_train_env(tmp_path, validated_template)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -48,26 +48,14 @@ from tasks.training import (
     select_window,
     train_challenger,
 )
+from tests.conftest import run_cli
 from tests.test_training import (
     START,
-    copy_train_env,
-    make_validated_template,
     one_thread_per_fit,
-    run_cli,
     simulated,
 )
 
 NAME = "loans-default"
-
-
-@pytest.fixture(scope="module")
-def validated_template(tmp_path_factory):
-    return make_validated_template(tmp_path_factory.mktemp("validated"))
-
-
-@pytest.fixture
-def train_env(tmp_path, validated_template):
-    return copy_train_env(tmp_path, validated_template)
 
 
 @pytest.fixture(autouse=True, scope="module")

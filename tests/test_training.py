@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-import sys
 from contextlib import contextmanager
 
 import numpy as np
@@ -36,7 +35,7 @@ from tasks.training import (
     time_split,
     train_challenger,
 )
-from tests.conftest import make_settings
+from tests.conftest import make_settings, run_cli
 
 START = dt.date(2026, 10, 1)
 DAYS = 8
@@ -102,32 +101,6 @@ def one_thread_per_fit():
 
     with threadpool_limits(1):
         yield
-
-
-def run_cli(monkeypatch, capsys, *args):
-    """Run `mlcycle ARGS` in-process (with the train/models commands registered): (exit code, stdout, stderr)."""
-    from flows.cli import app, main
-    from flows.train_cli import register
-
-    register(app)
-    monkeypatch.setattr(sys, "argv", ["mlcycle", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture(scope="module")
-def validated_template(tmp_path_factory):
-    return make_validated_template(tmp_path_factory.mktemp("validated"))
-
-
-@pytest.fixture
-def train_env(tmp_path, validated_template):
-    return copy_train_env(tmp_path, validated_template)
 
 
 @pytest.fixture(autouse=True, scope="module")
