@@ -8,12 +8,16 @@
 
 ``backfill`` runs the same three tasks for every date of a range, at most ``concurrency`` dates at a
 time, updating a progress artifact as dates finish; it completes every date before failing with the
-list of dates that were quarantined or could not be ingested.
+list of dates that were quarantined or could not be ingested. The tasks run on the flow's thread pool,
+or, with ``dask.address`` set, on that Dask cluster: the subflow ``backfill-dates`` with a DaskTaskRunner
+(tasks/runners.py). Each task gets the settings and a ``PartitionRef`` and reads its data from the store
+on the worker, so the store ends up the same either way.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -30,7 +34,8 @@ from tasks.ingest import (
     validation_artifact_task,
 )
 from tasks.partitions import PartitionManifest
-from tasks.settings import get_settings
+from tasks.runners import dask_task_runner, settings_for_workers
+from tasks.settings import Settings, get_settings
 from tasks.sources import date_range, parse_date
 
 
@@ -102,17 +107,45 @@ class BackfillReport(BaseModel):
 def backfill_flow(start: str, end: str, source: str | None = None, concurrency: int | None = None,
                   replace: bool = False) -> BackfillReport:
     """Ingest every date from ``start`` to ``end`` (inclusive), ``concurrency`` dates at a time."""
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
-    from prefect.futures import as_completed
+    from prefect.artifacts import create_progress_artifact
 
     settings = get_settings()
     days = date_range(parse_date(start), parse_date(end))
     width = concurrency or settings.ingest.backfill_concurrency
     run_id = str(flow_run.id) if flow_run.id else None
-    ingest_raw, validate, publish = (retrying(t, settings) for t in (ingest_raw_task, validate_task, publish_task))
+    runner = dask_task_runner(settings)  # None without dask.address; an unreachable scheduler fails here
     progress_id = create_progress_artifact(progress=0.0, key="backfill-progress",
                                            description=f"backfill {days[0]}..{days[-1]}")
+    if runner is None:
+        outcomes = _ingest_dates(settings, days, source, width, run_id, replace, progress_id)
+    else:
+        outcomes = backfill_dates_flow.with_options(task_runner=runner)(start, end, source, width, run_id, replace,
+                                                                        progress_id)
 
+    report = BackfillReport(outcomes=sorted(outcomes, key=lambda o: o.date))
+    if report.count("validated") != len(days):
+        raise RuntimeError(f"backfill incomplete: {report.summary()}")
+    print(f"backfill complete: {report.summary()}")
+    return report
+
+
+@flow(name="backfill-dates", log_prints=True)
+def backfill_dates_flow(start: str, end: str, source: str | None, width: int, run_id: str | None, replace: bool,
+                        progress_id: UUID) -> list[DateOutcome]:
+    """The backfill's per-date tasks; ``backfill`` runs this subflow with the Dask task runner."""
+    settings = settings_for_workers(get_settings())
+    days = date_range(parse_date(start), parse_date(end))
+    return _ingest_dates(settings, days, source, width, run_id, replace, progress_id)
+
+
+def _ingest_dates(settings: Settings, days: list[dt.date], source: str | None, width: int, run_id: str | None,
+                  replace: bool, progress_id: UUID) -> list[DateOutcome]:
+    """Submit ingest -> validate -> publish for each date, at most ``width`` dates in flight, on the
+    current flow's task runner; one outcome per date, in completion order."""
+    from prefect.artifacts import update_progress_artifact
+    from prefect.futures import as_completed
+
+    ingest_raw, validate, publish = (retrying(t, settings) for t in (ingest_raw_task, validate_task, publish_task))
     pending = list(days)
     in_flight: dict = {}  # final future of each date -> (date, raw future, validation future)
     outcomes: list[DateOutcome] = []
@@ -129,12 +162,7 @@ def backfill_flow(start: str, end: str, source: str | None = None, concurrency: 
         update_progress_artifact(progress_id, progress=100.0 * len(outcomes) / len(days))
         for listener in progress_listeners:
             listener(len(outcomes), len(days), day, outcomes[-1].status)
-
-    report = BackfillReport(outcomes=sorted(outcomes, key=lambda o: o.date))
-    if report.count("validated") != len(days):
-        raise RuntimeError(f"backfill incomplete: {report.summary()}")
-    print(f"backfill complete: {report.summary()}")
-    return report
+    return outcomes
 
 
 def _date_outcome(day: dt.date, raw, checked, published) -> DateOutcome:

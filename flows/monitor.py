@@ -5,6 +5,11 @@
     window ─▶ evaluate-window (drift + performance) ─▶ decide-trigger (ledger, cooldown, one training)
            ─▶ start-training (run_deployment train/on-demand, not awaited) ─▶ report (store + artifacts)
 
+With ``dask.address`` set, evaluate-window is replaced by the subflow ``monitor-drift-features`` on a
+DaskTaskRunner (tasks/runners.py): window-summary (rows + performance), then one ``feature-drift`` task per
+declared feature and one ``prediction-drift``, each reading only its column of the window on a Dask
+worker; the decision (BH across all tests) is taken from their results, the same as in-process.
+
 The trigger's guard rails are described in ``tasks/monitor.py``; a decision is always recorded, with
 its reasons, whether or not a training starts.
 """
@@ -18,7 +23,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from tasks import monitor as mon
+from tasks.drift import FeatureDrift
 from tasks.ingest import retrying
+from tasks.runners import dask_task_runner, settings_for_workers
 from tasks.settings import Settings, get_settings
 
 
@@ -36,6 +43,51 @@ def evaluate_window_task(settings: Settings, hours: int, end: dt.datetime | None
     window = mon.window_for(name, champion.version, hours, end, start)
     return mon.evaluate(store, window, profile, champion.metrics.model_dump(), settings.dataset, settings.drift,
                         settings.monitor)
+
+
+@task(name="window-summary", cache_policy=NO_CACHE)
+def window_summary_task(settings: Settings, hours: int, end: dt.datetime | None,
+                        start: dt.datetime | None = None) -> mon.WindowSummary:
+    from tasks.registry import load_metadata
+    from tasks.storage import open_store
+    from tasks.training import model_name
+
+    store = open_store(settings)
+    name = model_name(settings)
+    champion = load_metadata(store, name, "champion")
+    window = mon.window_for(name, champion.version, hours, end, start)
+    return mon.summarize_window(store, window, champion.metrics.model_dump(), settings.dataset, settings.monitor)
+
+
+@task(name="feature-drift", cache_policy=NO_CACHE, task_run_name="drift-{feature}")
+def feature_drift_task(settings: Settings, window: mon.MonitorWindow, feature: str) -> FeatureDrift | None:
+    from tasks.storage import open_store
+
+    return mon.window_feature_drift(open_store(settings), window, settings.dataset, feature)
+
+
+@task(name="prediction-drift", cache_policy=NO_CACHE)
+def prediction_drift_task(settings: Settings, window: mon.MonitorWindow) -> FeatureDrift | None:
+    from tasks.storage import open_store
+
+    return mon.window_prediction_drift(open_store(settings), window)
+
+
+@flow(name="monitor-drift-features", log_prints=True)
+def drift_features_flow(hours: int, end: dt.datetime | None = None,
+                        start: dt.datetime | None = None) -> mon.MonitorReport:
+    """evaluate-window fanned out per feature; ``monitor`` runs it with the Dask task runner."""
+    settings = settings_for_workers(get_settings())
+    summary = retrying(window_summary_task, settings).submit(settings, hours, end, start).result()
+    features: list[FeatureDrift | None] = []
+    prediction = None
+    if summary.rows >= settings.drift.min_rows:
+        per_feature = retrying(feature_drift_task, settings)
+        futures = [per_feature.submit(settings, summary.window, f.name) for f in settings.dataset.features]
+        predicted = retrying(prediction_drift_task, settings).submit(settings, summary.window)
+        features = [future.result() for future in futures]
+        prediction = predicted.result()
+    return mon.report_from_parts(summary, features, prediction, settings.drift)
 
 
 def training_in_flight(deployment_name: str) -> bool:
@@ -132,8 +184,12 @@ def monitor_flow(hours: int | None = None, end: str | None = None, start: str | 
     settings = get_settings()
     window_end = dt.datetime.fromisoformat(end) if end else None
     window_start = dt.datetime.fromisoformat(start) if start else None
-    report = retrying(evaluate_window_task, settings)(settings, hours or settings.monitor.window_hours, window_end,
-                                                      window_start)
+    hours = hours or settings.monitor.window_hours
+    runner = dask_task_runner(settings)  # None without dask.address: everything in this process, as always
+    if runner is None:
+        report = retrying(evaluate_window_task, settings)(settings, hours, window_end, window_start)
+    else:
+        report = drift_features_flow.with_options(task_runner=runner)(hours, window_end, window_start)
     decision = decide_trigger_task(settings, report)
     if decision.triggered:
         decision = start_training_task(settings, decision)

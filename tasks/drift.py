@@ -246,15 +246,41 @@ def assess_drift(profile, current, spec, config, *, prediction_column: str | Non
 
     results: list[FeatureDrift] = []
     for feature in spec.features:
-        values = current[feature.name]
-        if feature.kind == "numeric" and feature.name in profile.numeric:
-            results.append(_numeric(profile.numeric[feature.name], values, feature.critical))
-        elif feature.kind == "categorical" and feature.name in profile.categorical:
-            results.append(_categorical(profile.categorical[feature.name], values, feature.critical))
+        result = feature_drift(profile, current[feature.name], feature)
+        if result is not None:
+            results.append(result)
     prediction = None
-    if prediction_column is not None and getattr(profile.predictions, "sample", None):
+    if prediction_column is not None and has_prediction_reference(profile):
         prediction = _prediction(profile.predictions, current[prediction_column])
+    return decide_drift(results, prediction, n, config)
 
+
+def feature_drift(profile, values, feature) -> FeatureDrift | None:
+    """One feature's statistics against its reference (None when the profile holds none for it).
+
+    Independent of every other feature: the unit a Dask worker computes (see flows/monitor.py); the
+    decision, which needs all of them (BH correction), is :func:`decide_drift`.
+    """
+    if feature.kind == "numeric" and feature.name in profile.numeric:
+        return _numeric(profile.numeric[feature.name], values, feature.critical)
+    if feature.kind == "categorical" and feature.name in profile.categorical:
+        return _categorical(profile.categorical[feature.name], values, feature.critical)
+    return None
+
+
+def has_prediction_reference(profile) -> bool:
+    return bool(getattr(profile.predictions, "sample", None))
+
+
+def prediction_drift(profile, scores) -> FeatureDrift | None:
+    """The prediction distribution's statistics against the reference (None without a reference)."""
+    return _prediction(profile.predictions, scores) if has_prediction_reference(profile) else None
+
+
+def decide_drift(results: list[FeatureDrift], prediction: FeatureDrift | None, n: int, config) -> DriftDecision:
+    """The window's decision from its per-feature statistics (in dataset order): BH, effect sizes, reasons."""
+    if n < config.min_rows:
+        return DriftDecision(enough_data=False, rows=n, min_rows=config.min_rows)
     # One family of tests per window: distribution tests and null-rate tests, BH across all of them.
     tests = [r for r in [*results, *([prediction] if prediction else [])] if r.p_value is not None]
     nulls = [r for r in results if r.null_p_value is not None]

@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from tasks.drift import DriftDecision, assess_drift
+from tasks.drift import DriftDecision, FeatureDrift, assess_drift, decide_drift, feature_drift, prediction_drift
 from tasks.storage import ObjectNotFound, ObjectStore
 
 TRIGGERS = "monitoring/triggers/"
@@ -132,21 +132,48 @@ def window_for(model: str, champion_version: int, hours: int, end: dt.datetime |
 
 def window_rows(store: ObjectStore, window: MonitorWindow, spec):
     """The inference log rows of the window for the current champion, with labels joined when present."""
-    import pandas as pd
-
     from tasks.inference_log import join_labels, read_inference_log
     from tasks.labels import read_labels
 
     logged = read_inference_log(store, window.dates())
     if logged.empty:
         return logged
+    logged = _in_window(logged, window)
+    labels = read_labels(store, None)
+    return join_labels(logged, labels, spec)
+
+
+def _in_window(logged, window: MonitorWindow):
+    """The rows logged inside ``[start, end)`` by the window's champion version, in log order."""
+    import pandas as pd
+
     ts = pd.to_datetime(logged["ts"], utc=True)
     keep = (ts >= pd.Timestamp(window.start)) & (ts < pd.Timestamp(window.end))
     if "model_version" in logged.columns:
         keep &= logged["model_version"].astype(str) == str(window.champion_version)
-    logged = logged[keep.to_numpy()].reset_index(drop=True)
-    labels = read_labels(store, None)
-    return join_labels(logged, labels, spec)
+    return logged[keep.to_numpy()].reset_index(drop=True)
+
+
+def window_columns(store: ObjectStore, window: MonitorWindow, columns: list[str]):
+    """Only ``columns`` of :func:`window_rows` (same rows, same order), reading no other column.
+
+    What one per-feature drift task reads: a column of the window, not the whole log.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.inference_log import INFERENCE_PREFIX, list_parts
+
+    wanted = list(dict.fromkeys(["ts", "model_version", *columns]))
+    tables = []
+    for key in list_parts(store, INFERENCE_PREFIX, window.dates()):
+        data = store.get_bytes(key)
+        present = set(pq.read_schema(pa.BufferReader(data)).names)
+        tables.append(pq.read_table(pa.BufferReader(data), columns=[c for c in wanted if c in present]))
+    if not tables:
+        return pd.DataFrame()
+    return _in_window(pa.concat_tables(tables, promote_options="default").to_pandas(), window)
 
 
 def check_performance(rows, spec, champion_metrics: dict, config) -> PerformanceCheck:
@@ -188,11 +215,60 @@ def evaluate(store: ObjectStore, window: MonitorWindow, profile, champion_metric
     decision = assess_drift(profile, rows, spec, drift_config, rows=len(rows)) if len(rows) else \
         DriftDecision(enough_data=False, rows=0, min_rows=drift_config.min_rows)
     performance = check_performance(rows, spec, champion_metrics, monitor_config) if len(rows) else None
+    return _report(window, len(rows), decision, performance)
+
+
+def _report(window: MonitorWindow, rows: int, decision: DriftDecision,
+            performance: PerformanceCheck | None) -> MonitorReport:
     reasons = list(decision.reasons) if decision.dataset_drift else []
     if performance is not None and performance.degraded:
         reasons.append(f"performance: {performance.detail}")
-    return MonitorReport(window_id=window.window_id, window=window, rows=len(rows), drift=decision,
+    return MonitorReport(window_id=window.window_id, window=window, rows=rows, drift=decision,
                          performance=performance, reasons=reasons)
+
+
+# --------------------------------------------------------------------------------------------------
+# the same evaluation, fanned out per feature (flows/monitor.py runs it on Dask when configured)
+# --------------------------------------------------------------------------------------------------
+
+
+class WindowSummary(BaseModel):
+    """The fan-out's first step: the window, how many rows it holds, and the live performance check."""
+
+    window: MonitorWindow
+    rows: int
+    performance: PerformanceCheck | None
+
+
+def summarize_window(store: ObjectStore, window: MonitorWindow, champion_metrics: dict, spec,
+                     monitor_config) -> WindowSummary:
+    rows = window_rows(store, window, spec)
+    performance = check_performance(rows, spec, champion_metrics, monitor_config) if len(rows) else None
+    return WindowSummary(window=window, rows=len(rows), performance=performance)
+
+
+def window_feature_drift(store: ObjectStore, window: MonitorWindow, spec, feature: str) -> FeatureDrift | None:
+    """One feature of the window against the champion's reference: reads that column and the profile only."""
+    from tasks.registry import load_profile
+
+    declared = spec.feature(feature)
+    profile = load_profile(store, window.model, window.champion_version)
+    return feature_drift(profile, window_columns(store, window, [feature])[feature], declared)
+
+
+def window_prediction_drift(store: ObjectStore, window: MonitorWindow,
+                            prediction_column: str = "probability") -> FeatureDrift | None:
+    from tasks.registry import load_profile
+
+    profile = load_profile(store, window.model, window.champion_version)
+    return prediction_drift(profile, window_columns(store, window, [prediction_column])[prediction_column])
+
+
+def report_from_parts(summary: WindowSummary, features: list[FeatureDrift | None], prediction: FeatureDrift | None,
+                      drift_config) -> MonitorReport:
+    """The report :func:`evaluate` gives, from the fanned-out pieces (``features`` in dataset order)."""
+    decision = decide_drift([f for f in features if f is not None], prediction, summary.rows, drift_config)
+    return _report(summary.window, summary.rows, decision, summary.performance)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -286,13 +286,15 @@ def search_backend(training: TrainingSettings) -> Iterator[str]:
         return
     if not training.dask_scheduler:
         raise ConfigError("training.joblib_backend is 'dask' but training.dask_scheduler is not set; give the "
-                          "scheduler address (tcp://host:8786), e.g. MLCYCLE_TRAINING__DASK_SCHEDULER")
+                          "scheduler address (tcp://host:8786): MLCYCLE_DASK__ADDRESS (dask.address) for all "
+                          "heavy work, or MLCYCLE_TRAINING__DASK_SCHEDULER for the search alone")
     from distributed import Client
 
     try:
         client = Client(training.dask_scheduler, timeout=10)
     except (OSError, TimeoutError) as exc:
-        raise TrainingError(f"cannot reach the Dask scheduler at {training.dask_scheduler}: {exc}") from None
+        raise TrainingError(f"cannot reach the Dask scheduler at {training.dask_scheduler} (dask.address / "
+                            f"training.dask_scheduler): {exc}") from None
     try:
         with joblib.parallel_config(backend="dask"):
             yield f"dask ({training.dask_scheduler}, {len(client.scheduler_info().get('workers', {}))} workers)"
