@@ -45,6 +45,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+local token = os.getenv("MLCYCLE_API_TOKEN")  -- read here, never written into the script or argv
+if token and token ~= "" then wrk.headers["Authorization"] = "Bearer " .. token end
 local f = io.open(os.getenv("BODY_FILE"), "r")
 wrk.body = f:read("*a")
 f:close()

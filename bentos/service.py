@@ -8,7 +8,10 @@ dataset declaration the request schema is generated from (``tasks.schema``). Run
 of mlcycle: ``mlcycle.yaml`` (bundled in the bento) and ``MLCYCLE_*`` variables.
 
 Endpoints: ``POST /predict`` (records), ``POST /predict_batch`` (columns), ``GET|POST /metadata``, and
-BentoML's ``/livez``, ``/readyz``, ``/metrics``, ``/docs.json``.
+BentoML's ``/livez``, ``/readyz``, ``/metrics``, ``/docs.json``. With ``MLCYCLE_API_TOKEN`` set (read from
+the environment or a secret file when the worker starts, never bundled in the bento), the three API
+endpoints require ``Authorization: Bearer <token>``; probes, metrics and docs stay open. The request
+guard (bentos/runtime.py) answers 401, 413 and overload 503s before a request reaches the API.
 """
 
 import uuid
@@ -47,6 +50,9 @@ API_PATHS = ("/predict", "/predict_batch", "/metadata")
 LOG_EVENTS = bentoml.metrics.Counter(name="mlcycle_inference_log_rows", labelnames=["event"],
                                      documentation="inference log: rows written and dropped, uploads failed, "
                                                    "parts spilled to local disk")
+REFUSED = bentoml.metrics.Counter(name="mlcycle_requests_refused", labelnames=["reason"],
+                                  documentation="API requests the request guard refused: method (405), unauthorized "
+                                                "(401), too_large (413), overloaded (503 with Retry-After)")
 
 
 @bentoml.service(
@@ -108,7 +114,8 @@ class ModelService:
             bento_model_tag=str(MODEL.tag), threshold=self.threshold, features=SERVED.features,
             dataset=SERVED.dataset.name, dataset_schema_hash=SERVED.dataset.schema_hash(), lineage=SERVED.lineage,
             limits={"max_records": SERVING.max_records, "max_batch_request_rows": SERVING.max_batch_request_rows,
-                    "max_body_bytes": SERVING.max_body_bytes, "max_batch_rows": SERVING.max_batch_rows},
+                    "max_body_bytes": SERVING.max_body_bytes, "max_batch_rows": SERVING.max_batch_rows,
+                    **({"max_in_flight": SERVING.max_in_flight} if SERVING.max_in_flight else {})},
             batching=self.scorer.stats(),
             inference_log=self.log.status() if self.log is not None else InferenceLogStatus(enabled=False),
             request_schema=REQUEST_SCHEMAS[0], batch_request_schema=REQUEST_SCHEMAS[1])
@@ -121,5 +128,8 @@ class ModelService:
             self.log.close()
 
 
-ModelService.add_asgi_middleware(RequestGuard, max_body_bytes=SERVING.max_body_bytes,
-                                 api_paths=list(API_PATHS), get_paths=["/metadata"])
+ModelService.add_asgi_middleware(
+    RequestGuard, max_body_bytes=SERVING.max_body_bytes, api_paths=list(API_PATHS), get_paths=["/metadata"],
+    api_token=SETTINGS.api_token.get_secret_value() if SETTINGS.api_token else None,
+    max_in_flight=SERVING.max_in_flight, retry_after_seconds=SERVING.retry_after_seconds,
+    on_refused=lambda reason: REFUSED.labels(reason=reason).inc())

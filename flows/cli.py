@@ -313,7 +313,7 @@ def demo(as_json: bool = JSON_OPT) -> None:
         f"ingest:    {info['ingested']}",
         f"training:  {training_text}",
         f"serving:   {url}  (model v{deployment.model_version}, bento {deployment.bento_tag})",
-        f"           {curl_example(url, example_request(settings))}",
+        f"           {curl_example(url, example_request(settings), bearer=settings.api_token is not None)}",
     ]
     for step in info["monitoring"]:
         lines.append(f"monitor:   {step['label']}: {step['drift']} -> trigger {step['trigger']}")
@@ -408,11 +408,12 @@ def main() -> None:
 
     from tasks.settings import ConfigError
     from tasks.sources import SourceError
+    from tasks.storage import UnsafeKey
 
     _register_stage_commands()  # here, not at import: the stage modules import helpers from this one
     try:
         app(standalone_mode=False)
-    except (UsageFailure, ConfigError, ValidationError) as exc:
+    except (UsageFailure, ConfigError, ValidationError, UnsafeKey) as exc:
         typer.echo(f"mlcycle: error: {_one_line(exc)}", err=True)
         sys.exit(2)
     except SourceError as exc:

@@ -19,6 +19,21 @@ from prefect.runtime import flow_run
 
 from tasks.rollout import Deployment, RolloutFailed, deployment_report_task, rollback_task, rollout_task
 from tasks.settings import get_settings
+from tasks.storage import UnsafeKey, check_segment
+
+
+def check_bento_tag(tag: str) -> str:
+    """A bento tag ``name:version`` whose parts are safe path segments (the BentoML store is a folder).
+
+    Refuses ``../``, absolute paths, a missing version, control and non-ASCII characters before anything
+    touches the BentoML store or the deployment records, naming the value.
+    """
+    name, sep, version = tag.partition(":") if isinstance(tag, str) else ("", "", "")
+    if not sep:
+        raise UnsafeKey(f"bento tag {tag!r} must be name:version (as `mlcycle package` prints it)")
+    check_segment(name, f"bento name in tag {tag!r}")
+    check_segment(version, f"bento version in tag {tag!r}")
+    return tag
 
 
 @flow(name="rollout", log_prints=True)
@@ -33,6 +48,8 @@ def rollout_flow(bento_tag: str | None = None, version: int | None = None, targe
         image: (docker) an already built serving image to roll out.
         rollback: return to the deployment that was live before the current one.
     """
+    if bento_tag is not None:
+        check_bento_tag(bento_tag)
     settings = get_settings()
     run_id = str(flow_run.id) if flow_run.id else None
     try:

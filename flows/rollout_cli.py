@@ -37,8 +37,12 @@ def rollout(
     """Package (unless --bento/--image), then roll out blue/green behind the stable endpoint; or --rollback."""
     if target not in (None, "docker", "process"):
         raise UsageFailure(f"--target must be 'docker' or 'process', got {target!r}")
-    if version is not None and not (version.isdigit() and int(version) >= 1):
+    if version is not None and not (version.isascii() and version.isdigit() and int(version) >= 1):
         raise UsageFailure(f"--version must be a version number (1, 2, ...), got {version!r}")
+    if bento is not None:
+        from flows.rollout import check_bento_tag
+
+        check_bento_tag(bento)  # UnsafeKey: exit 2
     if rollback and (version or bento or image or target):
         raise UsageFailure("--rollback takes no --version, --bento, --image or --target: it returns to the "
                            "previous deployment as it was")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from flows.cli import JSON_OPT, UsageFailure, _emit, _settings, _use_local_stack
+from flows.cli import JSON_OPT, UsageFailure, _check_dates, _emit, _settings, _use_local_stack
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
 def _version(value: str | None) -> int | str:
     if value is None or value == "champion":
         return "champion"
-    if value.isdigit() and int(value) >= 1:
+    if value.isascii() and value.isdigit() and int(value) >= 1:
         return int(value)
     raise UsageFailure(f"--version must be a version number (1, 2, ...) or 'champion', got {value!r}")
 
@@ -80,7 +80,8 @@ def serve(
     store = open_store(settings)
     model = serving.import_model(store, settings, ref)
     bento = serving.build_bento(settings, model)
-    example = serving.curl_example("{url}", serving.example_request(settings, _features(Path(model.path))))
+    example = serving.curl_example("{url}", serving.example_request(settings, _features(Path(model.path))),
+                                  bearer=settings.api_token is not None)
     if background:
         service = serving.serve_in_background(settings, bento.tag, port)
         info = {"url": service.url, "pid": service.pid, "log": service.log, "bento": bento.tag,
@@ -132,7 +133,8 @@ def package_and_serve(port: int | None = None) -> tuple[dict, str]:
     outcome = package_flow()
     service = serving.serve_in_background(settings, outcome.bento_tag, port)
     features = _features(_model_path(settings, outcome.bento_model_tag))
-    example = serving.curl_example(service.url, serving.example_request(settings, features))
+    example = serving.curl_example(service.url, serving.example_request(settings, features),
+                                  bearer=settings.api_token is not None)
     info = {"url": service.url, "bento": outcome.bento_tag, "model_version": outcome.model_version,
             "example": example, "check": outcome.check.model_dump(mode="json")}
     lat = outcome.check.latency
@@ -175,6 +177,7 @@ def labels(
         raise UsageFailure("give either --file PATH or --simulate")
     if date and not simulate:
         raise UsageFailure("--date goes with --simulate")
+    _check_dates(date)
     if file and (not file.is_file() or file.suffix.lower() not in (".csv", ".txt", ".parquet")):
         raise UsageFailure(f"--file {file} must be an existing .csv or .parquet file")
     settings = _settings()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.cli import JSON_OPT, UsageFailure, _emit, _settings, _use_local_stack
+from flows.cli import JSON_OPT, UsageFailure, _check_dates, _emit, _settings, _use_local_stack
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +36,7 @@ def _store_and_name():
 
 
 def _ref(value: str):
-    if value in ("champion", "previous") or (value.isdigit() and int(value) >= 1):
+    if value in ("champion", "previous") or (value.isascii() and value.isdigit() and int(value) >= 1):
         return value
     raise UsageFailure(f"VERSION must be a version number (1, 2, ...), 'champion' or 'previous', got {value!r}")
 
@@ -91,11 +91,9 @@ def train(
 ) -> None:
     """Train a challenger, gate it against the champion, register it, promote it if it passes."""
     from tasks.features import resolve_family
-    from tasks.sources import parse_date
 
     settings = _settings()
-    if end:
-        parse_date(end)
+    _check_dates(end)  # a malformed --end is a usage error (exit 2)
     resolve_family(settings, family)  # an unknown family is a usage error before any flow starts
     _use_local_stack()
     from flows.train import train_flow
@@ -150,7 +148,7 @@ def models_promote(version: str = typer.Argument(..., help="the version number t
     """Make VERSION the champion (the current champion becomes previous); its files are verified first."""
     from tasks.registry import promote
 
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit() and int(version) >= 1):
         raise UsageFailure(f"VERSION must be a version number, got {version!r}")
     store, name = _store_and_name()
     pointer = promote(store, name, int(version), reason=reason)

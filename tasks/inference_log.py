@@ -45,7 +45,7 @@ import numpy as np
 
 from tasks.schema import InferenceLogStatus
 from tasks.settings import DatasetSpec, FeatureSpec
-from tasks.storage import ObjectStore, StoreError
+from tasks.storage import ObjectStore, StoreError, UnsafeKey, check_key
 
 INFERENCE_PREFIX = "inference"
 LABELS_PREFIX = "labels"
@@ -124,6 +124,7 @@ class InferenceLogWriter:
         self._thread: threading.Thread | None = None
         self._store_down_until = 0.0
         self._last_drop_warning = 0.0
+        self._skipped_spills: set[str] = set()
         self.counters = {"written_rows": 0, "written_parts": 0, "dropped_rows": 0, "dropped_requests": 0,
                          "failed_uploads": 0, "spilled_parts": 0, "reuploaded_parts": 0}
         self.last_error: str | None = None
@@ -272,6 +273,13 @@ class InferenceLogWriter:
             return
         for path in sorted(self.spill_dir.rglob("part-*.parquet")):
             key = path.relative_to(self.spill_dir).as_posix()
+            try:
+                check_key(key)
+            except UnsafeKey as exc:  # not a part this writer spilled: leave it, never block the others on it
+                if key not in self._skipped_spills:
+                    self._skipped_spills.add(key)
+                    logger.warning("inference log: not uploading %s from the spill folder: %s", path, exc)
+                continue
             try:
                 data = path.read_bytes()
             except FileNotFoundError:  # another worker took it

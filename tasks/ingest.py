@@ -148,7 +148,10 @@ def validate_raw(store: ObjectStore, settings: Settings, raw: PartitionRef) -> V
 
     The validation folder is keyed by (data sha256, suite hash) and its ``outcome.json`` is written
     last: the same bytes under the same suite were already judged, so a re-run reuses that verdict
-    instead of validating again (and leaves the store byte-identical).
+    instead of validating again (and leaves the store byte-identical). A folder without ``outcome.json``
+    is an attempt that was interrupted (store outage, killed run): its Data Docs pages, named by GX
+    after that attempt's run time, are removed before the outcome is written, so a retried or re-run
+    validation leaves the same keys as one that never failed.
     """
     import json
 
@@ -164,6 +167,8 @@ def validate_raw(store: ObjectStore, settings: Settings, raw: PartitionRef) -> V
         if previous.raw == raw:
             return previous
 
+    leftovers = set(store.list(prefix + "docs/"))  # from an interrupted attempt (no outcome.json)
+    written: set[str] = set()
     frame = read_partition(store, raw)
     with tempfile.TemporaryDirectory(prefix="mlcycle-docs-") as tmp:
         docs_dir = Path(tmp) / "docs" if settings.validation.build_data_docs else None
@@ -179,7 +184,7 @@ def validate_raw(store: ObjectStore, settings: Settings, raw: PartitionRef) -> V
             for path in sorted(p for p in docs_dir.rglob("*") if p.is_file()):
                 relative = path.relative_to(docs_dir).as_posix()
                 if not relative.startswith("static/"):
-                    store.put_file(prefix + "docs/" + relative, path)
+                    written.add(store.put_file(prefix + "docs/" + relative, path).key)
             docs_key = prefix + "docs/" + report.docs_index
     result_key = prefix + "result.json"
     store.put_bytes(result_key, json.dumps(report.result_json, indent=1, sort_keys=True, default=str).encode())
@@ -200,6 +205,8 @@ def validate_raw(store: ObjectStore, settings: Settings, raw: PartitionRef) -> V
         summary=report.failure_summary() if not report.success else f"all {report.evaluated} expectations passed",
         docs_uri=_docs_uri(store, docs_key) if docs_key else None,
     )
+    for key in sorted(leftovers - written):
+        store.delete(key)
     store.put_bytes(outcome_key, outcome.model_dump_json(indent=1).encode())
     return outcome
 

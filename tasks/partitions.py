@@ -15,7 +15,9 @@ Invariants:
 * **Manifest last.** A partition exists only once its ``manifest.json`` is written, after its data;
   readers look for the manifest first, so a crash mid-write leaves no visible partition.
 * **Verified reads.** Reading a partition checks the data's sha256 against the manifest and refuses
-  corrupted or tampered bytes with :class:`~tasks.storage.IntegrityError`.
+  corrupted or tampered bytes with :class:`~tasks.storage.IntegrityError`. The manifest checks itself:
+  ``manifest.json`` carries ``manifest_sha256``, the sha256 of its other fields in canonical JSON, so a
+  flipped byte anywhere in it (a row count, a date, a key) is refused too, not just unparseable JSON.
 * **Idempotent writes.** Writing the same bytes again is a no-op that returns the existing manifest,
   so a re-run leaves the store byte-identical. Writing *different* bytes over a partition is refused
   with :class:`PartitionConflict` unless ``replace=True``, which first moves the old partition under
@@ -41,6 +43,7 @@ from tasks.storage import IntegrityError, ObjectNotFound, ObjectStore, get_verif
 
 Zone = Literal["raw", "validated", "quarantine"]
 MANIFEST_FILE = "manifest.json"
+MANIFEST_CHECKSUM = "manifest_sha256"  # the manifest's own checksum, a top-level field of its JSON
 
 
 class PartitionConflict(RuntimeError):
@@ -154,10 +157,25 @@ def read_manifest(store: ObjectStore, zone: str, date: dt.date) -> PartitionMani
         raw = store.get_bytes(key)
     except ObjectNotFound:
         raise PartitionNotFound(f"no {zone} partition for {date} ({store.uri(key)} does not exist)") from None
+    return parse_manifest(raw, store.uri(key))
+
+
+def parse_manifest(raw: bytes, where: str) -> PartitionManifest:
+    """A manifest's bytes -> the manifest, after checking its own ``manifest_sha256``."""
     try:
-        return PartitionManifest.model_validate_json(raw)
+        fields = json.loads(raw)
+        if not isinstance(fields, dict):
+            raise ValueError("not a JSON object")
+        recorded = fields.pop(MANIFEST_CHECKSUM, None)
+        manifest = PartitionManifest.model_validate(fields)
     except ValueError as exc:
-        raise IntegrityError(f"manifest {store.uri(key)} is corrupted: {str(exc).splitlines()[0]}") from None
+        raise IntegrityError(f"manifest {where} is corrupted: {str(exc).splitlines()[0]}") from None
+    actual = _manifest_checksum(fields)
+    if recorded != actual:
+        found = f"records sha256 {recorded}" if isinstance(recorded, str) else f"has no {MANIFEST_CHECKSUM}"
+        raise IntegrityError(f"manifest {where} is corrupted or was tampered with: its content has sha256 {actual} "
+                             f"but it {found}")
+    return manifest
 
 
 def find_manifest(store: ObjectStore, zone: str, date: dt.date) -> PartitionManifest | None:
@@ -237,7 +255,13 @@ def _data_intact(store: ObjectStore, manifest: PartitionManifest) -> bool:
 
 
 def manifest_bytes(manifest: PartitionManifest) -> bytes:
-    return json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+    """Deterministic manifest bytes, sealed with ``manifest_sha256`` over the other fields."""
+    fields = manifest.model_dump(mode="json")
+    return json.dumps({**fields, MANIFEST_CHECKSUM: _manifest_checksum(fields)}, indent=2, sort_keys=True).encode()
+
+
+def _manifest_checksum(fields: dict) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def supersede(store: ObjectStore, manifest: PartitionManifest) -> str:

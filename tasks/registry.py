@@ -22,6 +22,10 @@ Invariants:
 * **No half version.** Artifacts are written first, ``metadata.json`` next, and the seal last (also
   exclusively). A version exists only once sealed: a crash or a store fault mid-registration leaves
   only an invisible claim.
+* **One version per training run.** A claim records the flow run that made it. When that same flow run
+  registers again (a Prefect task retry after a store fault, or the run retried after its process was
+  killed), it finishes its own claimed version instead of claiming another, and gets its sealed
+  version back if the seal was already written (e.g. the reply was lost): retries never duplicate.
 * **Verified loads.** Loading reads the seal, checks ``metadata.json`` against it, then
   ``model.joblib`` against the metadata, all *before* unpickling. A joblib file is code: the
   registry only ever unpickles bytes whose sha256 it recorded itself. Through an alias, the alias's
@@ -272,13 +276,19 @@ def _now() -> dt.datetime:
 # --------------------------------------------------------------------------------------------------
 
 
-def allocate_version(store: ObjectStore, name: str, note: str = "") -> int:
-    """Claim the next free version number; concurrent callers get distinct numbers."""
+def allocate_version(store: ObjectStore, name: str, note: str = "", *, flow_run_id: str | None = None,
+                     staging: str | None = None) -> int:
+    """Claim the next free version number; concurrent callers get distinct numbers.
+
+    The claim records ``flow_run_id`` and the ``staging`` prefix it registers from, so a retry of the
+    same run can find and finish it (:func:`run_claim`).
+    """
     prefix = f"{model_root(name)}versions/"
     taken = [int(k[len(prefix):].split(".")[0]) for k in store.list(prefix)
              if k[len(prefix):].split(".")[0].isdigit()]
     version = max(taken, default=0) + 1
-    claim = json.dumps({"claimed_at": _now().isoformat(), "note": note}).encode()
+    claim = json.dumps({"claimed_at": _now().isoformat(), "note": note, "flow_run_id": flow_run_id,
+                        "staging": staging}).encode()
     for _ in range(10_000):
         if store.create_exclusive(claim_key(name, version), claim):
             return version
@@ -307,6 +317,21 @@ def write_version(store: ObjectStore, draft: ModelDraft, version: int, artifacts
     return metadata
 
 
+def run_claim(store: ObjectStore, name: str, flow_run_id: str) -> tuple[int, dict] | None:
+    """The newest version claimed by ``flow_run_id`` and its claim record, or None."""
+    prefix = f"{model_root(name)}versions/"
+    claims = sorted((int(k[len(prefix):-len(".claim")]), k) for k in store.list(prefix)
+                    if k.endswith(".claim") and k[len(prefix):-len(".claim")].isdigit())
+    for version, key in reversed(claims):
+        try:
+            record = json.loads(store.get_bytes(key))
+        except (ObjectNotFound, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("flow_run_id") == flow_run_id:
+            return version, record
+    return None
+
+
 def register_model(store: ObjectStore, draft: ModelDraft, artifacts: dict[str, bytes]) -> ModelVersion:
     """Claim a number and write the version (see :func:`write_version`)."""
     return write_version(store, draft, allocate_version(store, draft.name), artifacts)
@@ -314,7 +339,16 @@ def register_model(store: ObjectStore, draft: ModelDraft, artifacts: dict[str, b
 
 def register_candidate(store: ObjectStore, candidate: Candidate, comparison: Comparison, decision: GateDecision,
                        *, flow_run_id: str | None = None) -> ModelVersion:
-    """Register a staged challenger with its evaluation report and gate decision, then drop the staging."""
+    """Register a staged challenger with its evaluation report and gate decision, then drop the staging.
+
+    Idempotent per flow run: a retry of the run that already claimed a version finishes that version
+    (or returns it, once sealed) and drops the staging its interrupted attempt left behind.
+    """
+    name = candidate.model_name
+    earlier = run_claim(store, name, flow_run_id) if flow_run_id else None
+    if earlier is not None and store.exists(seal_key(name, earlier[0])):
+        _drop_staging(store, candidate.staging_prefix, earlier[1].get("staging"))
+        return load_metadata(store, name, earlier[0])
     python, libraries, system = environment()
     commit, dirty = code_version()
     draft = ModelDraft(
@@ -331,7 +365,11 @@ def register_candidate(store: ObjectStore, candidate: Candidate, comparison: Com
     )
     staged = {**candidate.artifacts, **comparison.artifacts}
     artifacts = {rel: get_verified(store, a.key, a.sha256) for rel, a in staged.items()}
-    version = allocate_version(store, candidate.model_name, note=f"flow run {flow_run_id}")
+    if earlier is not None:  # this run's own claim, from an attempt that did not get to seal it
+        version = earlier[0]
+    else:
+        version = allocate_version(store, name, note=f"flow run {flow_run_id}", flow_run_id=flow_run_id,
+                                   staging=candidate.staging_prefix)
     test = candidate.split.test
     plots = sorted(rel for rel in artifacts if rel.startswith("plots/"))
     report = EvaluationReport(
@@ -345,9 +383,17 @@ def register_candidate(store: ObjectStore, candidate: Candidate, comparison: Com
     artifacts["evaluation.json"] = _dump(report)
     artifacts["report.md"] = render_report(report, {p: p for p in plots}).encode()
     metadata = write_version(store, draft, version, artifacts)
-    with suppress(Exception):  # leftovers under staging/ are invisible; cleaning them is best effort
-        delete_prefix(store, candidate.staging_prefix)
+    _drop_staging(store, candidate.staging_prefix, earlier[1].get("staging") if earlier else None)
     return metadata
+
+
+def _drop_staging(store: ObjectStore, *prefixes: str | None) -> None:
+    """Remove staged candidates once registered; leftovers under staging/ are invisible, so best effort."""
+    for prefix in dict.fromkeys(p for p in prefixes if p):
+        parts = prefix.split("/")  # models/<name>/staging/<token>/ and nothing else
+        if len(parts) == 5 and parts[0] == "models" and parts[2] == "staging" and parts[4] == "":
+            with suppress(Exception):
+                delete_prefix(store, prefix)
 
 
 def environment() -> tuple[str, dict[str, str], str]:
@@ -442,7 +488,7 @@ def resolve(store: ObjectStore, name: str, ref: Ref) -> AliasTarget:
 def parse_version(ref: Ref) -> int:
     if isinstance(ref, int) and not isinstance(ref, bool) and ref >= 1:
         return ref
-    if isinstance(ref, str) and ref.isdigit() and int(ref) >= 1:
+    if isinstance(ref, str) and ref.isascii() and ref.isdigit() and int(ref) >= 1:
         return int(ref)
     raise ModelNotFound(f"{ref!r} is not a model version: give a version number (1, 2, ...), 'champion' or "
                         "'previous'")

@@ -34,6 +34,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -52,6 +53,12 @@ HISTORY_PREFIX = "deployments/history/"
 LOCK_KEY = "deployments/lock"
 LOCK_STALE_SECONDS = 3600.0
 CONTAINER_PREFIX = "mlcycle-serving-"
+CONTAINER_UID = 10001  # the serving image's user (infra/Dockerfile.serving)
+CONTAINER_HOME = "/home/mlcycle/data"  # MLCYCLE_HOME in the container (inference-log spills)
+CONTAINER_SECRETS_DIR = "/run/secrets"
+# the only writable places of a serving container (its root file system is read-only)
+CONTAINER_TMPFS = {"/tmp": "rw,nosuid,nodev,size=64m", "/home/mlcycle/bentoml": "rw,nosuid,nodev,size=64m",
+                   CONTAINER_HOME: "rw,nosuid,nodev,size=256m"}
 MANAGED_LABEL = "io.mlcycle.managed-by"
 DEPLOYMENT_LABEL = "io.mlcycle.deployment-id"
 HOME_LABEL = "io.mlcycle.home"  # containers of one MLCYCLE_HOME (teardown stops only those)
@@ -310,7 +317,16 @@ def stop_process_tree(pid: int, grace: float) -> None:
 
 
 class DockerTarget:
-    """A container of the serving image, host networking, restarted by the engine unless stopped."""
+    """A container of the serving image, host networking, restarted by the engine unless stopped.
+
+    Locked down: non-root (the image's uid 10001), a read-only root file system with tmpfs only where
+    the service writes (/tmp, BentoML's home for its metrics files, MLCYCLE_HOME for inference-log
+    spills), no capabilities, no-new-privileges. Secrets (S3 keys, the API token) are never container
+    environment variables, which ``docker inspect`` shows to anyone with engine access: they are files
+    (0400, owned by the container's user) in a folder per container under ``<home>/run/secrets/`` (0700),
+    mounted read-only at /run/secrets, where the service's settings read them (tasks.settings). The
+    folder is removed with the container.
+    """
 
     name: TargetName = "docker"
 
@@ -354,24 +370,39 @@ class DockerTarget:
         serving.bentoml_home = None
         if s.store == "local":
             serving.inference_log.enabled = False
-        env = {"BENTOML_PORT": str(port), "BENTOML_HOST": "127.0.0.1", "MLCYCLE_HOME": "/home/mlcycle/data",
-               "MLCYCLE_STORE": s.store, "MLCYCLE_SERVING": serving.model_dump_json()}
+        env = {"BENTOML_PORT": str(port), "BENTOML_HOST": "127.0.0.1", "MLCYCLE_HOME": CONTAINER_HOME,
+               "MLCYCLE_STORE": s.store, "MLCYCLE_SERVING": serving.model_dump_json(),
+               "MLCYCLE_SECRETS_DIR": CONTAINER_SECRETS_DIR}
         if s.store == "minio":
             env.update({"MLCYCLE_S3_ENDPOINT": s.s3_endpoint, "MLCYCLE_S3_BUCKET": s.s3_bucket,
-                        "MLCYCLE_S3_SECURE": str(s.s3_secure).lower(), "MLCYCLE_S3_REGION": s.s3_region,
-                        "MLCYCLE_S3_ACCESS_KEY": s.s3_access_key.get_secret_value(),
-                        "MLCYCLE_S3_SECRET_KEY": s.s3_secret_key.get_secret_value()})
+                        "MLCYCLE_S3_SECURE": str(s.s3_secure).lower(), "MLCYCLE_S3_REGION": s.s3_region})
         return env
+
+    def _secrets(self) -> dict[str, str]:
+        """Secret file name (as tasks.settings reads it) -> value, for the secrets that are set."""
+        s = self.settings
+        candidates = {"mlcycle_api_token": s.api_token}
+        if s.store == "minio":
+            candidates.update({"mlcycle_s3_access_key": s.s3_access_key, "mlcycle_s3_secret_key": s.s3_secret_key})
+        return {name: secret.get_secret_value() for name, secret in candidates.items()
+                if secret is not None and secret.get_secret_value()}
+
+    def secrets_dir(self, container_name: str) -> Path:
+        return Path(self.settings.run_dir).resolve() / "secrets" / container_name
 
     def start(self, record: Deployment, port: int) -> Backend:
         from tasks import images
 
         name = f"{CONTAINER_PREFIX}{record.id}"
+        secrets = write_secret_files(self.secrets_dir(name), self._secrets(), CONTAINER_UID)
         with contextlib.closing(images.docker_client()) as client:
             container = client.containers.run(
                 record.image, detach=True, name=name, network_mode="host", environment=self._environment(port),
                 labels={MANAGED_LABEL: "mlcycle", DEPLOYMENT_LABEL: record.id, HOME_LABEL: home_label(self.settings)},
-                restart_policy={"Name": "unless-stopped"}, init=True)
+                restart_policy={"Name": "unless-stopped"}, init=True,
+                user=f"{CONTAINER_UID}:{CONTAINER_UID}", read_only=True, tmpfs=CONTAINER_TMPFS,
+                cap_drop=["ALL"], security_opt=["no-new-privileges"],
+                volumes={str(secrets): {"bind": CONTAINER_SECRETS_DIR, "mode": "ro"}})
         if self.settings.store == "local":
             record.notes.append("inference log off in the container: it cannot write the host's local store "
                                 "(use store: minio for containers)")
@@ -424,11 +455,40 @@ class DockerTarget:
             try:
                 container = client.containers.get(backend.container_id)
             except NotFound:
-                return
-            with contextlib.suppress(NotFound):
-                container.stop(timeout=int(grace))
-            with contextlib.suppress(NotFound):
-                container.remove(force=True)
+                container = None
+            if container is not None:
+                with contextlib.suppress(NotFound):
+                    container.stop(timeout=int(grace))
+                with contextlib.suppress(NotFound):
+                    container.remove(force=True)
+        if backend.container_name:
+            shutil.rmtree(self.secrets_dir(backend.container_name), ignore_errors=True)
+
+
+def write_secret_files(folder: Path, secrets: dict[str, str], uid: int) -> Path:
+    """One file per secret in ``folder`` (inside a 0700 parent), each 0400 and, as root, owned by ``uid``.
+
+    Not root (no chown): the files stay this user's, 0444 inside the 0700 folder, so the container's user
+    can read them through the read-only mount while other host users cannot reach the folder.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder.parent, 0o700)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700)
+    can_chown = os.geteuid() == 0
+    for name, value in secrets.items():
+        path = folder / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400 if can_chown else 0o444)
+        with os.fdopen(fd, "w") as out:
+            out.write(value)
+        if can_chown:
+            os.chown(path, uid, uid)
+    if can_chown:
+        os.chown(folder, uid, uid)
+        os.chmod(folder, 0o500)
+    else:
+        os.chmod(folder, 0o755)
+    return folder
 
 
 def home_label(settings: Settings) -> str:
@@ -470,7 +530,7 @@ def canary_check(store: ObjectStore, settings: Settings, url: str, model_name: s
     expected = loaded.predict_proba(frame)
     threshold = cfg.threshold or loaded.metadata.threshold
     features = [c.name for c in loaded.metadata.features]
-    with httpx.Client(timeout=60.0) as client:
+    with httpx.Client(timeout=60.0, headers=serving.api_headers(settings)) as client:
         response = client.get(f"{url}/metadata")
         if response.status_code != 200 or response.json().get("model_version") != model_version:
             raise serving.CanaryFailed(f"/metadata of the candidate at {url} does not report v{model_version}: "
@@ -663,6 +723,7 @@ def teardown(settings: Settings) -> list[str]:
             mine = {"label": f"{HOME_LABEL}={home_label(settings)}"}
             for container in client.containers.list(all=True, filters=mine):
                 container.remove(force=True)
+                shutil.rmtree(Path(settings.run_dir).resolve() / "secrets" / container.name, ignore_errors=True)
                 stopped.append(container.name)
     return stopped
 

@@ -5,7 +5,9 @@ features a model reads) into the pydantic models the service declares, so the Op
 validation and the error messages all follow ``mlcycle.yaml``:
 
 * **numeric** features are JSON numbers (strict: ``"42"`` and ``true`` are refused), finite (``NaN``
-  and ``Infinity`` are refused), within ``[min, max]``; ``int`` features must be whole JSON numbers;
+  and ``Infinity`` are refused), within ``[min, max]``; ``int`` features must be whole numbers, written
+  ``41`` or ``41.0`` (JSON does not tell them apart, and the validation suite accepts a float column of
+  whole numbers, which is what a nullable integer column becomes in pandas; ``41.5`` is refused);
 * **categorical** features are one of the declared categories (the error lists them);
 * **nullable** features may be ``null`` or left out; every other feature is required;
 * the dataset's id column may be sent (a string, kept in the inference log); any other key is refused,
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 from tasks.settings import DatasetSpec, FeatureSpec
 
@@ -81,13 +83,18 @@ def feature_type(f: FeatureSpec, *, in_list: bool = False) -> Any:
     """The annotated pydantic type of one feature value."""
     if f.kind == "categorical":
         value: Any = Literal[tuple(f.categories or ())]
+    elif f.dtype == "int":
+        value = Annotated[int, Field(strict=True, ge=f.min, le=f.max), BeforeValidator(_whole_float_as_int)]
     else:
-        base = int if f.dtype == "int" else float
-        constraints: dict[str, Any] = {"strict": True, "ge": f.min, "le": f.max}
-        if base is float:
-            constraints["allow_inf_nan"] = False
-        value = Annotated[base, Field(**constraints)]
+        value = Annotated[float, Field(strict=True, ge=f.min, le=f.max, allow_inf_nan=False)]
     return value | None if f.nullable else value
+
+
+def _whole_float_as_int(value: Any) -> Any:
+    """``41.0`` -> ``41`` (a whole number); anything else goes on to the strict integer check."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
 
 
 def _describe(f: FeatureSpec) -> str:

@@ -18,6 +18,8 @@ The path (plain functions; ``flows/package.py`` wires them as tasks)::
 
 Every BentoML call runs with ``BENTOML_HOME`` = ``serving.bentoml_home`` (default ``<home>/bentoml``), so
 the user's ~/bentoml is never touched; every subprocess gets that environment from :func:`bentoml_env`.
+With ``api_token`` set, the service started here gets it in its environment (never in the bento) and
+every request made here carries it (:func:`api_headers`).
 
 The service never imports this module. Prefect appears only in the thin ``@task`` wrappers at the
 bottom; the registry and training modules are imported inside the functions that need them.
@@ -99,8 +101,9 @@ def bentoml_env(settings: Settings, *, bento_tag: str | None = None, **extra: st
         "MLCYCLE_S3_TIMEOUT_SECONDS": str(settings.s3_timeout_seconds),
     })
     for key, secret in (("MLCYCLE_S3_ACCESS_KEY", settings.s3_access_key),
-                        ("MLCYCLE_S3_SECRET_KEY", settings.s3_secret_key)):
-        if secret.get_secret_value():
+                        ("MLCYCLE_S3_SECRET_KEY", settings.s3_secret_key),
+                        ("MLCYCLE_API_TOKEN", settings.api_token)):
+        if secret is not None and secret.get_secret_value():
             env[key] = secret.get_secret_value()
     path = bento_config(settings, bento_tag) if bento_tag else config_path()
     if path is not None:
@@ -297,7 +300,9 @@ def build_bento(settings: Settings, model: PackagedModel, *, bentofile: Path = B
         argv += ["--label", f"{key}={value}"]
     argv.append(str(root))
     try:
-        result = subprocess.run(argv, cwd=root, env=bentoml_env(settings), capture_output=True, text=True,
+        # the build imports the service module: no token in that process, so none can end up in the bento
+        build_env = {k: v for k, v in bentoml_env(settings).items() if k != "MLCYCLE_API_TOKEN"}
+        result = subprocess.run(argv, cwd=root, env=build_env, capture_output=True, text=True,
                                 timeout=settings.serving.build_timeout_seconds)
     except subprocess.TimeoutExpired as exc:
         raise BuildFailed(f"bentoml build of {tag} did not finish within "
@@ -319,6 +324,12 @@ def _tail(text: str, chars: int = 1500) -> str:
 # --------------------------------------------------------------------------------------------------
 # a `bentoml serve` process
 # --------------------------------------------------------------------------------------------------
+
+
+def api_headers(settings: Settings) -> dict[str, str]:
+    """The headers a client of the service sends: the bearer token when ``api_token`` is configured."""
+    token = settings.api_token.get_secret_value() if settings.api_token else ""
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -589,7 +600,7 @@ def check_running(store: ObjectStore, settings: Settings, url: str, model_name: 
     expected = loaded.predict_proba(frame)
     threshold = cfg.threshold or loaded.metadata.threshold
     features = [c.name for c in loaded.metadata.features]
-    with httpx.Client(timeout=60.0) as client:
+    with httpx.Client(timeout=60.0, headers=api_headers(settings)) as client:
         response = client.get(f"{url}/metadata")
         if response.status_code != 200 or response.json().get("model_version") != model_version:
             raise CanaryFailed(f"/metadata at {url} does not report {model_name} v{model_version}: "
@@ -630,8 +641,10 @@ def example_request(settings: Settings, features: list[str] | None = None) -> di
     return {"records": records_payload(frame, spec, names)}
 
 
-def curl_example(url: str, body: dict[str, Any]) -> str:
-    return (f"curl -s -X POST {url}/predict -H 'Content-Type: application/json' "
+def curl_example(url: str, body: dict[str, Any], *, bearer: bool = False) -> str:
+    """A copy-paste curl; with ``bearer`` it sends the token from the shell's $MLCYCLE_API_TOKEN (never inline)."""
+    auth = "-H \"Authorization: Bearer $MLCYCLE_API_TOKEN\" " if bearer else ""
+    return (f"curl -s -X POST {url}/predict -H 'Content-Type: application/json' {auth}"
             f"-d '{json.dumps(body, separators=(',', ':'))}'")
 
 

@@ -35,6 +35,10 @@ from pydantic_settings import (
 
 CONFIG_ENV = "MLCYCLE_CONFIG"
 DEFAULT_CONFIG_FILE = "mlcycle.yaml"
+# Secret files (Docker/Kubernetes convention): one file per secret, named like its variable
+# (mlcycle_api_token, mlcycle_s3_access_key, ...); read when the folder exists, below the environment.
+SECRETS_DIR_ENV = "MLCYCLE_SECRETS_DIR"
+DEFAULT_SECRETS_DIR = "/run/secrets"
 
 
 class ConfigError(ValueError):
@@ -352,7 +356,11 @@ class ServingSettings(_Section):
     model_threads: int = Field(default=1, ge=1)  # OpenMP/BLAS threads per worker for the pipeline
     threshold: float | None = Field(default=None, gt=0, lt=1)  # None: the model's own (training.threshold)
     timeout_seconds: float = Field(default=30.0, gt=0)  # a request still running after this gets 504
-    max_concurrency: int | None = Field(default=None, ge=1)  # requests in flight per service; beyond: 503
+    max_concurrency: int | None = Field(default=None, ge=1)  # BentoML's own limit per service; beyond: 429
+    # Admission control per worker (bentos/runtime.py RequestGuard): API requests in flight beyond this get
+    # an immediate 503 with Retry-After instead of queueing into timeouts; None: no limit
+    max_in_flight: int | None = Field(default=128, ge=1)
+    retry_after_seconds: int = Field(default=1, ge=0)  # the Retry-After of those 503s
     max_records: int = Field(default=1_000, ge=1)  # records per /predict request
     max_batch_request_rows: int = Field(default=100_000, ge=1)  # rows per /predict_batch request
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)  # larger request bodies get 413
@@ -396,6 +404,23 @@ class MonitorSettings(_Section):
     train_deployment: str = "train/on-demand"
 
 
+class DaskSettings(_Section):
+    """The one place to point mlcycle at a Dask cluster (see tasks/runners.py).
+
+    With ``address`` set, the backfill's per-date work and the monitor's per-feature drift run as Prefect
+    tasks on that cluster (prefect-dask's DaskTaskRunner), and the training search uses joblib's Dask
+    backend on it (unless ``training.dask_scheduler`` names another scheduler). Unset: nothing imports Dask.
+    """
+
+    address: str | None = None  # tcp://host:8786 (env MLCYCLE_DASK__ADDRESS); None: run in-process
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)  # unreachable scheduler -> error after this
+
+    @field_validator("address")
+    @classmethod
+    def _empty_is_unset(cls, v: str | None) -> str | None:
+        return v.strip() or None if v is not None else None
+
+
 class Settings(BaseSettings):
     """Everything mlcycle reads, typed. See the module docstring for where values come from."""
 
@@ -419,6 +444,8 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_timeout_seconds: float = 10.0
     landing_path: str | None = None  # a local folder, or s3://bucket/prefix
+    # Bearer token the prediction endpoints require (MLCYCLE_API_TOKEN, or a secret file); None: open
+    api_token: SecretStr | None = None
 
     dataset: DatasetSpec
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
@@ -431,6 +458,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    dask: DaskSettings = Field(default_factory=DaskSettings)
 
     @field_validator("s3_endpoint")
     @classmethod
@@ -452,6 +480,13 @@ class Settings(BaseSettings):
                     f"simulator.drift names unknown feature {event.feature!r}; features are "
                     f"{self.dataset.feature_names}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _training_search_on_dask(self) -> Settings:
+        """``dask.address`` is the training search's scheduler too, unless training names its own."""
+        if self.dask.address and not self.training.dask_scheduler:
+            self.training.dask_scheduler = self.dask.address
         return self
 
     @model_validator(mode="after")
@@ -493,9 +528,35 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         path = config_path()
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        secrets = Path(os.environ.get(SECRETS_DIR_ENV) or DEFAULT_SECRETS_DIR)
+        if secrets.is_dir():  # (pydantic-settings warns on every load about a folder that is absent)
+            from pydantic_settings import SecretsSettingsSource
+
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets))
         if path is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+            sources.append(_NoSecretsYamlSource(settings_cls, yaml_file=path))
         return tuple(sources)
+
+
+SECRET_FIELDS = ("api_token", "s3_access_key", "s3_secret_key")
+
+
+class _NoSecretsYamlSource(YamlConfigSettingsSource):
+    """The project config file, which must hold no secret: it is committed, and bundled into every bento.
+
+    A secret there is refused with the key named; secrets come from ``MLCYCLE_*`` variables or from files
+    in the secrets folder (``MLCYCLE_SECRETS_DIR``, default /run/secrets).
+    """
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        found = [key for key in SECRET_FIELDS if data.get(key) not in (None, "")]
+        if found:
+            raise ConfigError(f"{', '.join(found)} set in the config file {self.yaml_file_path}: secrets must not be "
+                              f"in it (it is committed and bundled into bentos); set "
+                              f"{', '.join('MLCYCLE_' + k.upper() for k in found)} in the environment or a file "
+                              f"in the secrets folder ({SECRETS_DIR_ENV})")
+        return data
 
 
 def config_path() -> Path | None:

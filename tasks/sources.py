@@ -224,7 +224,12 @@ class LandingZone:
         if self.store is not None:
             prefix = self.location.strip("/")
             return self.store.get_bytes(f"{prefix}/{name}" if prefix else name)
-        return (Path(self.location) / name).read_bytes()
+        root = Path(self.location).resolve()
+        path = (root / name).resolve()
+        if not path.is_relative_to(root):  # a symbolic link out of the landing folder: not landing data
+            raise SourceError(f"landing file {name!r} resolves to {str(path)!r}, outside the landing path "
+                              f"{self.location!r}; refusing to read it")
+        return path.read_bytes()
 
     def files_for(self, day: dt.date) -> list[str]:
         tag = f"date={day.isoformat()}"

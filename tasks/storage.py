@@ -63,13 +63,19 @@ class UnsafeKey(StoreError, ValueError):
     """A key (often built from user input) that could escape its prefix."""
 
 
-_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+# ASCII only (no lookalikes), whole-string match (``\Z``: ``$`` would also accept a trailing newline).
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*\Z")
+MAX_KEY_CHARS = 1024  # S3's limit on a key
+MAX_SEGMENT_CHARS = 255  # a file name's limit on Linux file systems (the local store)
 
 
 def check_key(key: str) -> str:
     """Return ``key`` if it is a safe relative object key, else raise :class:`UnsafeKey`."""
     if not isinstance(key, str) or not key:
         raise UnsafeKey(f"object key must be a non-empty string, got {key!r}")
+    if len(key) > MAX_KEY_CHARS or any(len(s) > MAX_SEGMENT_CHARS for s in key.split("/")):
+        raise UnsafeKey(f"object key {key[:80]!r}... is too long: at most {MAX_KEY_CHARS} characters, "
+                        f"{MAX_SEGMENT_CHARS} per segment")
     if key.startswith("/") or "\\" in key or "//" in key:
         raise UnsafeKey(f"object key {key!r} must be relative, '/'-separated, with no empty segment")
     for segment in key.rstrip("/").split("/"):
@@ -81,10 +87,19 @@ def check_key(key: str) -> str:
     return key
 
 
+def check_object_key(key: str) -> str:
+    """:func:`check_key` for one object (not a listing prefix): it cannot end with ``/``."""
+    if check_key(key).endswith("/"):
+        raise UnsafeKey(f"object key {key!r} names a folder, not an object: it cannot end with '/'")
+    return key
+
+
 def check_segment(value: str, what: str) -> str:
     """Validate one user-supplied key segment (a model name, a version), naming it in the error."""
     if not isinstance(value, str) or not _KEY_SEGMENT.match(value) or value in (".", ".."):
         raise UnsafeKey(f"{what} {value!r} is not allowed: use letters, digits and ._=+- only")
+    if len(value) > MAX_SEGMENT_CHARS:
+        raise UnsafeKey(f"{what} {value[:80]!r}... is too long: at most {MAX_SEGMENT_CHARS} characters")
     return value
 
 
@@ -159,7 +174,7 @@ class LocalStore:
         self.description = f"local store at {self.root}"
 
     def _path(self, key: str) -> Path:
-        return self.root / check_key(key)
+        return self.root / check_object_key(key)
 
     @contextmanager
     def _oserrors(self, key: str, action: str) -> Iterator[None]:
@@ -262,7 +277,10 @@ class LocalStore:
             self._path(key).unlink(missing_ok=True)
 
     def uri(self, key: str) -> str:
-        return (self.root / key).as_uri()
+        from urllib.parse import quote
+
+        # '=' and '+' are legal in a URI path: errors name date=2026-10-04/..., not date%3D2026-10-04/...
+        return "file://" + quote(str(self.root / key), safe="/=+-._~")
 
     def check(self) -> None:
         with self._oserrors(".tmp", "write"):
@@ -318,7 +336,7 @@ class MinioStore:
         self._bucket_ready = False
 
     def _k(self, key: str) -> str:
-        return self.prefix + check_key(key)
+        return self.prefix + check_object_key(key)
 
     @contextmanager
     def _errors(self, key: str, action: str) -> Iterator[None]:

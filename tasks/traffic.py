@@ -55,11 +55,16 @@ def log_in_process(store: ObjectStore, settings: Settings, model, days: list[dt.
 
 def send_http(url: str, settings: Settings, days: list[dt.date], rows_per_day: int, request_rows: int = 20,
               token: str | None = None, timeout: float = 30.0) -> dict[str, int]:
-    """POST the simulator's applications for ``days`` to ``url``/predict; returns request/row counts."""
+    """POST the simulator's applications for ``days`` to ``url``/predict; returns request/row counts.
+
+    ``token``: the bearer token to send; None: the configured ``api_token`` (if any).
+    """
     import httpx
 
     spec = settings.dataset
     names = [f.name for f in spec.features]
+    if token is None and settings.api_token is not None:
+        token = settings.api_token.get_secret_value()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     sent = failed = rows = 0
     with httpx.Client(base_url=url.rstrip("/"), timeout=timeout, headers=headers) as client:

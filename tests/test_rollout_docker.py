@@ -8,7 +8,9 @@ both leave v2 serving with the failed attempts recorded, rollback returns to v1.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -127,6 +129,82 @@ def test_rollback_starts_the_v1_image_again_and_switches_without_a_failed_reques
     assert back.kind == "rollback" and back.rollback_of == v2.id and back.image == scenario.live["images"]["v1"].tag
     status = current_status(scenario.settings, scenario.store)
     assert status.deployment.id == back.id and status.backend_alive and status.endpoint_serves == back.id
+
+
+def test_the_container_is_locked_down_and_reads_its_secrets_from_files_not_its_environment(scenario, s3_running):
+    """Read-only root file system, no capabilities, non-root; S3 keys and the API token only as files.
+
+    With store: minio (moto's S3 server on 127.0.0.1, reached over the host network) the container also
+    writes its inference log, so "still serves and logs inference" is checked end to end.
+    """
+    import datetime as dt
+    import os
+    import stat
+
+    import httpx
+    from pydantic import SecretStr
+
+    from tasks.inference_log import read_inference_log
+    from tasks.rollout import CONTAINER_UID, Deployment, DockerTarget, free_port
+    from tasks.storage import open_store
+    from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY, minio_overrides
+
+    token = "tok-docker-secret-file-5c7e"  # noqa: S105 - a test value
+    base = scenario.settings
+    serving = base.serving.model_copy(update={"inference_log": base.serving.inference_log.model_copy(
+        update={"flush_interval_seconds": 1.0})})
+    settings = base.model_copy(update={**minio_overrides(s3_running), "api_token": SecretStr(token),
+                                       "serving": serving})
+    store = open_store(settings)
+    target = DockerTarget(settings)
+    record = Deployment(id="lockeddown", target="docker", image=scenario.live["images"]["v1"].tag,
+                        endpoint_url="-", requested_at=dt.datetime.now(dt.UTC))
+    backend = target.start(record, free_port())
+    secrets = target.secrets_dir(backend.container_name)
+    try:
+        target.wait_ready(backend, 120)
+        running = container(record.model_copy(update={"backend": backend}))
+        attrs = running.attrs
+        environment = "\n".join(attrs["Config"]["Env"])
+        for secret in (token, S3_ACCESS_KEY, S3_SECRET_KEY):
+            assert secret not in environment and secret not in json.dumps(attrs)
+        host = attrs["HostConfig"]
+        assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
+        assert "no-new-privileges" in host["SecurityOpt"] and set(host["Tmpfs"]) == {
+            "/tmp", "/home/mlcycle/bentoml", "/home/mlcycle/data"}
+        (mount,) = [m for m in attrs["Mounts"] if m["Destination"] == "/run/secrets"]
+        assert mount["RW"] is False and Path(mount["Source"]) == secrets
+        assert sorted(p.name for p in secrets.iterdir()) == ["mlcycle_api_token", "mlcycle_s3_access_key",
+                                                           "mlcycle_s3_secret_key"]
+        for path in secrets.iterdir():
+            info = path.stat()
+            assert stat.S_IMODE(info.st_mode) == 0o400 and (os.geteuid() != 0 or info.st_uid == CONTAINER_UID)
+
+        code, out = running.exec_run(["sh", "-c", "id -u; touch /home/mlcycle/x || exit 3"])
+        assert code == 3 and b"Read-only file system" in out and out.split()[0] == str(CONTAINER_UID).encode()
+        for path in ("/home/mlcycle/bento/x", "/run/secrets/x", "/opt/venv/x"):
+            assert running.exec_run(["touch", path])[0] != 0, path
+        assert running.exec_run(["touch", "/tmp/x"])[0] == 0  # tmpfs, where writing is needed
+
+        url = backend.url
+        assert httpx.post(f"{url}/predict", json=scenario.models.request, timeout=30).status_code == 401
+        headers = {"Authorization": f"Bearer {token}"}
+        ids = []
+        for _ in range(3):
+            response = httpx.post(f"{url}/predict", json=scenario.models.request, headers=headers, timeout=30)
+            assert response.status_code == 200, response.text
+            ids.append(response.json()["request_id"])
+        deadline = time.monotonic() + 60  # the log flushes every second, to the bucket over S3
+        logged = read_inference_log(store)
+        while not set(ids) <= set(logged.get("request_id", [])) and time.monotonic() < deadline:
+            time.sleep(1)
+            logged = read_inference_log(store)
+        assert set(ids) <= set(logged.get("request_id", [])), "the container's predictions never reached the log"
+        logs = running.logs().decode(errors="replace")
+        assert token not in logs and S3_SECRET_KEY not in logs
+    finally:
+        target.stop(backend, grace=10)
+    assert not secrets.exists()  # the secret files go with the container
 
 
 def test_teardown_removes_the_containers_of_this_home(scenario):

@@ -81,3 +81,15 @@ def test_missing_config_file_named_by_env_is_an_error(monkeypatch, tmp_path):
 def test_get_settings_is_read_once(env_settings):
     first = env_settings()
     assert get_settings() is first
+
+
+@pytest.mark.parametrize("key", ["api_token", "s3_secret_key", "s3_access_key"])
+def test_a_secret_in_the_config_file_is_refused_naming_the_key(tmp_path, monkeypatch, key):
+    """The config file is committed and bundled into bentos: a secret there must not be used, nor echoed."""
+    config = tmp_path / "mlcycle.yaml"
+    config.write_text(f"store: local\n{key}: do-not-commit-me-0451\n")
+    monkeypatch.setenv("MLCYCLE_CONFIG", str(config))
+    with pytest.raises(ConfigError, match=f"{key} set in the config file") as info:
+        load_settings()
+    assert f"MLCYCLE_{key.upper()}" in str(info.value)
+    assert "do-not-commit-me-0451" not in str(info.value)
