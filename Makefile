@@ -38,7 +38,7 @@ test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install
-	$(BIN)/ruff check tasks flows bentos tests benchmarks
+	$(BIN)/ruff check tasks flows bentos tests benchmarks docs
 
 clean: down
 	rm -rf .mlcycle

@@ -299,7 +299,7 @@ def demo(as_json: bool = JSON_OPT) -> None:
                        "bento": deployment.bento_tag}
 
     say("4/5 simulated traffic through the endpoint (before, then after the drift date), then monitor")
-    info["monitoring"] = _demo_traffic_and_monitor(settings, deployment.endpoint_url)
+    info["monitoring"] = _demo_traffic_and_monitor(settings, deployment.endpoint_url, show=not as_json)
 
     store = open_store(settings)
     info["store"] = store.description
@@ -366,8 +366,13 @@ def _chained_rollout(settings, version: int | None, since: dt.datetime):
     raise RuntimeError(f"model v{version} was not live behind the endpoint within 15 minutes")
 
 
-def _demo_traffic_and_monitor(settings, url: str) -> list[dict]:
-    """Send pre-drift then post-drift days through the endpoint; monitor each batch of traffic."""
+def _demo_traffic_and_monitor(settings, url: str, show: bool = True) -> list[dict]:
+    """Send pre-drift then post-drift days through the endpoint; monitor each batch of traffic.
+
+    Before the post-drift monitor, the days up to the last one served are ingested too, as the daily
+    ingest would have done by then: the retraining the monitor triggers then learns from the drifted
+    days (with only the champion's own days it could never beat the champion at the gate).
+    """
     import time
 
     from flows.monitor import monitor_flow
@@ -384,6 +389,10 @@ def _demo_traffic_and_monitor(settings, url: str) -> list[dict]:
         if sent["failed"]:
             raise RuntimeError(f"{sent['failed']} of {sent['requests']} demo requests failed at {url}")
         time.sleep(settings.serving.inference_log.flush_interval_seconds + 2)  # the log flushes on a timer
+        if label == phases[-1][0]:
+            first = settings.demo.start + dt.timedelta(days=settings.demo.days)
+            if first <= days[-1]:
+                _backfill_with_progress(first.isoformat(), days[-1].isoformat(), None, None, False, show=show)
         report = monitor_flow(start=window_start.isoformat(), end=dt.datetime.now(dt.UTC).isoformat())
         results.append({"label": label, "rows": report.rows, "drift": report.drift.summary(),
                         "trigger": f"{report.trigger.outcome} ({report.trigger.detail})",

@@ -107,7 +107,7 @@ class BackfillReport(BaseModel):
 def backfill_flow(start: str, end: str, source: str | None = None, concurrency: int | None = None,
                   replace: bool = False) -> BackfillReport:
     """Ingest every date from ``start`` to ``end`` (inclusive), ``concurrency`` dates at a time."""
-    from prefect.artifacts import create_progress_artifact
+    from prefect.artifacts import create_progress_artifact, create_table_artifact
 
     settings = get_settings()
     days = date_range(parse_date(start), parse_date(end))
@@ -123,6 +123,11 @@ def backfill_flow(start: str, end: str, source: str | None = None, concurrency: 
                                                                         progress_id)
 
     report = BackfillReport(outcomes=sorted(outcomes, key=lambda o: o.date))
+    create_table_artifact(
+        key="backfill-validation", table=[{"date": o.date.isoformat(), "verdict": o.status, "detail": o.detail}
+                                          for o in report.outcomes],
+        description=f"validation verdict per date, {days[0]}..{days[-1]} (quarantined dates also get "
+                    f"validation-<date> with every expectation)")
     if report.count("validated") != len(days):
         raise RuntimeError(f"backfill incomplete: {report.summary()}")
     print(f"backfill complete: {report.summary()}")

@@ -32,7 +32,9 @@ def world(prefect_harness, tmp_path_factory):
 
     home = tmp_path_factory.mktemp("monitor") / "home"
     env = {"MLCYCLE_HOME": str(home), "MLCYCLE_SIMULATOR__ROWS_PER_DAY": "800",
-           "MLCYCLE_TRAINING__N_ITER": "2", "MLCYCLE_MONITOR__COOLDOWN_HOURS": "24"}
+           "MLCYCLE_TRAINING__N_ITER": "2", "MLCYCLE_MONITOR__COOLDOWN_HOURS": "24",
+           # a train deployment of its own: other modules on the shared Prefect harness trigger theirs
+           "MLCYCLE_MONITOR__TRAIN_DEPLOYMENT": "train/monitor-flow-tests"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     get_settings.cache_clear()

@@ -49,7 +49,9 @@ def drifted_world(prefect_harness, validated_template, tmp_path_factory):
 
     home = tmp_path_factory.mktemp("monitors") / "home"
     shutil.copytree(validated_template, home / "store")
-    with flow_settings(home, MONITOR__COOLDOWN_HOURS="24") as settings:
+    # its own train deployment: other modules on the shared Prefect harness trigger theirs
+    with flow_settings(home, MONITOR__COOLDOWN_HOURS="24",
+                       MONITOR__TRAIN_DEPLOYMENT="train/faults-monitors") as settings:
         assert train_flow().promoted
         store = open_store(settings)
         champion = load_model(store, "loans-default")
