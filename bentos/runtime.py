@@ -221,7 +221,7 @@ class RequestGuard:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] not in self.api_paths:
             if scope["type"] == "http" and scope["path"] == OPENAPI_PATH and scope["method"] == "GET":
-                send = _AmendedOpenAPI(send, lambda doc: amend_openapi(
+                send = _amended_openapi(send, lambda doc: amend_openapi(
                     doc, api_paths=sorted(self.api_paths), get_paths=sorted(self.get_paths),
                     token_required=self._token is not None))
             await self.app(scope, receive, send)
@@ -268,7 +268,7 @@ class RequestGuard:
                 headers.append((b"content-length", str(len(body)).encode()))
             headers.append((b"content-type", b"application/json"))
             scope = dict(scope, headers=headers)
-            await self.app(scope, receive, _ReadableErrors(send))
+            await self.app(scope, receive, _readable_errors(send))
         finally:
             self.in_flight -= 1
 
@@ -345,18 +345,20 @@ def amend_openapi(doc: dict[str, Any], *, api_paths: list[str], get_paths: list[
     return doc
 
 
-class _AmendedOpenAPI:
-    """Wraps ``send`` of GET /docs.json: the JSON body passes through ``amend`` (unchanged if not JSON)."""
+class _JsonBodyRewriter:
+    """Wraps ``send``: a response whose status ``rewrites`` selects is buffered, and its JSON body passes
+    through ``amend`` (a body that is not JSON goes out unchanged); every other response streams through."""
 
-    def __init__(self, send, amend: Callable[[dict], dict]) -> None:
+    def __init__(self, send, amend: Callable[[Any], Any], rewrites: Callable[[int], bool]) -> None:
         self.send = send
         self.amend = amend
+        self.rewrites = rewrites
         self.start: dict | None = None
         self.chunks: list[bytes] = []
 
     async def __call__(self, message) -> None:
         if message["type"] == "http.response.start":
-            if message["status"] != 200:
+            if not self.rewrites(message["status"]):
                 await self.send(message)
                 return
             self.start = message
@@ -376,40 +378,21 @@ class _AmendedOpenAPI:
         await self.send({"type": "http.response.body", "body": body})
 
 
-class _ReadableErrors:
-    """Wraps ``send``: a 400 JSON body with pydantic ``detail`` gets an ``error`` naming each field."""
+def _amended_openapi(send, amend: Callable[[dict], dict]) -> _JsonBodyRewriter:
+    """GET /docs.json: the document passes through ``amend``."""
+    return _JsonBodyRewriter(send, amend, rewrites=lambda status: status == 200)
 
-    def __init__(self, send) -> None:
-        self.send = send
-        self.start: dict | None = None
-        self.chunks: list[bytes] = []
 
-    async def __call__(self, message) -> None:
-        if message["type"] == "http.response.start":
-            if message["status"] == 400:
-                self.start = message
-                return
-            await self.send(message)
-            return
-        if self.start is None or message["type"] != "http.response.body":
-            await self.send(message)
-            return
-        self.chunks.append(message.get("body", b""))
-        if message.get("more_body"):
-            return
-        body = b"".join(self.chunks)
-        try:
-            payload = json.loads(body)
-            detail = payload.get("detail") if isinstance(payload, dict) else None
-            if isinstance(detail, list) and detail:
-                payload["error"] = error_message(detail)
-                body = json.dumps(payload).encode()
-        except ValueError:
-            pass
-        headers = [(k, v) for k, v in self.start["headers"] if k != b"content-length"]
-        headers.append((b"content-length", str(len(body)).encode()))
-        await self.send({**self.start, "headers": headers})
-        await self.send({"type": "http.response.body", "body": body})
+def _with_field_errors(payload: Any) -> Any:
+    """A 400 body with pydantic's ``detail`` list gets an ``error`` naming each field."""
+    detail = payload.get("detail") if isinstance(payload, dict) else None
+    if isinstance(detail, list) and detail:
+        payload["error"] = error_message(detail)
+    return payload
+
+
+def _readable_errors(send) -> _JsonBodyRewriter:
+    return _JsonBodyRewriter(send, _with_field_errors, rewrites=lambda status: status == 400)
 
 
 async def _read_limited(receive, limit: int) -> tuple[bytes, bool]:

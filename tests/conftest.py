@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -154,6 +156,24 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
         code = exc.code or 0
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@contextmanager
+def settings_env(env: dict[str, str], unset: tuple[str, ...] = ()) -> Iterator:
+    """``get_settings()`` under these environment variables (for module-scoped fixtures, which cannot use
+    ``monkeypatch``); the environment and the settings cache are restored afterwards."""
+    from tasks.settings import get_settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key in unset:
+            mp.delenv(key, raising=False)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        get_settings.cache_clear()
+        try:
+            yield get_settings()
+        finally:
+            get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

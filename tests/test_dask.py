@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tasks.storage import open_store
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, settings_env
 
 pytestmark = pytest.mark.flow
 
@@ -213,12 +213,10 @@ DRIFT_DATE = dt.date(2026, 10, 22)  # mlcycle.yaml: debt_ratio (critical) shifts
 @pytest.fixture(scope="module")
 def monitored(prefect_harness, tmp_path_factory):
     """A champion trained on Oct 2-13 and logged traffic for Oct 21-23; a train deployment of its own."""
-    import os
 
     from flows.train import train_flow
     from tasks.ingest import publish, validate_raw, write_raw
     from tasks.registry import load_model
-    from tasks.settings import get_settings
     from tasks.sources import simulate_batch
     from tasks.traffic import log_in_process
     from tasks.training import model_name
@@ -229,11 +227,7 @@ def monitored(prefect_harness, tmp_path_factory):
            "MLCYCLE_MONITOR__TRAIN_DEPLOYMENT": "train/dask-equivalence",
            # its own model name: the trigger's window id (and idempotency key) never meets another test's
            "MLCYCLE_TRAINING__MODEL_NAME": "loans-dask-equivalence"}
-    saved = {k: os.environ.get(k) for k in [*env, "MLCYCLE_DASK__ADDRESS"]}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    try:
-        settings = get_settings()
+    with settings_env(env, unset=("MLCYCLE_DASK__ADDRESS",)) as settings:
         store = open_store(settings)
         for i in range(12):
             day = dt.date(2026, 10, 2) + dt.timedelta(days=i)
@@ -245,13 +239,6 @@ def monitored(prefect_harness, tmp_path_factory):
         log_in_process(store, settings, champion, days, rows_per_day=1500, spill_dir=home / "spill")
         train_flow.to_deployment(name="dask-equivalence").apply()  # a triggered run stays Scheduled
         yield settings
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        get_settings.cache_clear()
 
 
 def _monitor(end_day: dt.date, address: str | None, monkeypatch):

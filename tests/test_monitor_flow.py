@@ -11,6 +11,7 @@ import pytest
 
 from tasks import monitor as mon
 from tasks.storage import open_store
+from tests.conftest import settings_env
 
 pytestmark = pytest.mark.flow
 
@@ -20,12 +21,10 @@ DRIFT_DATE = dt.date(2026, 10, 22)  # mlcycle.yaml: debt_ratio (critical) shifts
 @pytest.fixture(scope="module")
 def world(prefect_harness, tmp_path_factory):
     """A champion trained on Oct 2-13, then logged traffic for Oct 14-24 (drift from Oct 22)."""
-    import os
 
     from flows.train import train_flow
     from tasks.ingest import publish, validate_raw, write_raw
     from tasks.registry import load_model
-    from tasks.settings import get_settings
     from tasks.sources import simulate_batch
     from tasks.traffic import log_in_process
     from tasks.training import model_name
@@ -35,28 +34,19 @@ def world(prefect_harness, tmp_path_factory):
            "MLCYCLE_TRAINING__N_ITER": "2", "MLCYCLE_MONITOR__COOLDOWN_HOURS": "24",
            # a train deployment of its own: other modules on the shared Prefect harness trigger theirs
            "MLCYCLE_MONITOR__TRAIN_DEPLOYMENT": "train/monitor-flow-tests"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    settings = get_settings()
-    store = open_store(settings)
-    for i in range(12):
-        day = dt.date(2026, 10, 2) + dt.timedelta(days=i)
-        raw = write_raw(store, settings, day, simulate_batch(day, settings.simulator, settings.dataset))
-        publish(store, validate_raw(store, settings, raw.ref()))
-    outcome = train_flow(days=10)
-    assert outcome.promoted, outcome
-    champion = load_model(store, model_name(settings), "champion")
-    days = [dt.date(2026, 10, 14) + dt.timedelta(days=i) for i in range(11)]
-    log_in_process(store, settings, champion, days, rows_per_day=1500, spill_dir=home / "spill")
-    deployment_id = _deploy_train(settings)
-    yield settings, store, deployment_id
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    get_settings.cache_clear()
+    with settings_env(env) as settings:
+        store = open_store(settings)
+        for i in range(12):
+            day = dt.date(2026, 10, 2) + dt.timedelta(days=i)
+            raw = write_raw(store, settings, day, simulate_batch(day, settings.simulator, settings.dataset))
+            publish(store, validate_raw(store, settings, raw.ref()))
+        outcome = train_flow(days=10)
+        assert outcome.promoted, outcome
+        champion = load_model(store, model_name(settings), "champion")
+        days = [dt.date(2026, 10, 14) + dt.timedelta(days=i) for i in range(11)]
+        log_in_process(store, settings, champion, days, rows_per_day=1500, spill_dir=home / "spill")
+        deployment_id = _deploy_train(settings)
+        yield settings, store, deployment_id
 
 
 def _deploy_train(settings) -> str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -41,7 +40,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server
+from tests.conftest import ROOT, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, settings_env
 
 # --------------------------------------------------------------------------------------------------
 # environment for flows (they read get_settings(), i.e. MLCYCLE_* variables)
@@ -67,22 +66,10 @@ def s3_env(server: S3Server, bucket: str | None = None) -> dict[str, str]:
 @contextmanager
 def flow_settings(home: Path, **env: str) -> Iterator:
     """``get_settings()`` on ``home`` with MLCYCLE_* overrides (fast defaults), restored afterwards."""
-    from tasks.settings import get_settings
-
     values = {"MLCYCLE_HOME": str(home), **{f"MLCYCLE_{k.upper()}": str(v) for k, v in
                                             {**FAST_FLOW_ENV, **env}.items()}}
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    get_settings.cache_clear()
-    try:
-        yield get_settings()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        get_settings.cache_clear()
+    with settings_env(values) as settings:
+        yield settings
 
 
 # --------------------------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ def test_concurrent_and_repeated_monitors_over_one_drifted_window_start_one_trai
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLCYCLE_")}
     env.update({"MLCYCLE_HOME": str(home), "MLCYCLE_CONFIG": str(ROOT / "mlcycle.yaml"),
                 "MLCYCLE_MONITOR__COOLDOWN_HOURS": "24", "PREFECT_API_URL": PREFECT_API_URL.value(),
+                "MLCYCLE_MONITOR__TRAIN_DEPLOYMENT": settings.monitor.train_deployment,
                 **{f"MLCYCLE_{k}": v for k, v in FAST_FLOW_ENV.items()}})
     racers = [subprocess.Popen([sys.executable, "-m", "flows.cli", "monitor", "--hours", "24", "--end", end,
                                 "--json"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -84,7 +85,7 @@ def test_concurrent_and_repeated_monitors_over_one_drifted_window_start_one_trai
         report = json.loads(out)
         assert report["drift"]["dataset_drift"] and "debt_ratio" in json.dumps(report["drift"])
         outcomes.append(report["trigger"]["outcome"])
-    with flow_settings(home, MONITOR__COOLDOWN_HOURS="24"):
+    with flow_settings(home, MONITOR__COOLDOWN_HOURS="24", MONITOR__TRAIN_DEPLOYMENT=settings.monitor.train_deployment):
         for _ in range(REPEATED):
             outcomes.append(monitor_flow(hours=24, end=end).trigger.outcome)
 
