@@ -6,7 +6,9 @@ tests/test_rollout.py, as benchmarks/rollout.py uses them), in a temporary home.
 
 1. **v1 goes live** behind the stable endpoint (``tasks.rollout.rollout``, process target, nginx);
 2. **capacity**: wrk (benchmarks/serving.py's runner) at increasing connections against the stable URL's
-   ``/predict``, single-row requests; capacity = the best req/s of a run without errors or non-2xx;
+   ``/predict``, single-row requests (the best req/s of a run without errors or non-2xx), and the soak's
+   own client offered twice that with as many requests in flight as wrk's largest run; capacity = the
+   lower of the two (on 2 cores the Python client, a connection per request, competes with the service);
 3. **soak**: an open-loop load generator (a separate process, asyncio + aiohttp) sends requests at
    ``--load`` x capacity (default 70%) for ``--minutes``, on a fixed schedule (a slow answer does not slow
    the sending), recording each request's status, latency and ``request_id``; in flight at most
@@ -189,6 +191,31 @@ def capacity(url: str, body: Path, work: Path, seconds: int, steps: list[int]) -
     return max(clean), runs
 
 
+def run_generator(url: str, body: Path, out: Path, rate: float, seconds: float, max_in_flight: int) -> subprocess.Popen:
+    """The load generator (this script with ``--load-generator``) in its own process and session."""
+    return subprocess.Popen([sys.executable, __file__, "--load-generator", "--url", url, "--body", str(body),
+                             "--out", str(out), "--rate", str(rate), "--seconds", str(seconds),
+                             "--max-in-flight", str(max_in_flight)], start_new_session=True)
+
+
+def client_capacity(url: str, body: Path, work: Path, seconds: int, offered: float, connections: int) -> dict:
+    """Answers/s the soak's own client gets: ``offered`` req/s (well above capacity) with at most
+    ``connections`` in flight, for ``seconds``. On a 2-core machine the client shares the CPU with the
+    service and opens a connection per request, so this is lower than what wrk gets; the soak's rate is
+    a share of the lower of the two, so that 70% really leaves 30% headroom for this client."""
+    out = work / "capacity-records.jsonl"
+    generator = run_generator(url, body, out, offered, seconds, connections)
+    if generator.wait(timeout=seconds + 120) != 0:
+        raise SystemExit("the capacity run of the load generator failed")
+    records = [json.loads(line) for line in out.read_text().splitlines() if line]
+    ok = sum(r["status"] == 200 for r in records)
+    refused = sum(r["status"] not in (None, 200) for r in records)
+    result = {"connections": connections, "offered_per_s": offered, "req_per_s": round(ok / seconds, 1),
+              "non_2xx": refused}
+    print(f"capacity: soak client, {connections} in flight: {result}", flush=True)
+    return result
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -258,16 +285,18 @@ def main() -> int:  # noqa: PLR0915 - one linear story, top to bottom
         rollout(settings, store, bento_tag=models.v1.tag, target="process")
         cap, runs = capacity(url, body, work, args.capacity_seconds,
                              [int(c) for c in args.capacity_connections.split(",")])
-        results["capacity"] = {"req_per_s": cap, "runs": runs}
+        client = client_capacity(url, body, work, args.capacity_seconds, offered=2 * cap,
+                                 connections=max(int(c) for c in args.capacity_connections.split(",")))
+        wrk_cap, cap = cap, min(cap, client["req_per_s"])
+        results["capacity"] = {"req_per_s": cap, "wrk_req_per_s": wrk_cap, "runs": runs, "client": client}
         rate = round(cap * args.load, 1)
-        print(f"capacity {cap:.0f} req/s; soak at {rate:.0f} req/s for {args.minutes:g} min", flush=True)
+        print(f"capacity {cap:.0f} req/s (wrk {wrk_cap:.0f}, soak client {client['req_per_s']:.0f}); soak at "
+              f"{rate:.0f} req/s for {args.minutes:g} min", flush=True)
         sampler = RssSampler(store, args.sample_seconds)
         sampler.sample()
         sampler.start()
         out = work / "records.jsonl"
-        generator = subprocess.Popen([sys.executable, __file__, "--load-generator", "--url", url, "--body", str(body),
-                                      "--out", str(out), "--rate", str(rate), "--seconds", str(seconds),
-                                      "--max-in-flight", str(args.max_in_flight)], start_new_session=True)
+        generator = run_generator(url, body, out, rate, seconds, args.max_in_flight)
         time.sleep(seconds / 2)
         t = time.monotonic()
         record = rollout(settings, store, bento_tag=models.v2.tag, target="process")
@@ -301,7 +330,8 @@ def main() -> int:  # noqa: PLR0915 - one linear story, top to bottom
 
     s, log = results["soak"], results["inference_log"]
     print()
-    print(f"soak: {args.minutes:g} min at {args.load:.0%} of capacity ({cap:.0f} req/s, wrk, stable endpoint), "
+    print(f"soak: {args.minutes:g} min at {args.load:.0%} of capacity ({cap:.0f} req/s through the stable endpoint: "
+          f"the lower of wrk's {wrk_cap:.0f} and the soak client's {results['capacity']['client']['req_per_s']:.0f}), "
           f"rollout v1 -> v2 at {results['rollout']['at_s']} s; {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}")
     print("| target rate | achieved rate | sent | failed | p50 | p99 | answered by | inference log found / expected |")
