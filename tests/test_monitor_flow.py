@@ -32,8 +32,11 @@ def world(prefect_harness, tmp_path_factory):
     home = tmp_path_factory.mktemp("monitor") / "home"
     env = {"MLCYCLE_HOME": str(home), "MLCYCLE_SIMULATOR__ROWS_PER_DAY": "800",
            "MLCYCLE_TRAINING__N_ITER": "2", "MLCYCLE_MONITOR__COOLDOWN_HOURS": "24",
-           # a train deployment of its own: other modules on the shared Prefect harness trigger theirs
-           "MLCYCLE_MONITOR__TRAIN_DEPLOYMENT": "train/monitor-flow-tests"}
+           # a train deployment and a model name of its own: other modules on the shared Prefect harness
+           # trigger theirs, and Prefect dedupes runs of one flow by the idempotency key retrain-<window>,
+           # which names the model and the window
+           "MLCYCLE_MONITOR__TRAIN_DEPLOYMENT": "train/monitor-flow-tests",
+           "MLCYCLE_TRAINING__MODEL_NAME": "loans-monitor-flow"}
     with settings_env(env) as settings:
         store = open_store(settings)
         for i in range(12):
