@@ -359,7 +359,7 @@ class ServingSettings(_Section):
     max_concurrency: int | None = Field(default=None, ge=1)  # BentoML's own limit per service; beyond: 429
     # Admission control per worker (bentos/runtime.py RequestGuard): API requests in flight beyond this get
     # an immediate 503 with Retry-After instead of queueing into timeouts; None: no limit
-    max_in_flight: int | None = Field(default=128, ge=1)
+    max_in_flight: int | None = Field(default=512, ge=1)
     retry_after_seconds: int = Field(default=1, ge=0)  # the Retry-After of those 503s
     max_records: int = Field(default=1_000, ge=1)  # records per /predict request
     max_batch_request_rows: int = Field(default=100_000, ge=1)  # rows per /predict_batch request
