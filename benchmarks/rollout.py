@@ -33,20 +33,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("MLCYCLE_CONFIG", str(ROOT / "mlcycle.yaml"))
-os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from benchmarks.common import Folders, offline_environment  # noqa: E402 - after the path insert
+
+offline_environment()
 
 
-class _Folders:
-    """What tests/test_rollout.rollout_models needs from pytest's tmp_path_factory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def mktemp(self, name: str) -> Path:
-        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
 
 
 def start_to_ready(settings, target_name: str, record_like, n: int) -> list[float]:
@@ -117,7 +108,7 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d%H%M%S")
     began = time.time()
     results: dict = {"machine": f"{os.cpu_count()} cores", "storage_driver": None}
-    models = rollout_models(_Folders(root))
+    models = rollout_models(Folders(root))
     settings = _settings(models.home, endpoint_port=free_port(), wheelhouse_dir=root / "wheelhouse",
                          base_image=f"local/python-base:bench-{stamp}", image_name="mlcycle-bench")
     store = LocalStore(settings.store_root)

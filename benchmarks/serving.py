@@ -37,10 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("MLCYCLE_CONFIG", str(ROOT / "mlcycle.yaml"))
-os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from benchmarks.common import offline_environment  # noqa: E402 - after the path insert
+
+offline_environment()
 
 WRK_SCRIPT = """
 wrk.method = "POST"

@@ -43,10 +43,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("MLCYCLE_CONFIG", str(ROOT / "mlcycle.yaml"))
-os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from benchmarks.common import Folders, offline_environment  # noqa: E402 - after the path insert
+
+offline_environment()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,14 +113,6 @@ def load_generator(args) -> None:
 # measurements
 # --------------------------------------------------------------------------------------------------
 
-class _Folders:
-    """What tests/test_rollout.rollout_models needs from pytest's tmp_path_factory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def mktemp(self, name: str) -> Path:
-        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
 
 
 def tree_rss_mb(pid: int) -> float | None:
@@ -270,7 +261,7 @@ def main() -> int:  # noqa: PLR0915 - one linear story, top to bottom
     work = root / "soak"
     work.mkdir()
     began = time.monotonic()
-    models = rollout_models(_Folders(root))
+    models = rollout_models(Folders(root))
     settings = _settings(models.home, endpoint_port=free_port())
     store = LocalStore(settings.store_root)
     print(f"two versions packaged in {time.monotonic() - began:.0f}s: v1 {models.v1.tag}, v2 {models.v2.tag}",

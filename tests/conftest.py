@@ -34,6 +34,19 @@ S3_ACCESS_KEY = "mlcycle-test-access"
 S3_SECRET_KEY = "mlcycle-test-secret-value-9f3a"  # noqa: S105 - a throwaway value for moto only
 
 
+# .ci/run installs every system tool the tests need (Docker engine, nginx, PostgreSQL, compose, Chromium)
+# and sets REQUIRE_DOCKER_TESTS=1: there a missing tool FAILS its tests. On a developer machine without
+# the tool they are skipped, with the package to install named.
+REQUIRE_SYSTEM_TOOLS = os.environ.get("REQUIRE_DOCKER_TESTS") == "1"
+
+
+def unavailable(reason: str) -> None:
+    """A system tool a test needs is missing: fail where CI requires it, skip on a developer machine."""
+    if REQUIRE_SYSTEM_TOOLS:
+        pytest.fail(f"REQUIRE_DOCKER_TESTS=1 but {reason}")
+    pytest.skip(reason)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,13 +17,13 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import free_port, make_settings
+from tests.conftest import REQUIRE_SYSTEM_TOOLS, free_port, make_settings
 
 # nginx is the stable endpoint: without it these tests skip locally, and fail in CI (.ci/run installs it
 # and sets REQUIRE_DOCKER_TESTS=1), naming the package to install.
 NEEDS_NGINX = pytest.mark.skipif(
     shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx")
-    and os.environ.get("REQUIRE_DOCKER_TESTS") != "1",
+    and not REQUIRE_SYSTEM_TOOLS,
     reason="nginx is not installed (apt-get install -y nginx; .ci/run installs it)")
 pytestmark = NEEDS_NGINX
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-REQUIRE_DOCKER = os.environ.get("REQUIRE_DOCKER_TESTS") == "1"
+from tests.conftest import unavailable
+
 _IMAGES: dict[str, object] = {}
 
 
@@ -30,9 +31,7 @@ def require_engine(settings) -> None:
     try:
         ensure_engine(settings)
     except ImageError as exc:
-        if REQUIRE_DOCKER:
-            pytest.fail(f"REQUIRE_DOCKER_TESTS=1 but {exc}")
-        pytest.skip(f"no Docker engine: {exc}")
+        unavailable(f"no Docker engine: {exc}")
     if not running and "engine" not in _IMAGES:
         _IMAGES["engine"] = True
         atexit.register(_stop_engine, Path("/var/run/docker.pid"))

@@ -33,9 +33,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from tests.conftest import ROOT, S3_ACCESS_KEY, S3_SECRET_KEY, free_port
+from tests.conftest import ROOT, S3_ACCESS_KEY, S3_SECRET_KEY, free_port, unavailable
 
-REQUIRED = os.environ.get("REQUIRE_DOCKER_TESTS") == "1"
 INFRA = ROOT / "infra"
 COMPOSE_FILE = INFRA / "docker-compose.yml"
 ENV_EXAMPLE = INFRA / "compose.env.example"
@@ -52,12 +51,6 @@ SAMPLE_ENV = {
     "MLCYCLE_SERVING_IMAGE": "mlcycle-serving:mlcycle-model-v1-0123456789ab",
 }
 SERVICES = {"minio", "postgres", "prefect-server", "deploy", "worker", "serving"}
-
-
-def _unavailable(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"REQUIRE_DOCKER_TESTS=1 but {reason}")
-    pytest.skip(reason)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,7 +140,7 @@ def compose_cli() -> list[str]:
         return ["docker", "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
-    _unavailable("neither `docker compose` nor `docker-compose` is installed (apt-get install -y docker-compose)")
+    unavailable("neither `docker compose` nor `docker-compose` is installed (apt-get install -y docker-compose)")
     raise AssertionError("unreachable")
 
 

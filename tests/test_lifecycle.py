@@ -39,14 +39,14 @@ from unittest import mock
 import pytest
 import yaml
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import REQUIRE_SYSTEM_TOOLS, ROOT, free_port
 from tests.test_endpoint import NEEDS_NGINX
 
 pytestmark = [pytest.mark.slow, NEEDS_NGINX, pytest.mark.timeout(1800)]
 
 CHROMIUM = Path("/usr/bin/chromium")
 NEEDS_CHROMIUM = pytest.mark.skipif(
-    not CHROMIUM.exists() and os.environ.get("REQUIRE_DOCKER_TESTS") != "1",
+    not CHROMIUM.exists() and not REQUIRE_SYSTEM_TOOLS,
     reason="Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
 
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -396,7 +396,8 @@ def test_the_screenshot_script_captures_the_stacks_ui(stack, tmp_path):
     from PIL import Image, ImageStat
 
     if not stack.lived:
-        pytest.skip("needs the runs of the life-cycle test (run the whole module)")
+        pytest.fail("the life-cycle test did not complete in this session, so there are no runs to photograph "
+                    "(run the whole module)")
     out = tmp_path / "img"
     shots = subprocess.run([sys.executable, str(ROOT / "docs" / "screenshots.py"), "--ui",
                             f"http://127.0.0.1:{stack.prefect_port}", "--out", str(out), "--timeout", "120"],

@@ -37,11 +37,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, unavailable
 
 pytestmark = pytest.mark.slow
 
-REQUIRED = os.environ.get("REQUIRE_DOCKER_TESTS") == "1"
 DEBIAN_PG_ROOT = Path("/usr/lib/postgresql")
 
 
@@ -137,9 +136,7 @@ def postgres():
             raise PostgresUnavailable("running as root needs `runuser` (util-linux) to start PostgreSQL as "
                                       "the postgres user")
     except PostgresUnavailable as exc:
-        if REQUIRED:
-            pytest.fail(f"REQUIRE_DOCKER_TESTS=1 but {exc}")
-        pytest.skip(str(exc))
+        unavailable(str(exc))
     root = Path(tempfile.mkdtemp(prefix="mlcycle-pg-"))
     os.chmod(root, 0o700)
     cluster = PostgresCluster(bindir=bindir, root=root, port=free_port())

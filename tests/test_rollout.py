@@ -134,6 +134,27 @@ class Scenario:
 
         return rollout(self.settings, self.store, bento_tag=bento_tag, target=self.target, **kw)
 
+    def roll_v2_under_traffic(self):
+        """Roll v2 out while a client keeps sending through the endpoint; the client saw every answer
+        switch from v1 to v2 at the moment the deployment record says it went live."""
+        with traffic(self.url, self.models.request) as client:
+            time.sleep(1.0)
+            record = self.rollout(self.models.v2.tag)
+            time.sleep(2.0)
+        client.assert_switched(1, 2, record.live_since.timestamp())
+        return record, client
+
+    def roll_back_under_traffic(self):
+        """Roll back from v2 while a client keeps sending; every answer switched from v2 to v1 at go-live."""
+        from tasks.rollout import rollback
+
+        with traffic(self.url, self.models.request) as client:
+            time.sleep(0.5)
+            back = rollback(self.settings, self.store)
+            time.sleep(1.0)
+        client.assert_switched(2, 1, back.live_since.timestamp())
+        return back
+
     @property
     def url(self) -> str:
         from tasks.endpoint import endpoint_url
@@ -178,11 +199,7 @@ def test_v2_replaces_v1_under_continuous_traffic_without_a_failed_request(scenar
     from tasks.rollout import find, history, read_current
 
     v1 = scenario.live["v1"]
-    with traffic(scenario.url, scenario.models.request) as client:
-        time.sleep(1.0)
-        record = scenario.rollout(scenario.models.v2.tag)
-        time.sleep(2.0)
-    client.assert_switched(1, 2, record.live_since.timestamp())
+    record, client = scenario.roll_v2_under_traffic()
     assert len(client.versions) > 50
     assert record.status == "live" and record.model_version == "2" and record.previous_id == v1.id
     assert read_current(scenario.store).id == record.id
@@ -227,11 +244,7 @@ def test_rollback_returns_to_v1_and_a_second_rollback_to_v2(scenario):
     from tasks.rollout import read_current, rollback
 
     v2 = scenario.live["v2"]
-    with traffic(scenario.url, scenario.models.request) as client:
-        time.sleep(0.5)
-        back = rollback(scenario.settings, scenario.store)
-        time.sleep(1.0)
-    client.assert_switched(2, 1, back.live_since.timestamp())
+    back = scenario.roll_back_under_traffic()
     assert back.kind == "rollback" and back.rollback_of == v2.id and back.model_version == "1"
     assert read_current(scenario.store).id == back.id
     forth = rollback(scenario.settings, scenario.store)

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -77,31 +79,31 @@ def champion(tmp_path_factory) -> Champion:
     return packaged_champion(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def server(champion):
-    """ONE `bentoml serve` of the champion's bento for every test that only sends requests."""
+@contextmanager
+def _serving(champion, env: dict[str, str]) -> Iterator:
+    """`bentoml serve` of the champion's bento with ``env`` added to its environment, ready, then stopped."""
     from tasks.serving import start_serving, wait_ready
 
-    process = start_serving(champion.settings, champion.bento.tag, env={"MLCYCLE_S3_SECRET_KEY": SECRET,
-                                                                         "MLCYCLE_S3_ACCESS_KEY": "AKIA-TEST"})
+    process = start_serving(champion.settings, champion.bento.tag, env=env)
     try:
         wait_ready(process, champion.settings.serving.readiness_timeout_seconds)
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def server(champion):
+    """ONE `bentoml serve` of the champion's bento for every test that only sends requests."""
+    with _serving(champion, {"MLCYCLE_S3_SECRET_KEY": SECRET, "MLCYCLE_S3_ACCESS_KEY": "AKIA-TEST"}) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
 def guarded_server(champion):
     """A second `bentoml serve` of the same bento, started with MLCYCLE_API_TOKEN in its environment."""
-    from tasks.serving import start_serving, wait_ready
-
-    process = start_serving(champion.settings, champion.bento.tag, env={"MLCYCLE_API_TOKEN": TOKEN})
-    try:
-        wait_ready(process, champion.settings.serving.readiness_timeout_seconds)
+    with _serving(champion, {"MLCYCLE_API_TOKEN": TOKEN}) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

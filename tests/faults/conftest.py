@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, settings_env
+from tests.conftest import ROOT, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, settings_env, unavailable
 
 # --------------------------------------------------------------------------------------------------
 # environment for flows (they read get_settings(), i.e. MLCYCLE_* variables)
@@ -132,7 +132,7 @@ def make_read_only(path: Path) -> str:
     immutable = subprocess.run(["chattr", "-R", "+i", str(path)], capture_output=True, text=True)
     if immutable.returncode == 0:
         return "chattr-immutable"
-    pytest.skip(f"cannot make {path} read-only for root here: mount said {bind.stderr.strip()!r}, chattr said "
+    unavailable(f"cannot make {path} read-only for root here: mount said {bind.stderr.strip()!r}, chattr said "
                 f"{immutable.stderr.strip()!r}")
 
 
