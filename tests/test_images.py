@@ -45,10 +45,12 @@ def _stop_engine(pidfile: Path) -> None:
 
 
 def serving_image(tmp_path_factory, which: str = "v1"):
-    """The serving image of the v1 (or v2) bento of tests/test_rollout.py, built once per session."""
-    if which in _IMAGES:
+    """The serving image of the v1 (or v2) bento of tests/test_rollout.py, built once per session (again
+    if a module removed it meanwhile: tests/test_rollout_docker.py cleans up the images it used)."""
+    from tasks.images import build_serving_image, image_info
+
+    if which in _IMAGES and image_info(_IMAGES[which].tag) is not None:
         return _IMAGES[which]
-    from tasks.images import build_serving_image
     from tests.test_rollout import _settings, rollout_models
 
     models = rollout_models(tmp_path_factory)
