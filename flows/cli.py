@@ -208,6 +208,9 @@ def monitor(
     from flows.monitor import monitor_flow
 
     report = monitor_flow(hours=hours, end=end, start=start)
+    if report is None:
+        _emit(as_json, None, "nothing to monitor: no champion yet; train one with `mlcycle train`")
+        return
     lines = [f"window {report.window_id}: {report.rows} rows", f"drift: {report.drift.summary()}"]
     if report.performance is not None:
         lines.append(f"performance: {report.performance.detail}")
@@ -245,6 +248,7 @@ def status(as_json: bool = JSON_OPT) -> None:
     champion = read_alias(store, model_name(settings))
     current = read_current(store)
     decision = last_decision(store)
+    schedules = _schedules()
     info = {
         "services": running, "store": store.description, "partitions": zones,
         "champion": {"model": model_name(settings), "version": champion.version, "since": champion.set_at}
@@ -253,6 +257,7 @@ def status(as_json: bool = JSON_OPT) -> None:
                        "endpoint": current.endpoint_url, "since": current.live_since} if current else None,
         "last_monitor": {"window": decision.window_id, "drift": decision.drift.summary(),
                          "trigger": decision.trigger.outcome if decision.trigger else None} if decision else None,
+        "schedules": [s.model_dump(mode="json") for s in schedules] if schedules is not None else None,
     }
     lines = [f"{s['name']:<20} pid {s['pid']:<8} {'up' if s['alive'] else 'DOWN'}  {s['url']}" for s in running]
     lines = lines or ["no services running"]
@@ -264,7 +269,29 @@ def status(as_json: bool = JSON_OPT) -> None:
     if decision:
         lines.append(f"monitor:    {decision.window_id}: {decision.drift.summary()}; trigger "
                      f"{decision.trigger.outcome if decision.trigger else '-'}")
+    if schedules is None:
+        lines.append("schedules:  no Prefect server answers (mlcycle up starts one)")
+    else:
+        lines.append("schedules:" + ("".join(f"\n  {s.line()}" for s in schedules) or "  none declared"))
     _emit(as_json, info, "\n".join(lines))
+
+
+def _schedules():
+    """Each scheduled deployment's next and last scheduled run, from the Prefect API; None when none answers."""
+    import httpx
+
+    _use_local_stack()
+    if not os.environ.get("PREFECT_API_URL"):
+        return None
+    from prefect.client.orchestration import get_client
+
+    from tasks.schedules import schedule_status
+
+    try:
+        with get_client(sync_client=True) as client:
+            return schedule_status(client)
+    except (httpx.HTTPError, OSError):
+        return None
 
 
 @app.command()

@@ -172,9 +172,32 @@ def report_task(settings: Settings, report: mon.MonitorReport) -> mon.MonitorRep
     return report
 
 
+@task(name="nothing-to-monitor", cache_policy=NO_CACHE)
+def nothing_to_monitor_task(settings: Settings) -> str | None:
+    """Why there is nothing to monitor (no champion yet), as a sentence and an artifact; None otherwise."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.registry import read_alias
+    from tasks.storage import open_store
+    from tasks.training import model_name
+
+    name = model_name(settings)
+    if read_alias(open_store(settings), name) is not None:
+        return None
+    reason = (f"model {name!r} has no champion yet, so no model serves traffic to judge; train one with "
+              "`mlcycle train` (or run train/on-demand)")
+    create_markdown_artifact(key="monitoring-decision", markdown=f"# Nothing to monitor\n\n{reason}",
+                             description="nothing to monitor: no champion yet")
+    return reason
+
+
 @flow(name="monitor", log_prints=True)
-def monitor_flow(hours: int | None = None, end: str | None = None, start: str | None = None) -> mon.MonitorReport:
+def monitor_flow(hours: int | None = None, end: str | None = None,
+                 start: str | None = None) -> mon.MonitorReport | None:
     """Measure drift and live performance over a window; start a training when warranted.
+
+    Returns None (and the run completes) when there is nothing to monitor yet: no version was ever
+    promoted to champion, as on a fresh stack whose hourly schedule fires before the first training.
 
     Args:
         hours: window length; defaults to ``monitor.window_hours``.
@@ -182,6 +205,10 @@ def monitor_flow(hours: int | None = None, end: str | None = None, start: str | 
         start: window start (ISO datetime, UTC); overrides ``hours`` when given.
     """
     settings = get_settings()
+    nothing = nothing_to_monitor_task(settings)
+    if nothing:  # a scheduled run before the first model: Completed, with the reason, not a red run every hour
+        get_run_logger().info("nothing to monitor: %s", nothing)
+        return None
     window_end = dt.datetime.fromisoformat(end) if end else None
     window_start = dt.datetime.fromisoformat(start) if start else None
     hours = hours or settings.monitor.window_hours

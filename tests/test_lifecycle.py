@@ -416,3 +416,25 @@ def test_the_screenshot_script_captures_the_stacks_ui(stack, tmp_path):
                              capture_output=True, text=True, env=stack.env, cwd=ROOT, timeout=120)
     assert missing.returncode == 1 and "no Prefect server answers at" in missing.stderr
     assert not (tmp_path / "none").exists()
+
+
+def expected_problems() -> list:
+    """Problems the life cycle provokes on purpose, each with its reason; anything else in a service log fails."""
+    from tests.support.logs import Expected
+
+    return [
+        Expected(r"TrainingDataError: no validated partitions in the training window \(last \d+ validated days "
+                 r"up to 2020-01-10\)",
+                 "step 3: the train workflow's command with a window that holds no data must fail, naming why "
+                 "(the worker streams the flow run's task and flow failure)", log="prefect-worker.log"),
+    ]
+
+
+def test_service_logs_hold_no_traceback_the_test_did_not_provoke(stack):
+    """Prefect server, worker (and the flow runs it streams), nginx and every `bentoml serve`: clean logs."""
+    from tests.support.logs import unexpected_problems
+
+    if not stack.lived:
+        pytest.fail("the life-cycle test did not complete in this session (run the whole module)")
+    left = unexpected_problems(stack.settings.run_dir, expected_problems())
+    assert not left, "unexpected problems in the service logs:\n" + "\n\n".join(str(p)[:3000] for p in left[:5])

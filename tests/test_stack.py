@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +31,8 @@ def stack_env(tmp_path_factory):
         "MLCYCLE_PREFECT_PORT": str(free_port()), "MLCYCLE_WORKER_PORT": str(free_port()),
         "MLCYCLE_SIMULATOR__ROWS_PER_DAY": "300", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
+        # the worker (which inherits this environment) polls for due runs every 2 s instead of 10
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
     })
     yield env
     mlcycle(env, "down")
@@ -90,3 +94,83 @@ def test_down_stops_exactly_what_up_started(stack_env):
         assert json.loads(mlcycle(stack_env, "down", "--json").stdout)["stopped"] == []
     finally:
         bystander.kill()
+
+
+def scheduled_runs(client, deployment_name: str) -> list:
+    """The runs the server's scheduler created for a deployment (never one started by hand)."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    deployment = client.read_deployment_by_name(deployment_name)
+    runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+    return [r for r in runs if r.auto_scheduled]
+
+
+def test_schedules_fire_by_themselves_and_the_worker_completes_the_run(stack_env):
+    """Nobody starts a run: the server's scheduler creates them from the deployments' schedules, the worker
+    picks the due one up and the flow completes. Under SQLAlchemy 2.1 the scheduler crashed at every loop
+    (`Can't evaluate bulk DML statement`) and created no run at all."""
+    import datetime as dt
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.schedules import IntervalSchedule
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    assert mlcycle(stack_env, "up").returncode == 0
+    api = f"http://127.0.0.1:{stack_env['MLCYCLE_PREFECT_PORT']}/api"
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        # the declared cron schedules have their next runs in the API, at the declared times
+        deadline = time.monotonic() + 90
+        upcoming: dict[str, list] = {}
+        while time.monotonic() < deadline:
+            upcoming = {name: [r for r in scheduled_runs(client, name) if r.state_type.value == "SCHEDULED"]
+                        for name in ("ingest/daily", "monitor/hourly")}
+            if all(upcoming.values()):
+                break
+            time.sleep(2)
+        assert all(upcoming.values()), f"the scheduler created no run for {[n for n, r in upcoming.items() if not r]}"
+        now = dt.datetime.now(dt.UTC)
+        daily = sorted(r.expected_start_time for r in upcoming["ingest/daily"])
+        hourly = sorted(r.expected_start_time for r in upcoming["monitor/hourly"])
+        assert all((t.hour, t.minute) == (0, 30) for t in daily) and daily[0] > now
+        assert all(t.minute == 5 for t in hourly) and hourly[0] > now
+        assert len(hourly) >= 3 and hourly[1] - hourly[0] == dt.timedelta(hours=1)
+
+        # monitor/hourly brought forward: an extra 10-second interval schedule; wait for a run of it to complete
+        monitor = client.read_deployment_by_name("monitor/hourly")
+        extra = client.create_deployment_schedules(monitor.id, [(IntervalSchedule(interval=dt.timedelta(seconds=10)),
+                                                                 True)])
+        try:
+            completed, states = None, set()
+            deadline = time.monotonic() + 240
+            while completed is None and time.monotonic() < deadline:
+                runs = scheduled_runs(client, "monitor/hourly")  # the cron's runs are in the future
+                states = {r.state_name for r in runs}
+                completed = next((r for r in runs if r.state is not None and r.state.is_completed()), None)
+                failed = [r for r in runs if r.state is not None and r.state.is_failed()]
+                assert not failed, f"a scheduled monitor run failed: {failed[0].state.message}"
+                time.sleep(2)
+        finally:
+            client.delete_deployment_schedule(monitor.id, extra[0].id)
+        assert completed is not None, f"no scheduled monitor/hourly run completed within 240 s (saw {states})"
+        assert completed.work_pool_name == "mlcycle-process" and completed.auto_scheduled
+
+    # `mlcycle status` shows what the scheduler did: next run of each schedule, the last scheduled run's state
+    deadline = time.monotonic() + 60  # deleting the extra schedule deleted the future runs; they come back
+    while True:
+        status = mlcycle(stack_env, "status", "--json")
+        assert status.returncode == 0, status.stderr[-2000:]
+        shown = {s["deployment"]: s for s in json.loads(status.stdout)["schedules"]}
+        if all(s["next_run"] for s in shown.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert set(shown) == {"ingest/daily", "monitor/hourly"}
+    assert all(s["next_run"] and s["active"] and s["problem"] is None for s in shown.values()), shown
+    assert shown["monitor/hourly"]["last_state"] in ("Completed", "Cancelled")  # CANCEL_NEW may drop a later one
+    assert shown["ingest/daily"]["schedules"] == ["cron 30 0 * * * (UTC)"]
+    human = mlcycle(stack_env, "status").stdout
+    assert re.search(r"monitor/hourly .*cron 5 \* \* \* \* \(UTC\): next \d{4}-\d\d-\d\d \d\d:05 UTC", human), human
+    from tests.support.logs import unexpected_problems
+
+    left = unexpected_problems(Path(stack_env["MLCYCLE_HOME"]) / "run", [])
+    assert not left, "problems in the stack's logs:\n" + "\n\n".join(str(p)[:3000] for p in left[:5])
