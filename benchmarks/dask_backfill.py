@@ -31,8 +31,8 @@ START = dt.date(2026, 10, 1)
 
 
 def run_backfill(home: Path, days: int, address: str | None) -> float:
-    from flows.ingest import backfill_flow
-    from tasks.settings import get_settings
+    from mlcycle.flows.ingest import backfill_flow
+    from mlcycle.tasks.settings import get_settings
 
     os.environ["MLCYCLE_HOME"] = str(home)
     if address:

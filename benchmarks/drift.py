@@ -134,7 +134,7 @@ def generate(rows: int, seed: int, current: bool):
 
 
 def dataset_spec():
-    from tasks.settings import DatasetSpec, FeatureSpec
+    from mlcycle.tasks.settings import DatasetSpec, FeatureSpec
 
     features = []
     for name, (dist, _, _) in NUMERIC.items():
@@ -158,8 +158,8 @@ def measure_profile(data: Path) -> dict:
     import pyarrow.parquet as pq
     import scipy.stats  # noqa: F401
 
-    from tasks.profile import build_profile
-    from tasks.settings import DriftSettings, TrainingSettings
+    from mlcycle.tasks.profile import build_profile
+    from mlcycle.tasks.settings import DriftSettings, TrainingSettings
 
     spec, drift = dataset_spec(), DriftSettings()
     with PeakRSS() as rss:
@@ -199,9 +199,9 @@ class ParquetColumns:
 def measure_mlcycle(data: Path) -> dict:
     import scipy.stats  # noqa: F401  (tasks.drift imports it lazily; a running monitor has it loaded)
 
-    from tasks.drift import assess_drift
-    from tasks.profile import ReferenceProfile
-    from tasks.settings import DriftSettings
+    from mlcycle.tasks.drift import assess_drift
+    from mlcycle.tasks.profile import ReferenceProfile
+    from mlcycle.tasks.settings import DriftSettings
 
     spec, config = dataset_spec(), DriftSettings()
     with PeakRSS() as rss:

@@ -65,10 +65,10 @@ class PeakRSS:
 
 
 def run_mlcycle(frame, work: Path) -> None:
-    from tasks.ingest import publish, validate_raw, write_raw
-    from tasks.settings import load_settings
-    from tasks.sources import Batch
-    from tasks.storage import LocalStore
+    from mlcycle.tasks.ingest import publish, validate_raw, write_raw
+    from mlcycle.tasks.settings import load_settings
+    from mlcycle.tasks.sources import Batch
+    from mlcycle.tasks.storage import LocalStore
 
     settings = load_settings(home=work / "home")
     store = LocalStore(settings.store_root)
@@ -85,7 +85,7 @@ def run_baseline(frame, work: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.settings import load_settings
+    from mlcycle.tasks.settings import load_settings
 
     spec = load_settings(home=work / "home").dataset
     work.mkdir(parents=True, exist_ok=True)
@@ -161,8 +161,8 @@ def main() -> None:
         print(json.dumps(measure(args.measure, args.batch, args.repeat)))
         return
 
-    from tasks.settings import load_settings
-    from tasks.sources import simulate_batch
+    from mlcycle.tasks.settings import load_settings
+    from mlcycle.tasks.sources import simulate_batch
 
     settings = load_settings(home=Path(tempfile.mkdtemp()))
     frame = simulate_batch(DAY, settings.simulator, settings.dataset, rows=args.rows).frame

@@ -42,7 +42,7 @@ offline_environment()
 
 def start_to_ready(settings, target_name: str, record_like, n: int) -> list[float]:
     """Start ``n`` candidates of ``record_like`` one after the other; seconds from start to /readyz 200."""
-    from tasks.rollout import free_port, make_target
+    from mlcycle.tasks.rollout import free_port, make_target
 
     target = make_target(settings, target_name)
     seconds = []
@@ -60,8 +60,8 @@ def start_to_ready(settings, target_name: str, record_like, n: int) -> list[floa
 
 def switches(settings, store, models, target_name: str, n: int) -> list[dict]:
     """``n`` rollouts alternating v2/v1 under continuous traffic through the stable URL."""
-    from tasks.endpoint import endpoint_url
-    from tasks.rollout import rollout
+    from mlcycle.tasks.endpoint import endpoint_url
+    from mlcycle.tasks.rollout import rollout
     from tests.test_rollout import traffic
 
     rollout(settings, store, bento_tag=models.v1.tag, target=target_name)
@@ -98,9 +98,9 @@ def main() -> None:
 
     from docker.errors import ImageNotFound
 
-    from tasks import images
-    from tasks.rollout import Deployment, _now, teardown
-    from tasks.storage import LocalStore
+    from mlcycle.tasks import images
+    from mlcycle.tasks.rollout import Deployment, _now, teardown
+    from mlcycle.tasks.storage import LocalStore
     from tests.conftest import free_port
     from tests.test_rollout import _settings, rollout_models
 

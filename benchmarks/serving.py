@@ -68,13 +68,13 @@ def prepare(home: Path, family: str, workers: int):
 
     from threadpoolctl import threadpool_limits
 
-    from tasks.evaluation import decide
-    from tasks.registry import promote, register_candidate
-    from tasks.serving import build_bento, import_model
-    from tasks.settings import load_settings
-    from tasks.sources import simulate_batch
-    from tasks.storage import LocalStore
-    from tasks.training import compare_with_champion, select_window, train_challenger
+    from mlcycle.tasks.evaluation import decide
+    from mlcycle.tasks.registry import promote, register_candidate
+    from mlcycle.tasks.serving import build_bento, import_model
+    from mlcycle.tasks.settings import load_settings
+    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.storage import LocalStore
+    from mlcycle.tasks.training import compare_with_champion, select_window, train_challenger
     from tests.test_training import write_day
 
     settings = load_settings(home=home, training={"family": family, "n_iter": 2, "n_jobs": 1},
@@ -95,7 +95,7 @@ def prepare(home: Path, family: str, workers: int):
 
 def request_bodies(settings, store, model, work: Path) -> tuple[Path, Path, Path]:
     """(single-row /predict body, 1,000-row /predict_batch body, 1,000-row records body) from the test window."""
-    from tasks.serving import canary_rows, columns_payload, records_payload
+    from mlcycle.tasks.serving import canary_rows, columns_payload, records_payload
 
     frame, _ = canary_rows(store, settings, model.name, model.version, 1000)
     features = json.loads((Path(model.path) / "served_model.json").read_text())["features"]
@@ -120,10 +120,10 @@ def plain_app(home: Path):
     from starlette.routing import Route
     from threadpoolctl import threadpool_limits
 
-    from tasks.registry import load_model
-    from tasks.settings import load_settings
-    from tasks.storage import LocalStore
-    from tasks.training import model_name
+    from mlcycle.tasks.registry import load_model
+    from mlcycle.tasks.settings import load_settings
+    from mlcycle.tasks.storage import LocalStore
+    from mlcycle.tasks.training import model_name
 
     settings = load_settings(home=home)
     loaded = load_model(LocalStore(settings.store_root), model_name(settings), "champion")
@@ -176,8 +176,8 @@ import os, sys, uuid
 sys.path.insert(0, {root!r})
 from pathlib import Path
 import bentoml, pandas as pd
-from bentos.runtime import load_pipeline, serving_context
-from tasks.schema import Prediction, build_schema
+from mlcycle.bentos.runtime import load_pipeline, serving_context
+from mlcycle.tasks.schema import Prediction, build_schema
 
 MODEL = bentoml.models.BentoModel({model_tag!r})
 SERVED, SETTINGS = serving_context(MODEL, Path({config!r}))
@@ -211,7 +211,7 @@ class BentoBatching:
 
 
 def start_bentoml_batching(settings, model, work: Path, latency: int, port: int):
-    from tasks.serving import ServeProcess, bentoml_env
+    from mlcycle.tasks.serving import ServeProcess, bentoml_env
 
     folder = work / f"bentoml-batching-{latency}"
     folder.mkdir()
@@ -270,7 +270,7 @@ def main() -> None:
 
     import httpx
 
-    from tasks.serving import free_port, start_serving, wait_ready
+    from mlcycle.tasks.serving import free_port, start_serving, wait_ready
 
     home = Path(tempfile.mkdtemp(prefix="mlcycle-bench-serving-"))
     work = home / "bench"
@@ -327,7 +327,7 @@ def main() -> None:
         if plain is not None and plain.poll() is None:
             plain.terminate()
             plain.wait(15)
-    from tasks.inference_log import read_inference_log
+    from mlcycle.tasks.inference_log import read_inference_log
 
     logged = len(read_inference_log(store))
     a, b = results["(a) mlcycle service /predict, 1 row"], results["(b) plain Starlette app /predict, 1 row"]

@@ -145,7 +145,7 @@ class RssSampler(threading.Thread):
         self.started_at = time.monotonic()
 
     def sample(self) -> None:
-        from tasks.rollout import read_current
+        from mlcycle.tasks.rollout import read_current
 
         current = read_current(self.store)
         if current is not None and current.backend is not None and current.backend.pid:
@@ -250,10 +250,10 @@ def main() -> int:  # noqa: PLR0915 - one linear story, top to bottom
     if not 0 < args.load <= 1 or args.minutes <= 0:
         parser.error("--load must be in (0, 1] and --minutes > 0")
 
-    from tasks.endpoint import endpoint_url
-    from tasks.inference_log import read_inference_log
-    from tasks.rollout import rollout, teardown
-    from tasks.storage import LocalStore
+    from mlcycle.tasks.endpoint import endpoint_url
+    from mlcycle.tasks.inference_log import read_inference_log
+    from mlcycle.tasks.rollout import rollout, teardown
+    from mlcycle.tasks.storage import LocalStore
     from tests.conftest import free_port
     from tests.test_rollout import _settings, rollout_models
 

@@ -61,10 +61,10 @@ def training_overrides(args) -> dict:
 
 
 def make_template(root: Path, rows: int, days: int) -> None:
-    from tasks.partitions import PartitionManifest, SourceRecord, data_key, frame_to_parquet, write_partition
-    from tasks.settings import load_settings
-    from tasks.sources import simulate_batch
-    from tasks.storage import LocalStore, sha256_bytes
+    from mlcycle.tasks.partitions import PartitionManifest, SourceRecord, data_key, frame_to_parquet, write_partition
+    from mlcycle.tasks.settings import load_settings
+    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.storage import LocalStore, sha256_bytes
 
     settings = load_settings(home=root)
     store = LocalStore(settings.store_root)
@@ -92,8 +92,8 @@ def side_flow(home: Path, args) -> dict:
         os.environ[f"MLCYCLE_TRAINING__{key.upper()}"] = str(value)
     from prefect import flow
 
-    from flows.train import train_flow
-    from tasks.settings import get_settings
+    from mlcycle.flows.train import train_flow
+    from mlcycle.tasks.settings import get_settings
 
     get_settings.cache_clear()
 
@@ -112,11 +112,11 @@ def side_flow(home: Path, args) -> dict:
 
 
 def side_plain(home: Path, args) -> dict:
-    from tasks.evaluation import decide
-    from tasks.registry import promote, register_candidate
-    from tasks.settings import load_settings
-    from tasks.storage import open_store
-    from tasks.training import compare_with_champion, select_window, train_challenger
+    from mlcycle.tasks.evaluation import decide
+    from mlcycle.tasks.registry import promote, register_candidate
+    from mlcycle.tasks.settings import load_settings
+    from mlcycle.tasks.storage import open_store
+    from mlcycle.tasks.training import compare_with_champion, select_window, train_challenger
 
     settings = load_settings(home=home, training=training_overrides(args))
     _warm_imports()
@@ -143,9 +143,9 @@ def side_bare(home: Path, args) -> dict:
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import PredefinedSplit, RandomizedSearchCV
 
-    from tasks.features import build_pipeline, search_distributions
-    from tasks.settings import load_settings
-    from tasks.training import fit_threads, search_backend
+    from mlcycle.tasks.features import build_pipeline, search_distributions
+    from mlcycle.tasks.settings import load_settings
+    from mlcycle.tasks.training import fit_threads, search_backend
 
     settings = load_settings(home=home, training=training_overrides(args))
     spec, training = settings.dataset, settings.training
@@ -179,10 +179,10 @@ def side_bare(home: Path, args) -> dict:
 def side_search(home: Path, args) -> dict:
     from threadpoolctl import threadpool_limits
 
-    from tasks.features import build_pipeline, resolve_family, training_features
-    from tasks.settings import load_settings
-    from tasks.storage import open_store
-    from tasks.training import labels, load_rows, run_search, select_window, time_split
+    from mlcycle.tasks.features import build_pipeline, resolve_family, training_features
+    from mlcycle.tasks.settings import load_settings
+    from mlcycle.tasks.storage import open_store
+    from mlcycle.tasks.training import labels, load_rows, run_search, select_window, time_split
 
     settings = load_settings(home=home, training=training_overrides(args))
     store = open_store(settings)

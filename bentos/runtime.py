@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.schema import error_message
+from mlcycle.tasks.schema import error_message
 
 
 class ServiceStartError(RuntimeError):
@@ -65,8 +65,8 @@ def serving_context(model, bundled_config: Path):
     import os
     import sys
 
-    from tasks.schema import ServedModel
-    from tasks.settings import CONFIG_ENV, load_settings
+    from mlcycle.tasks.schema import ServedModel
+    from mlcycle.tasks.settings import CONFIG_ENV, load_settings
 
     try:
         if not os.environ.get(CONFIG_ENV) and bundled_config.is_file():

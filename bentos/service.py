@@ -22,9 +22,9 @@ import bentoml
 import numpy as np
 from pydantic import BaseModel, Field
 
-from bentos.runtime import RequestGuard, Scorer, load_pipeline, serving_context
-from tasks.inference_log import open_writer
-from tasks.schema import (
+from mlcycle.bentos.runtime import RequestGuard, Scorer, load_pipeline, serving_context
+from mlcycle.tasks.inference_log import open_writer
+from mlcycle.tasks.schema import (
     BatchPredictResponse,
     InferenceLogStatus,
     Prediction,
@@ -40,7 +40,9 @@ class ServiceArgs(BaseModel):
 
 ARGS = bentoml.use_arguments(ServiceArgs)
 MODEL = bentoml.models.BentoModel(ARGS.model_tag)
-SERVED, SETTINGS = serving_context(MODEL, bundled_config=Path(__file__).resolve().parents[1] / "mlcycle.yaml")
+# In the bento, this file is src/mlcycle/bentos/service.py and the project config src/mlcycle.yaml
+BUNDLED_CONFIG = Path(__file__).resolve().parents[2] / "mlcycle.yaml"
+SERVED, SETTINGS = serving_context(MODEL, bundled_config=BUNDLED_CONFIG)
 SERVING = SETTINGS.serving
 SCHEMA = build_schema(SERVED.dataset, SERVED.features, max_batch_rows=SERVING.max_batch_request_rows)
 Record, Columns = SCHEMA.record, SCHEMA.columns

@@ -29,7 +29,7 @@ class UsageFailure(Exception):
 
 
 def _settings():
-    from tasks.settings import get_settings
+    from mlcycle.tasks.settings import get_settings
 
     return get_settings()
 
@@ -48,7 +48,7 @@ def _use_local_stack() -> None:
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     if os.environ.get("PREFECT_API_URL"):
         return
-    from tasks import stack
+    from mlcycle.tasks import stack
 
     settings = _settings()
     server = stack.read_service(settings, "prefect-server")
@@ -59,7 +59,7 @@ def _use_local_stack() -> None:
 
 def _check_dates(date: str | None, start: str | None = None, end: str | None = None) -> None:
     """Date arguments are usage errors (exit 2) when malformed or reversed."""
-    from tasks.sources import SourceError, date_range, parse_date
+    from mlcycle.tasks.sources import SourceError, date_range, parse_date
 
     try:
         for value in (date, start, end):
@@ -103,7 +103,7 @@ def ingest(
     _check_dates(date, start, end)
     _use_local_stack()
     if date:
-        from flows.ingest import ingest_flow
+        from mlcycle.flows.ingest import ingest_flow
 
         manifest = ingest_flow(date=date, source=source, replace=replace)
         _emit(as_json, manifest.model_dump(mode="json"), _manifest_line(manifest))
@@ -117,9 +117,9 @@ def _backfill_with_progress(start, end, source, concurrency, replace, show: bool
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flows.ingest import backfill_flow
-    from tasks.ingest import progress_listeners
-    from tasks.sources import date_range, parse_date
+    from mlcycle.flows.ingest import backfill_flow
+    from mlcycle.tasks.ingest import progress_listeners
+    from mlcycle.tasks.sources import date_range, parse_date
 
     total = len(date_range(parse_date(start), parse_date(end)))
     with Progress(TextColumn("backfill"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -146,7 +146,7 @@ def validate(
     """Re-validate a raw partition and publish or quarantine it."""
     _check_dates(date)
     _use_local_stack()
-    from flows.ingest import validate_flow
+    from mlcycle.flows.ingest import validate_flow
 
     manifest = validate_flow(date=date, replace=replace)
     _emit(as_json, manifest.model_dump(mode="json"), _manifest_line(manifest))
@@ -158,8 +158,8 @@ def partitions(
     as_json: bool = JSON_OPT,
 ) -> None:
     """List the partitions of a zone with their manifests."""
-    from tasks.partitions import list_partitions, read_manifest
-    from tasks.storage import open_store
+    from mlcycle.tasks.partitions import list_partitions, read_manifest
+    from mlcycle.tasks.storage import open_store
 
     if zone not in ("raw", "validated", "quarantine"):
         raise UsageFailure(f"--zone must be raw, validated or quarantine, got {zone!r}")
@@ -177,7 +177,7 @@ def partitions(
 @app.command()
 def up(as_json: bool = JSON_OPT) -> None:
     """Start the local stack: Prefect server + UI, deployments, a process worker; idempotent."""
-    from tasks import stack
+    from mlcycle.tasks import stack
 
     settings = _settings()
     stack.up(settings)
@@ -205,7 +205,7 @@ def monitor(
             except ValueError:
                 raise UsageFailure(f"{name} {value!r} is not an ISO datetime (e.g. 2026-10-23T00:00)") from None
     _use_local_stack()
-    from flows.monitor import monitor_flow
+    from mlcycle.flows.monitor import monitor_flow
 
     report = monitor_flow(hours=hours, end=end, start=start)
     if report is None:
@@ -223,7 +223,7 @@ def monitor(
 @app.command()
 def down(as_json: bool = JSON_OPT) -> None:
     """Stop what `mlcycle up` / `make demo` started, and only that."""
-    from tasks import rollout, stack
+    from mlcycle.tasks import rollout, stack
 
     settings = _settings()
     stopped = rollout.teardown(settings) + stack.down(settings)
@@ -233,13 +233,13 @@ def down(as_json: bool = JSON_OPT) -> None:
 @app.command()
 def status(as_json: bool = JSON_OPT) -> None:
     """What runs in the local stack, the champion, the live deployment and the last monitor decision."""
-    from tasks import stack
-    from tasks.monitor import last_decision
-    from tasks.partitions import list_partitions
-    from tasks.registry import read_alias
-    from tasks.rollout import read_current
-    from tasks.storage import open_store
-    from tasks.training import model_name
+    from mlcycle.tasks import stack
+    from mlcycle.tasks.monitor import last_decision
+    from mlcycle.tasks.partitions import list_partitions
+    from mlcycle.tasks.registry import read_alias
+    from mlcycle.tasks.rollout import read_current
+    from mlcycle.tasks.storage import open_store
+    from mlcycle.tasks.training import model_name
 
     settings = _settings()
     running = [{**s.__dict__, "alive": s.alive()} for s in stack.services(settings)]
@@ -285,7 +285,7 @@ def _schedules():
         return None
     from prefect.client.orchestration import get_client
 
-    from tasks.schedules import schedule_status
+    from mlcycle.tasks.schedules import schedule_status
 
     try:
         with get_client(sync_client=True) as client:
@@ -297,8 +297,8 @@ def _schedules():
 @app.command()
 def demo(as_json: bool = JSON_OPT) -> None:
     """The main job on embedded defaults: the whole life cycle, then where to look."""
-    from tasks import stack
-    from tasks.storage import open_store
+    from mlcycle.tasks import stack
+    from mlcycle.tasks.storage import open_store
 
     settings = _settings()
     _use_local_stack()
@@ -312,7 +312,7 @@ def demo(as_json: bool = JSON_OPT) -> None:
     info["ingested"] = report.summary()
 
     say("2/5 train, gate and register a champion")
-    from flows.train_cli import demo_training
+    from mlcycle.flows.train_cli import demo_training
 
     trained_at = dt.datetime.now(dt.UTC)
     payload, training_text = demo_training()
@@ -333,7 +333,7 @@ def demo(as_json: bool = JSON_OPT) -> None:
     info["prefect_ui"] = os.environ.get("PREFECT_API_URL", "").removesuffix("/api") or None
     info["background"] = [s.__dict__ for s in stack.services(settings)]
     say("5/5 where to look")
-    from tasks.serving import curl_example, example_request
+    from mlcycle.tasks.serving import curl_example, example_request
 
     url = deployment.endpoint_url
     lines = [
@@ -364,8 +364,8 @@ def _chained_rollout(settings, version: int | None, since: dt.datetime):
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.exceptions import ObjectNotFound
 
-    from tasks.rollout import read_current
-    from tasks.storage import open_store
+    from mlcycle.tasks.rollout import read_current
+    from mlcycle.tasks.storage import open_store
 
     with get_client(sync_client=True) as client:
         try:
@@ -373,7 +373,7 @@ def _chained_rollout(settings, version: int | None, since: dt.datetime):
         except ObjectNotFound:
             deployment_id = None
         if deployment_id is None or version is None:
-            from flows.rollout import rollout_flow
+            from mlcycle.flows.rollout import rollout_flow
 
             return rollout_flow(target="process")
         store = open_store(settings)
@@ -402,8 +402,8 @@ def _demo_traffic_and_monitor(settings, url: str, show: bool = True) -> list[dic
     """
     import time
 
-    from flows.monitor import monitor_flow
-    from tasks.traffic import send_http
+    from mlcycle.flows.monitor import monitor_flow
+    from mlcycle.tasks.traffic import send_http
 
     drift_dates = sorted({e.start for e in settings.simulator.drift})
     first_drift = drift_dates[0] if drift_dates else settings.demo.start + dt.timedelta(days=30)
@@ -429,9 +429,9 @@ def _demo_traffic_and_monitor(settings, url: str, show: bool = True) -> list[dic
 
 def _register_stage_commands() -> None:
     """The commands of the later stages live beside their flows; each module adds its own."""
-    from flows.rollout_cli import register as register_rollout
-    from flows.serve_cli import register as register_serve
-    from flows.train_cli import register as register_train
+    from mlcycle.flows.rollout_cli import register as register_rollout
+    from mlcycle.flows.serve_cli import register as register_serve
+    from mlcycle.flows.train_cli import register as register_train
 
     register_train(app)
     register_serve(app)
@@ -442,9 +442,9 @@ def main() -> None:
     """Console entry point: map failures to exit codes and a one-line reason on stderr."""
     from pydantic import ValidationError
 
-    from tasks.settings import ConfigError
-    from tasks.sources import SourceError
-    from tasks.storage import UnsafeKey
+    from mlcycle.tasks.settings import ConfigError
+    from mlcycle.tasks.sources import SourceError
+    from mlcycle.tasks.storage import UnsafeKey
 
     _register_stage_commands()  # here, not at import: the stage modules import helpers from this one
     try:

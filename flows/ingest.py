@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from tasks.ingest import (
+from mlcycle.tasks.ingest import (
     ValidationFailed,
     ingest_raw_task,
     progress_listeners,
@@ -33,10 +33,10 @@ from tasks.ingest import (
     validate_task,
     validation_artifact_task,
 )
-from tasks.partitions import PartitionManifest
-from tasks.runners import dask_task_runner, settings_for_workers
-from tasks.settings import Settings, get_settings
-from tasks.sources import date_range, parse_date
+from mlcycle.tasks.partitions import PartitionManifest
+from mlcycle.tasks.runners import dask_task_runner, settings_for_workers
+from mlcycle.tasks.settings import Settings, get_settings
+from mlcycle.tasks.sources import date_range, parse_date
 
 
 def logical_date(date: str | None) -> dt.date:

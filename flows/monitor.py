@@ -22,19 +22,19 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from tasks import monitor as mon
-from tasks.drift import FeatureDrift
-from tasks.ingest import retrying
-from tasks.runners import dask_task_runner, settings_for_workers
-from tasks.settings import Settings, get_settings
+from mlcycle.tasks import monitor as mon
+from mlcycle.tasks.drift import FeatureDrift
+from mlcycle.tasks.ingest import retrying
+from mlcycle.tasks.runners import dask_task_runner, settings_for_workers
+from mlcycle.tasks.settings import Settings, get_settings
 
 
 @task(name="evaluate-window", cache_policy=NO_CACHE)
 def evaluate_window_task(settings: Settings, hours: int, end: dt.datetime | None,
                          start: dt.datetime | None = None) -> mon.MonitorReport:
-    from tasks.registry import load_metadata, load_profile
-    from tasks.storage import open_store
-    from tasks.training import model_name
+    from mlcycle.tasks.registry import load_metadata, load_profile
+    from mlcycle.tasks.storage import open_store
+    from mlcycle.tasks.training import model_name
 
     store = open_store(settings)
     name = model_name(settings)
@@ -48,9 +48,9 @@ def evaluate_window_task(settings: Settings, hours: int, end: dt.datetime | None
 @task(name="window-summary", cache_policy=NO_CACHE)
 def window_summary_task(settings: Settings, hours: int, end: dt.datetime | None,
                         start: dt.datetime | None = None) -> mon.WindowSummary:
-    from tasks.registry import load_metadata
-    from tasks.storage import open_store
-    from tasks.training import model_name
+    from mlcycle.tasks.registry import load_metadata
+    from mlcycle.tasks.storage import open_store
+    from mlcycle.tasks.training import model_name
 
     store = open_store(settings)
     name = model_name(settings)
@@ -61,14 +61,14 @@ def window_summary_task(settings: Settings, hours: int, end: dt.datetime | None,
 
 @task(name="feature-drift", cache_policy=NO_CACHE, task_run_name="drift-{feature}")
 def feature_drift_task(settings: Settings, window: mon.MonitorWindow, feature: str) -> FeatureDrift | None:
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     return mon.window_feature_drift(open_store(settings), window, settings.dataset, feature)
 
 
 @task(name="prediction-drift", cache_policy=NO_CACHE)
 def prediction_drift_task(settings: Settings, window: mon.MonitorWindow) -> FeatureDrift | None:
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     return mon.window_prediction_drift(open_store(settings), window)
 
@@ -119,7 +119,7 @@ def training_in_flight(deployment_name: str) -> bool:
 
 @task(name="decide-trigger", cache_policy=NO_CACHE)
 def decide_trigger_task(settings: Settings, report: mon.MonitorReport) -> mon.TriggerDecision:
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     running = report.retrain_warranted and training_in_flight(settings.monitor.train_deployment)
     return mon.claim_trigger(open_store(settings), report, dt.datetime.now(dt.UTC), settings.monitor.cooldown_hours,
@@ -131,7 +131,7 @@ def start_training_task(settings: Settings, decision: mon.TriggerDecision) -> mo
     """Start the train deployment without waiting; the ledger records the run id (or the failure)."""
     from prefect.deployments import run_deployment
 
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     store = open_store(settings)
     record = decision.record
@@ -152,8 +152,8 @@ def report_task(settings: Settings, report: mon.MonitorReport) -> mon.MonitorRep
     """HTML report and decision into the store; markdown and table artifacts in the UI."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    from tasks.registry import load_profile
-    from tasks.storage import MinioStore, open_store
+    from mlcycle.tasks.registry import load_profile
+    from mlcycle.tasks.storage import MinioStore, open_store
 
     store = open_store(settings)
     thresholds = settings.drift.model_dump()
@@ -177,9 +177,9 @@ def nothing_to_monitor_task(settings: Settings) -> str | None:
     """Why there is nothing to monitor (no champion yet), as a sentence and an artifact; None otherwise."""
     from prefect.artifacts import create_markdown_artifact
 
-    from tasks.registry import read_alias
-    from tasks.storage import open_store
-    from tasks.training import model_name
+    from mlcycle.tasks.registry import read_alias
+    from mlcycle.tasks.storage import open_store
+    from mlcycle.tasks.training import model_name
 
     name = model_name(settings)
     if read_alias(open_store(settings), name) is not None:
@@ -205,12 +205,12 @@ def monitor_flow(hours: int | None = None, end: str | None = None,
         start: window start (ISO datetime, UTC); overrides ``hours`` when given.
     """
     settings = get_settings()
+    window_end = dt.datetime.fromisoformat(end) if end else None
+    window_start = dt.datetime.fromisoformat(start) if start else None
     nothing = nothing_to_monitor_task(settings)
     if nothing:  # a scheduled run before the first model: Completed, with the reason, not a red run every hour
         get_run_logger().info("nothing to monitor: %s", nothing)
         return None
-    window_end = dt.datetime.fromisoformat(end) if end else None
-    window_start = dt.datetime.fromisoformat(start) if start else None
     hours = hours or settings.monitor.window_hours
     runner = dask_task_runner(settings)  # None without dask.address: everything in this process, as always
     if runner is None:

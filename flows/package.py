@@ -20,8 +20,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from tasks.ingest import retrying
-from tasks.serving import (
+from mlcycle.tasks.ingest import retrying
+from mlcycle.tasks.serving import (
     BentoRef,
     PackagedModel,
     ServingCheck,
@@ -29,7 +29,7 @@ from tasks.serving import (
     import_model_task,
     verify_serving_task,
 )
-from tasks.settings import get_settings
+from mlcycle.tasks.settings import get_settings
 
 
 class PackageOutcome(BaseModel):

@@ -17,9 +17,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from tasks.rollout import Deployment, RolloutFailed, deployment_report_task, rollback_task, rollout_task
-from tasks.settings import get_settings
-from tasks.storage import UnsafeKey, check_segment
+from mlcycle.tasks.rollout import Deployment, RolloutFailed, deployment_report_task, rollback_task, rollout_task
+from mlcycle.tasks.settings import get_settings
+from mlcycle.tasks.storage import UnsafeKey, check_segment
 
 
 def check_bento_tag(tag: str) -> str:
@@ -57,7 +57,7 @@ def rollout_flow(bento_tag: str | None = None, version: int | None = None, targe
             record = rollback_task(settings, run_id)
         else:
             if bento_tag is None and image is None:
-                from flows.package import package_flow
+                from mlcycle.flows.package import package_flow
 
                 bento_tag = package_flow(version=version).bento_tag
             record = rollout_task(settings, bento_tag, image, target or settings.rollout.target, run_id)

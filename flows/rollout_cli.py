@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.cli import JSON_OPT, UsageFailure, _emit, _settings, _use_local_stack
+from mlcycle.flows.cli import JSON_OPT, UsageFailure, _emit, _settings, _use_local_stack
 
 
 def register(app: typer.Typer) -> None:
@@ -40,7 +40,7 @@ def rollout(
     if version is not None and not (version.isascii() and version.isdigit() and int(version) >= 1):
         raise UsageFailure(f"--version must be a version number (1, 2, ...), got {version!r}")
     if bento is not None:
-        from flows.rollout import check_bento_tag
+        from mlcycle.flows.rollout import check_bento_tag
 
         check_bento_tag(bento)  # UnsafeKey: exit 2
     if rollback and (version or bento or image or target):
@@ -51,7 +51,7 @@ def rollout(
     if image and target == "process":
         raise UsageFailure("--image needs --target docker")
     _use_local_stack()
-    from flows.rollout import rollout_flow
+    from mlcycle.flows.rollout import rollout_flow
 
     record = rollout_flow(bento_tag=bento, version=int(version) if version else None,
                           target="docker" if image and not target else target, image=image, rollback=rollback)
@@ -65,7 +65,7 @@ def rollout(
 
 
 def _store():
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     settings = _settings()
     return settings, open_store(settings)
@@ -76,7 +76,7 @@ def deployments_list(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Every rollout attempt, newest first: live, retired and failed ones (with the reason)."""
-    from tasks.rollout import history
+    from mlcycle.tasks.rollout import history
 
     _, store = _store()
     records = history(store, limit=limit)
@@ -87,7 +87,7 @@ def deployments_list(
 
 def deployments_current(as_json: bool = JSON_OPT) -> None:
     """The live deployment, the stable endpoint's URL, and whether both actually run."""
-    from tasks.rollout import current_status
+    from mlcycle.tasks.rollout import current_status
 
     settings, store = _store()
     status = current_status(settings, store)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from flows.cli import JSON_OPT, UsageFailure, _check_dates, _emit, _settings, _use_local_stack
+from mlcycle.flows.cli import JSON_OPT, UsageFailure, _check_dates, _emit, _settings, _use_local_stack
 
 
 def register(app: typer.Typer) -> None:
@@ -48,7 +48,7 @@ def package(
     """Import a registry version into BentoML, build the bento, test-serve it (canaries + latency)."""
     ref = _version(version)
     _use_local_stack()
-    from flows.package import package_flow
+    from mlcycle.flows.package import package_flow
 
     outcome = package_flow(version=None if ref == "champion" else ref)
     c, lat = outcome.check.canary, outcome.check.latency
@@ -72,8 +72,8 @@ def serve(
 
     Packages it first if needed (import + build; `mlcycle package` also test-serves).
     """
-    from tasks import serving
-    from tasks.storage import open_store
+    from mlcycle.tasks import serving
+    from mlcycle.tasks.storage import open_store
 
     ref, port = _version(version), _port(port)
     settings = _settings()
@@ -126,8 +126,8 @@ def package_and_serve(port: int | None = None) -> tuple[dict, str]:
 
     Returns (what --json prints, the human lines). Stopped by `mlcycle down` like the rest of the stack.
     """
-    from flows.package import package_flow
-    from tasks import serving
+    from mlcycle.flows.package import package_flow
+    from mlcycle.tasks import serving
 
     settings = _settings()
     outcome = package_flow()
@@ -146,7 +146,7 @@ def package_and_serve(port: int | None = None) -> tuple[dict, str]:
 
 
 def _model_path(settings, tag: str) -> Path:
-    from tasks.serving import bentoml_home
+    from mlcycle.tasks.serving import bentoml_home
 
     name, _, version = tag.partition(":")
     return bentoml_home(settings) / "models" / name / version
@@ -154,7 +154,7 @@ def _model_path(settings, tag: str) -> Path:
 
 def _features(model_dir: Path) -> list[str]:
     """The features the packaged model reads (its served_model.json in the BentoML model store)."""
-    from tasks.schema import ServedModel
+    from mlcycle.tasks.schema import ServedModel
 
     return ServedModel.model_validate_json((Path(model_dir) / "served_model.json").read_text()).features
 
@@ -168,10 +168,10 @@ def labels(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Import outcomes of earlier predictions into labels/ (joined to the inference log by request id)."""
-    from tasks.inference_log import inference_dates
-    from tasks.labels import LabelsError, import_labels_file, simulator_labels, write_labels
-    from tasks.sources import parse_date
-    from tasks.storage import open_store
+    from mlcycle.tasks.inference_log import inference_dates
+    from mlcycle.tasks.labels import LabelsError, import_labels_file, simulator_labels, write_labels
+    from mlcycle.tasks.sources import parse_date
+    from mlcycle.tasks.storage import open_store
 
     if bool(file) == simulate:
         raise UsageFailure("give either --file PATH or --simulate")

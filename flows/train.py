@@ -24,9 +24,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from tasks.evaluation import GateDecision, Metrics, gate_task
-from tasks.ingest import retrying
-from tasks.registry import (
+from mlcycle.tasks.evaluation import GateDecision, Metrics, gate_task
+from mlcycle.tasks.ingest import retrying
+from mlcycle.tasks.registry import (
     AliasPointer,
     ChampionChanged,
     EvaluationReport,
@@ -35,9 +35,9 @@ from tasks.registry import (
     register_task,
     render_report,
 )
-from tasks.settings import get_settings
-from tasks.sources import parse_date
-from tasks.training import compare_task, select_window_task, train_challenger_task
+from mlcycle.tasks.settings import get_settings
+from mlcycle.tasks.sources import parse_date
+from mlcycle.tasks.training import compare_task, select_window_task, train_challenger_task
 
 
 class TrainingOutcome(BaseModel):
@@ -124,8 +124,8 @@ def train_flow(days: int | None = None, end: str | None = None, family: str | No
 
 def _outcome(version: ModelVersion, pointer: AliasPointer | None, decision: GateDecision, note: str, candidate,
              settings) -> TrainingOutcome:
-    from tasks.registry import read_alias
-    from tasks.storage import open_store
+    from mlcycle.tasks.registry import read_alias
+    from mlcycle.tasks.storage import open_store
 
     store = open_store(settings)
     current = pointer or read_alias(store, version.name)
@@ -151,8 +151,8 @@ def report_task(settings, version: ModelVersion, outcome: TrainingOutcome) -> No
     """The decision (markdown, plots linked) and the challenger-vs-champion table, in the Prefect UI."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    from tasks.registry import load_evaluation
-    from tasks.storage import open_store
+    from mlcycle.tasks.registry import load_evaluation
+    from mlcycle.tasks.storage import open_store
 
     store = open_store(settings)
     report: EvaluationReport = load_evaluation(store, version.name, version.version)

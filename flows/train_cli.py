@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.cli import JSON_OPT, UsageFailure, _check_dates, _emit, _settings, _use_local_stack
+from mlcycle.flows.cli import JSON_OPT, UsageFailure, _check_dates, _emit, _settings, _use_local_stack
 
 
 def register(app: typer.Typer) -> None:
@@ -28,8 +28,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _store_and_name():
-    from tasks.storage import open_store
-    from tasks.training import model_name
+    from mlcycle.tasks.storage import open_store
+    from mlcycle.tasks.training import model_name
 
     settings = _settings()
     return open_store(settings), model_name(settings)
@@ -66,8 +66,8 @@ def outcome_lines(outcome) -> str:
 
 def demo_training() -> tuple[dict, str]:
     """`mlcycle demo`'s training step: run the flow, then describe the champion (JSON payload, text)."""
-    from flows.train import train_flow
-    from tasks.registry import load_metadata
+    from mlcycle.flows.train import train_flow
+    from mlcycle.tasks.registry import load_metadata
 
     outcome = train_flow()
     store, name = _store_and_name()
@@ -90,13 +90,13 @@ def train(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train a challenger, gate it against the champion, register it, promote it if it passes."""
-    from tasks.features import resolve_family
+    from mlcycle.tasks.features import resolve_family
 
     settings = _settings()
     _check_dates(end)  # a malformed --end is a usage error (exit 2)
     resolve_family(settings, family)  # an unknown family is a usage error before any flow starts
     _use_local_stack()
-    from flows.train import train_flow
+    from mlcycle.flows.train import train_flow
 
     outcome = train_flow(days=days, end=end, family=family, n_iter=n_iter, seed=seed)
     _emit(as_json, outcome.model_dump(mode="json"), outcome_lines(outcome))
@@ -104,7 +104,7 @@ def train(
 
 def models_list(as_json: bool = JSON_OPT) -> None:
     """Every version, newest first, with its test metrics, gate verdict and aliases."""
-    from tasks.registry import list_versions
+    from mlcycle.tasks.registry import list_versions
 
     store, name = _store_and_name()
     versions = list_versions(store, name)
@@ -123,7 +123,7 @@ def models_list(as_json: bool = JSON_OPT) -> None:
 def models_show(version: str = typer.Argument(..., help="a version number, 'champion' or 'previous'"),
                 as_json: bool = JSON_OPT) -> None:
     """One version's metadata: params, metrics, gate decision with reasons, lineage (verified)."""
-    from tasks.registry import load_metadata
+    from mlcycle.tasks.registry import load_metadata
 
     store, name = _store_and_name()
     meta = load_metadata(store, name, _ref(version))
@@ -146,7 +146,7 @@ def models_promote(version: str = typer.Argument(..., help="the version number t
                    reason: str = typer.Option("promoted by hand", "--reason", help="recorded in the alias history"),
                    as_json: bool = JSON_OPT) -> None:
     """Make VERSION the champion (the current champion becomes previous); its files are verified first."""
-    from tasks.registry import promote
+    from mlcycle.tasks.registry import promote
 
     if not (version.isascii() and version.isdigit() and int(version) >= 1):
         raise UsageFailure(f"VERSION must be a version number, got {version!r}")
@@ -158,7 +158,7 @@ def models_promote(version: str = typer.Argument(..., help="the version number t
 def models_rollback(reason: str = typer.Option("rolled back by hand", "--reason", help="recorded in the history"),
                     as_json: bool = JSON_OPT) -> None:
     """Champion back to the previous one (the demoted champion becomes previous)."""
-    from tasks.registry import rollback
+    from mlcycle.tasks.registry import rollback
 
     store, name = _store_and_name()
     pointer = rollback(store, name, reason=reason)

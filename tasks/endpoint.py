@@ -39,8 +39,8 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel
 
-from tasks import stack
-from tasks.settings import Settings
+from mlcycle.tasks import stack
+from mlcycle.tasks.settings import Settings
 
 SERVICE_NAME = "endpoint"
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

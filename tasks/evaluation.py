@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from pydantic import BaseModel, Field
 
-from tasks.settings import LOWER_IS_BETTER, GateSettings
+from mlcycle.tasks.settings import LOWER_IS_BETTER, GateSettings
 
 MISSING_SLICE = "__missing__"
 _EPS = 1e-15

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tasks.settings import ConfigError, FeatureSpec, ModelFamily, ParamSpace, Settings
+from mlcycle.tasks.settings import ConfigError, FeatureSpec, ModelFamily, ParamSpace, Settings
 
 MISSING_CATEGORY = "__missing__"
 STEP = "model"  # the estimator's step name: search parameters are prefixed with "model__"

@@ -37,7 +37,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tasks.settings import Settings
+from mlcycle.tasks.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
@@ -189,7 +189,7 @@ def label_instruction(labels: dict[str, str]) -> str:
 
 def git_commit() -> str:
     """HEAD of the repository, with ``-dirty`` when tracked files changed."""
-    from tasks.registry import code_version
+    from mlcycle.tasks.registry import code_version
 
     commit, dirty = code_version()
     return f"{commit}-dirty" if dirty else commit
@@ -224,8 +224,8 @@ def remove_image(tag: str) -> bool:
 
 def bento_dir(settings: Settings, bento_tag: str) -> Path:
     """The bento's folder in mlcycle's BentoML store (serving.bentoml_home)."""
-    from tasks.serving import bento_dir as serving_bento_dir
-    from tasks.serving import bentoml_home
+    from mlcycle.tasks.serving import bento_dir as serving_bento_dir
+    from mlcycle.tasks.serving import bentoml_home
 
     path = serving_bento_dir(settings, bento_tag)
     if not (path / "bento.yaml").is_file():

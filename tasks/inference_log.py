@@ -43,9 +43,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks.schema import InferenceLogStatus
-from tasks.settings import DatasetSpec, FeatureSpec
-from tasks.storage import ObjectStore, StoreError, UnsafeKey, check_key
+from mlcycle.tasks.schema import InferenceLogStatus
+from mlcycle.tasks.settings import DatasetSpec, FeatureSpec
+from mlcycle.tasks.storage import ObjectStore, StoreError, UnsafeKey, check_key
 
 INFERENCE_PREFIX = "inference"
 LABELS_PREFIX = "labels"
@@ -334,7 +334,7 @@ class InferenceLogWriter:
 
 def open_writer(settings, served, on_event: Callable[[str, int], None] | None = None) -> InferenceLogWriter | None:
     """The started writer for a served model (tasks.schema.ServedModel), or None when the log is disabled."""
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     config = settings.serving.inference_log
     if not config.enabled:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from tasks.partitions import (
+from mlcycle.tasks.partitions import (
     PartitionManifest,
     PartitionRef,
     SourceFileRecord,
@@ -35,9 +35,9 @@ from tasks.partitions import (
     read_partition_bytes,
     write_partition,
 )
-from tasks.settings import Settings
-from tasks.sources import Batch, SourceError, landing_zone, simulate_batch
-from tasks.storage import MinioStore, ObjectStore, StoreError, open_store, sha256_bytes
+from mlcycle.tasks.settings import Settings
+from mlcycle.tasks.sources import Batch, SourceError, landing_zone, simulate_batch
+from mlcycle.tasks.storage import MinioStore, ObjectStore, StoreError, open_store, sha256_bytes
 
 
 class ValidationFailed(RuntimeError):
@@ -155,8 +155,8 @@ def validate_raw(store: ObjectStore, settings: Settings, raw: PartitionRef) -> V
     """
     import json
 
-    from tasks.validation import suite_hash as compute_suite_hash
-    from tasks.validation import validate_frame
+    from mlcycle.tasks.validation import suite_hash as compute_suite_hash
+    from mlcycle.tasks.validation import validate_frame
 
     spec = settings.dataset
     vid = validation_id(raw.data_sha256, compute_suite_hash(spec))
@@ -283,7 +283,7 @@ progress_listeners: list[ProgressCallback] = []
 
 def retry_on_transient(task_, task_run, state) -> bool:
     """Retry a task only when it failed on a transient store fault."""
-    from tasks.storage import StoreUnavailable
+    from mlcycle.tasks.storage import StoreUnavailable
 
     return isinstance(state.result(raise_on_failure=False), StoreUnavailable)
 
@@ -307,7 +307,7 @@ def ingest_raw_task(settings: Settings, day: dt.date, source: str | None = None,
 
 @task(name="raw-partition", cache_policy=NO_CACHE, task_run_name="raw-partition-{day}")
 def raw_partition_task(settings: Settings, day: dt.date) -> PartitionRef:
-    from tasks.partitions import read_manifest
+    from mlcycle.tasks.partitions import read_manifest
 
     return read_manifest(open_store(settings), "raw", day).ref()
 

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from tasks.inference_log import LABELS_PREFIX, list_parts, part_key, read_inference_log, read_parts, table_bytes
-from tasks.settings import DatasetSpec, Settings
-from tasks.storage import ObjectStore
+from mlcycle.tasks.inference_log import LABELS_PREFIX, list_parts, part_key, read_inference_log, read_parts, table_bytes
+from mlcycle.tasks.settings import DatasetSpec, Settings
+from mlcycle.tasks.storage import ObjectStore
 
 
 class LabelsError(ValueError):
@@ -127,7 +127,7 @@ def simulator_labels(store: ObjectStore, settings: Settings, dates: list[dt.date
     ``simulator.rows_per_day`` rows); the day's batch is regenerated and the target looked up by id.
     Predictions without such an id are skipped.
     """
-    from tasks.sources import simulate_batch
+    from mlcycle.tasks.sources import simulate_batch
 
     spec = settings.dataset
     logged = read_inference_log(store, dates)

@@ -37,8 +37,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from tasks.drift import DriftDecision, FeatureDrift, assess_drift, decide_drift, feature_drift, prediction_drift
-from tasks.storage import ObjectNotFound, ObjectStore
+from mlcycle.tasks.drift import DriftDecision, FeatureDrift, assess_drift, decide_drift, feature_drift, prediction_drift
+from mlcycle.tasks.storage import ObjectNotFound, ObjectStore
 
 TRIGGERS = "monitoring/triggers/"
 DECISIONS = "monitoring/decisions/"
@@ -132,8 +132,8 @@ def window_for(model: str, champion_version: int, hours: int, end: dt.datetime |
 
 def window_rows(store: ObjectStore, window: MonitorWindow, spec):
     """The inference log rows of the window for the current champion, with labels joined when present."""
-    from tasks.inference_log import join_labels, read_inference_log
-    from tasks.labels import read_labels
+    from mlcycle.tasks.inference_log import join_labels, read_inference_log
+    from mlcycle.tasks.labels import read_labels
 
     logged = read_inference_log(store, window.dates())
     if logged.empty:
@@ -163,7 +163,7 @@ def window_columns(store: ObjectStore, window: MonitorWindow, columns: list[str]
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.inference_log import INFERENCE_PREFIX, list_parts
+    from mlcycle.tasks.inference_log import INFERENCE_PREFIX, list_parts
 
     wanted = list(dict.fromkeys(["ts", "model_version", *columns]))
     tables = []
@@ -249,7 +249,7 @@ def summarize_window(store: ObjectStore, window: MonitorWindow, champion_metrics
 
 def window_feature_drift(store: ObjectStore, window: MonitorWindow, spec, feature: str) -> FeatureDrift | None:
     """One feature of the window against the champion's reference: reads that column and the profile only."""
-    from tasks.registry import load_profile
+    from mlcycle.tasks.registry import load_profile
 
     declared = spec.feature(feature)
     profile = load_profile(store, window.model, window.champion_version)
@@ -258,7 +258,7 @@ def window_feature_drift(store: ObjectStore, window: MonitorWindow, spec, featur
 
 def window_prediction_drift(store: ObjectStore, window: MonitorWindow,
                             prediction_column: str = "probability") -> FeatureDrift | None:
-    from tasks.registry import load_profile
+    from mlcycle.tasks.registry import load_profile
 
     profile = load_profile(store, window.model, window.champion_version)
     return prediction_drift(profile, window_columns(store, window, [prediction_column])[prediction_column])

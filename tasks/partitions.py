@@ -39,7 +39,7 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from tasks.storage import IntegrityError, ObjectNotFound, ObjectStore, get_verified, sha256_bytes
+from mlcycle.tasks.storage import IntegrityError, ObjectNotFound, ObjectStore, get_verified, sha256_bytes
 
 Zone = Literal["raw", "validated", "quarantine"]
 MANIFEST_FILE = "manifest.json"

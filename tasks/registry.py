@@ -57,7 +57,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from tasks.evaluation import (
+from mlcycle.tasks.evaluation import (
     BootstrapResult,
     FeatureImportance,
     GateDecision,
@@ -66,9 +66,9 @@ from tasks.evaluation import (
     SliceMetrics,
     comparison_table,
 )
-from tasks.features import InputColumn, model_input
-from tasks.profile import PROFILE_FILE, ReferenceProfile
-from tasks.storage import (
+from mlcycle.tasks.features import InputColumn, model_input
+from mlcycle.tasks.profile import PROFILE_FILE, ReferenceProfile
+from mlcycle.tasks.storage import (
     IntegrityError,
     ObjectNotFound,
     ObjectStore,
@@ -77,7 +77,7 @@ from tasks.storage import (
     get_verified,
     sha256_bytes,
 )
-from tasks.training import Candidate, Comparison, InputPartition, SearchSummary, SplitSummary
+from mlcycle.tasks.training import Candidate, Comparison, InputPartition, SearchSummary, SplitSummary
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
@@ -690,13 +690,13 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 @task(name="register-model", cache_policy=NO_CACHE)
 def register_task(settings, candidate: Candidate, comparison: Comparison, decision: GateDecision,
                   flow_run_id: str | None = None) -> ModelVersion:
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     return register_candidate(open_store(settings), candidate, comparison, decision, flow_run_id=flow_run_id)
 
 
 @task(name="promote-model", cache_policy=NO_CACHE)
 def promote_task(settings, name: str, version: int, reason: str, expected_champion: int | None) -> AliasPointer:
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     return promote(open_store(settings), name, version, reason=reason, expected_champion=expected_champion)

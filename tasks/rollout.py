@@ -44,9 +44,9 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from tasks import endpoint, stack
-from tasks.settings import Settings
-from tasks.storage import ObjectNotFound, ObjectStore
+from mlcycle.tasks import endpoint, stack
+from mlcycle.tasks.settings import Settings
+from mlcycle.tasks.storage import ObjectNotFound, ObjectStore
 
 CURRENT_KEY = "deployments/current.json"
 HISTORY_PREFIX = "deployments/history/"
@@ -256,7 +256,7 @@ class ProcessTarget:
             raise RolloutError("the process target needs a bento tag")
 
     def start(self, record: Deployment, port: int) -> Backend:
-        from tasks import serving
+        from mlcycle.tasks import serving
 
         service = f"serving-{record.id}"
         log = self.settings.run_dir / f"{service}.log"
@@ -269,7 +269,7 @@ class ProcessTarget:
         return Backend(target="process", port=port, pid=process.pid, service=service, log=str(log))
 
     def wait_ready(self, backend: Backend, timeout: float) -> float:
-        from tasks import serving
+        from mlcycle.tasks import serving
 
         process = self._running.get(backend.port)
         if process is None:
@@ -334,7 +334,7 @@ class DockerTarget:
         self.settings = settings
 
     def prepare(self, record: Deployment) -> None:
-        from tasks import images
+        from mlcycle.tasks import images
 
         images.ensure_engine(self.settings)
         if record.image is None:
@@ -391,7 +391,7 @@ class DockerTarget:
         return Path(self.settings.run_dir).resolve() / "secrets" / container_name
 
     def start(self, record: Deployment, port: int) -> Backend:
-        from tasks import images
+        from mlcycle.tasks import images
 
         name = f"{CONTAINER_PREFIX}{record.id}"
         secrets = write_secret_files(self.secrets_dir(name), self._secrets(), CONTAINER_UID)
@@ -411,7 +411,7 @@ class DockerTarget:
     def wait_ready(self, backend: Backend, timeout: float) -> float:
         import httpx
 
-        from tasks import images, serving
+        from mlcycle.tasks import images, serving
 
         started = time.monotonic()
         with contextlib.closing(images.docker_client()) as client:
@@ -438,7 +438,7 @@ class DockerTarget:
     def alive(self, backend: Backend) -> bool:
         from docker.errors import NotFound
 
-        from tasks import images
+        from mlcycle.tasks import images
 
         try:
             with contextlib.closing(images.docker_client()) as client:
@@ -449,7 +449,7 @@ class DockerTarget:
     def stop(self, backend: Backend, grace: float) -> None:
         from docker.errors import NotFound
 
-        from tasks import images
+        from mlcycle.tasks import images
 
         with contextlib.closing(images.docker_client()) as client:
             try:
@@ -521,8 +521,8 @@ def canary_check(store: ObjectStore, settings: Settings, url: str, model_name: s
     """The test window's canaries and the latency budget, as tasks.serving.verify_serving runs them."""
     import httpx
 
-    from tasks import serving
-    from tasks.registry import load_model
+    from mlcycle.tasks import serving
+    from mlcycle.tasks.registry import load_model
 
     cfg = settings.serving
     loaded = load_model(store, model_name, model_version)
@@ -556,7 +556,7 @@ def bento_labels(settings: Settings, bento_tag: str) -> dict[str, str]:
     """The labels `mlcycle package` put on a bento (model_name, model_version, ...)."""
     import yaml
 
-    from tasks import serving
+    from mlcycle.tasks import serving
 
     path = serving.bento_dir(settings, bento_tag) / "bento.yaml"
     if not path.is_file():
@@ -717,7 +717,7 @@ def teardown(settings: Settings) -> list[str]:
             (settings.run_dir / f"{service.name}.json").unlink(missing_ok=True)
             stopped.append(service.name)
     with contextlib.suppress(Exception):
-        from tasks import images
+        from mlcycle.tasks import images
 
         with contextlib.closing(images.docker_client(timeout=30)) as client:
             mine = {"label": f"{HOME_LABEL}={home_label(settings)}"}
@@ -739,7 +739,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 @task(name="rollout", cache_policy=NO_CACHE, task_run_name="rollout-{target}")
 def rollout_task(settings: Settings, bento_tag: str | None, image: str | None, target: str,
                  flow_run_id: str | None) -> Deployment:
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     return rollout(settings, open_store(settings), bento_tag=bento_tag, image=image, target=target,
                    flow_run_id=flow_run_id)
@@ -747,7 +747,7 @@ def rollout_task(settings: Settings, bento_tag: str | None, image: str | None, t
 
 @task(name="rollback", cache_policy=NO_CACHE)
 def rollback_task(settings: Settings, flow_run_id: str | None) -> Deployment:
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     return rollback(settings, open_store(settings), flow_run_id=flow_run_id)
 

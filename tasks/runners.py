@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
-    from tasks.settings import Settings
+    from mlcycle.tasks.settings import Settings
 
 ADDRESS_KEY = "dask.address (MLCYCLE_DASK__ADDRESS)"
 

@@ -33,7 +33,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
-from tasks.settings import DatasetSpec, FeatureSpec
+from mlcycle.tasks.settings import DatasetSpec, FeatureSpec
 
 ID_MAX_LENGTH = 128
 

@@ -42,9 +42,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tasks.schema import LineageSummary, ServedModel
-from tasks.settings import Settings, config_path
-from tasks.storage import ObjectStore
+from mlcycle.tasks.schema import LineageSummary, ServedModel
+from mlcycle.tasks.settings import Settings, config_path
+from mlcycle.tasks.storage import ObjectStore
 
 ROOT = Path(__file__).resolve().parents[1]
 BENTOFILE = ROOT / "bentos" / "bentofile.yaml"
@@ -207,9 +207,9 @@ def import_model(store: ObjectStore, settings: Settings, ref: int | str = "champ
     from bentoml._internal.tag import Tag
     from bentoml.exceptions import NotFound
 
-    from tasks.registry import MODEL_FILE, load_metadata, version_prefix
-    from tasks.storage import get_verified, sha256_file
-    from tasks.training import model_name
+    from mlcycle.tasks.registry import MODEL_FILE, load_metadata, version_prefix
+    from mlcycle.tasks.storage import get_verified, sha256_file
+    from mlcycle.tasks.training import model_name
 
     name = model_name(settings)
     metadata = load_metadata(store, name, ref)  # ModelNotFound / IntegrityError name the problem
@@ -294,26 +294,65 @@ def build_bento(settings: Settings, model: PackagedModel, *, bentofile: Path = B
         return BentoRef(tag=tag, path=str(existing), model_tag=model.tag, model_name=model.name,
                         model_version=model.version, model_sha256=model.model_sha256, labels=labels, built=False,
                         seconds=round(time.monotonic() - started, 2))
-    argv = [sys.executable, "-m", "bentoml", "build", "-f", str(bentofile), "--name", name, "--version", version,
-            "--arg", f"model_tag={model.tag}", "--do-not-track", "-o", "tag"]
-    for key, value in labels.items():
-        argv += ["--label", f"{key}={value}"]
-    argv.append(str(root))
-    try:
-        # the build imports the service module: no token in that process, so none can end up in the bento
-        build_env = {k: v for k, v in bentoml_env(settings).items() if k != "MLCYCLE_API_TOKEN"}
-        result = subprocess.run(argv, cwd=root, env=build_env, capture_output=True, text=True,
-                                timeout=settings.serving.build_timeout_seconds)
-    except subprocess.TimeoutExpired as exc:
-        raise BuildFailed(f"bentoml build of {tag} did not finish within "
-                          f"{settings.serving.build_timeout_seconds:.0f}s; "
-                          f"output tail: {_tail((exc.stdout or b'').decode(errors='replace'))}") from None
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mlcycle-bento-") as context:
+        staged = stage_build_context(bentofile, root, Path(context))
+        argv = [sys.executable, "-m", "bentoml", "build", "-f", str(staged), "--name", name, "--version", version,
+                "--arg", f"model_tag={model.tag}", "--do-not-track", "-o", "tag"]
+        for key, value in labels.items():
+            argv += ["--label", f"{key}={value}"]
+        argv.append(context)
+        result = _run_build(settings, argv, Path(context), tag)
     if result.returncode != 0 or not (existing / "bento.yaml").is_file():
         output = (result.stdout or "") + (result.stderr or "")
         raise BuildFailed(f"bentoml build of {tag} failed (exit code {result.returncode}): {_tail(output)}")
     return BentoRef(tag=tag, path=str(existing), model_tag=model.tag, model_name=model.name,
                     model_version=model.version, model_sha256=model.model_sha256, labels=labels, built=True,
                     seconds=round(time.monotonic() - started, 2))
+
+
+# The source folders that are packages of the mlcycle namespace: tasks/x.py is imported as mlcycle.tasks.x.
+PACKAGE_FOLDERS = ("tasks", "flows", "bentos")
+
+
+def stage_build_context(bentofile: Path, root: Path, into: Path) -> Path:
+    """Lay the bento's sources out as they are imported and return the staged bentofile.
+
+    The bentofile lists sources as they sit in the repository (``tasks/schema.py``); in the bento they must
+    sit where ``import mlcycle.tasks.schema`` finds them (``mlcycle/tasks/schema.py``), with nothing else
+    of the checkout around them.
+    """
+    import shutil
+
+    import yaml
+
+    config = yaml.safe_load(bentofile.read_text())
+    staged_include = set()
+    for path in bento_sources(bentofile, root):
+        relative = path.relative_to(root)
+        if relative.parts[0] in PACKAGE_FOLDERS:
+            relative = Path("mlcycle") / relative
+        target = into / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+        staged_include.add(relative.parts[0] + ("/" if len(relative.parts) > 1 else ""))
+    config["include"] = sorted(staged_include)
+    staged = into / "bentofile.yaml"
+    staged.write_text(yaml.safe_dump(config, sort_keys=False))
+    return staged
+
+
+def _run_build(settings: Settings, argv: list[str], context: Path, tag: str) -> subprocess.CompletedProcess:
+    try:
+        # the build imports the service module: no token in that process, so none can end up in the bento
+        build_env = {k: v for k, v in bentoml_env(settings).items() if k != "MLCYCLE_API_TOKEN"}
+        return subprocess.run(argv, cwd=context, env=build_env, capture_output=True, text=True,
+                              timeout=settings.serving.build_timeout_seconds)
+    except subprocess.TimeoutExpired as exc:
+        raise BuildFailed(f"bentoml build of {tag} did not finish within "
+                          f"{settings.serving.build_timeout_seconds:.0f}s; "
+                          f"output tail: {_tail((exc.stdout or b'').decode(errors='replace'))}") from None
 
 
 def _tail(text: str, chars: int = 1500) -> str:
@@ -482,8 +521,8 @@ class ServingCheck(BaseModel):
 
 def canary_rows(store: ObjectStore, settings: Settings, model_name: str, version: int, rows: int):
     """The first ``rows`` rows of the model's test window (its validated partitions, sha256-verified)."""
-    from tasks.registry import load_metadata
-    from tasks.training import load_test_window
+    from mlcycle.tasks.registry import load_metadata
+    from mlcycle.tasks.training import load_test_window
 
     metadata = load_metadata(store, model_name, version)
     frame = load_test_window(store, settings.dataset, metadata.lineage.split)
@@ -592,7 +631,7 @@ def check_running(store: ObjectStore, settings: Settings, url: str, model_name: 
     """
     import httpx
 
-    from tasks.registry import load_model
+    from mlcycle.tasks.registry import load_model
 
     cfg = settings.serving
     loaded = load_model(store, model_name, model_version)
@@ -633,7 +672,7 @@ def verify_serving(store: ObjectStore, settings: Settings, bento: BentoRef, *,
 
 def example_request(settings: Settings, features: list[str] | None = None) -> dict[str, Any]:
     """One valid /predict body (a simulated record), for the printed curl example."""
-    from tasks.sources import simulate_batch
+    from mlcycle.tasks.sources import simulate_batch
 
     spec = settings.dataset
     names = features or spec.feature_names
@@ -660,7 +699,7 @@ def serve_in_background(settings: Settings, bento_tag: str, port: int | None = N
 
     A model server this stack started before is stopped first (it may serve another bento).
     """
-    from tasks import stack
+    from mlcycle.tasks import stack
 
     cfg = settings.serving
     stack.stop_service(settings, SERVICE_NAME)
@@ -688,7 +727,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 @task(name="import-model", cache_policy=NO_CACHE)
 def import_model_task(settings: Settings, ref: int | str = "champion") -> PackagedModel:
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     return import_model(open_store(settings), settings, ref)
 
@@ -700,6 +739,6 @@ def build_bento_task(settings: Settings, model: PackagedModel) -> BentoRef:
 
 @task(name="test-serve", cache_policy=NO_CACHE)
 def verify_serving_task(settings: Settings, bento: BentoRef) -> ServingCheck:
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     return verify_serving(open_store(settings), settings, bento)

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.settings import DatasetSpec, DriftEvent, SimulatorSettings
-from tasks.storage import ObjectStore, sha256_bytes
+from mlcycle.tasks.settings import DatasetSpec, DriftEvent, SimulatorSettings
+from mlcycle.tasks.storage import ObjectStore, sha256_bytes
 
 
 class SourceError(ValueError):

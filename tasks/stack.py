@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from tasks.settings import Settings
+from mlcycle.tasks.settings import Settings
 
 PREFECT_PORT_ENV = "MLCYCLE_PREFECT_PORT"
 WORKER_PORT_ENV = "MLCYCLE_WORKER_PORT"

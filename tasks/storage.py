@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from tasks.settings import Settings
+    from mlcycle.tasks.settings import Settings
 
 
 class StoreError(RuntimeError):

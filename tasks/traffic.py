@@ -18,15 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.settings import Settings
-from tasks.sources import simulate_batch
-from tasks.storage import ObjectStore
+from mlcycle.tasks.settings import Settings
+from mlcycle.tasks.sources import simulate_batch
+from mlcycle.tasks.storage import ObjectStore
 
 
 def log_in_process(store: ObjectStore, settings: Settings, model, days: list[dt.date], rows_per_day: int,
                    spill_dir: Path, request_rows: int = 50) -> int:
     """Score simulated applications with ``model`` (a registry LoadedModel) and log them; returns rows."""
-    from tasks.inference_log import InferenceLogWriter
+    from mlcycle.tasks.inference_log import InferenceLogWriter
 
     spec = settings.dataset
     features = [spec.feature(c.name) for c in model.metadata.features]

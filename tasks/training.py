@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from tasks.evaluation import (
+from mlcycle.tasks.evaluation import (
     BootstrapResult,
     FeatureImportance,
     ModelScores,
@@ -58,7 +58,7 @@ from tasks.evaluation import (
     roc_plot,
     score_model,
 )
-from tasks.features import (
+from mlcycle.tasks.features import (
     InputColumn,
     build_pipeline,
     input_schema,
@@ -67,9 +67,9 @@ from tasks.features import (
     search_distributions,
     training_features,
 )
-from tasks.partitions import PartitionRef, list_partitions, read_manifest, read_partition
-from tasks.settings import ConfigError, DatasetSpec, Settings, TrainingSettings
-from tasks.storage import ObjectStore, get_verified
+from mlcycle.tasks.partitions import PartitionRef, list_partitions, read_manifest, read_partition
+from mlcycle.tasks.settings import ConfigError, DatasetSpec, Settings, TrainingSettings
+from mlcycle.tasks.storage import ObjectStore, get_verified
 
 SCORERS = {"roc_auc": "roc_auc", "pr_auc": "average_precision", "log_loss": "neg_log_loss",
            "brier": "neg_brier_score"}
@@ -446,8 +446,8 @@ def train_challenger(store: ObjectStore, settings: Settings, window: TrainingWin
 
 def _train_challenger(store: ObjectStore, settings: Settings, window: TrainingWindow, family_name: str, family_spec,
                       features, n_iter: int, seed: int) -> Candidate:
-    from tasks.profile import PROFILE_FILE, build_profile
-    from tasks.registry import staging_prefix
+    from mlcycle.tasks.profile import PROFILE_FILE, build_profile
+    from mlcycle.tasks.registry import staging_prefix
 
     spec, training = settings.dataset, settings.training
     seconds: dict[str, float] = {}
@@ -503,7 +503,7 @@ def compare_with_champion(store: ObjectStore, settings: Settings, candidate: Can
     alarm, not a reason to replace it quietly). A champion that cannot score these rows (e.g. it reads a
     column the dataset no longer declares) is recorded as ``champion_error``, which blocks promotion.
     """
-    from tasks.registry import load_model, read_alias
+    from mlcycle.tasks.registry import load_model, read_alias
 
     spec, gate = settings.dataset, settings.gate
     test = load_test_window(store, spec, candidate.split)
@@ -576,7 +576,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 @task(name="select-window", cache_policy=NO_CACHE)
 def select_window_task(settings: Settings, days: int | None = None, end: dt.date | None = None,
                        start: dt.date | None = None) -> TrainingWindow:
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     return select_window(open_store(settings), days=days, end=end, start=start)
 
@@ -584,13 +584,13 @@ def select_window_task(settings: Settings, days: int | None = None, end: dt.date
 @task(name="train-challenger", cache_policy=NO_CACHE)
 def train_challenger_task(settings: Settings, window: TrainingWindow, family: str | None = None,
                           n_iter: int | None = None, seed: int | None = None) -> Candidate:
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     return train_challenger(open_store(settings), settings, window, family=family, n_iter=n_iter, seed=seed)
 
 
 @task(name="score-champion", cache_policy=NO_CACHE)
 def compare_task(settings: Settings, candidate: Candidate) -> Comparison:
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     return compare_with_champion(open_store(settings), settings, candidate)

@@ -47,7 +47,7 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel
 
-from tasks.settings import DatasetSpec
+from mlcycle.tasks.settings import DatasetSpec
 
 if TYPE_CHECKING:
     import pandas as pd

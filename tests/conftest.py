@@ -99,7 +99,7 @@ def s3_running(s3_server):
 
 
 def make_settings(home: Path, **overrides):
-    from tasks.settings import load_settings
+    from mlcycle.tasks.settings import load_settings
 
     return load_settings(home=home, **overrides)
 
@@ -128,7 +128,7 @@ def backend_settings(request, tmp_path):
 
 @pytest.fixture
 def store(backend_settings):
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     return open_store(backend_settings)
 
@@ -136,7 +136,7 @@ def store(backend_settings):
 @pytest.fixture
 def env_settings(monkeypatch, tmp_path):
     """Point get_settings() (flows, CLI) at a temp home; returns a function to add MLCYCLE_* overrides."""
-    from tasks.settings import get_settings
+    from mlcycle.tasks.settings import get_settings
 
     def apply(**env: str):
         monkeypatch.setenv("MLCYCLE_HOME", str(tmp_path / "home"))
@@ -159,7 +159,7 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """Run `mlcycle ARGS` in-process through the console entry point: (exit code, stdout, stderr)."""
     import sys
 
-    from flows.cli import main
+    from mlcycle.flows.cli import main
 
     monkeypatch.setattr(sys, "argv", ["mlcycle", *args])
     code = 0
@@ -175,7 +175,7 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 def settings_env(env: dict[str, str], unset: tuple[str, ...] = ()) -> Iterator:
     """``get_settings()`` under these environment variables (for module-scoped fixtures, which cannot use
     ``monkeypatch``); the environment and the settings cache are restored afterwards."""
-    from tasks.settings import get_settings
+    from mlcycle.tasks.settings import get_settings
 
     with pytest.MonkeyPatch.context() as mp:
         for key in unset:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.storage import LocalStore
+from mlcycle.tasks.storage import LocalStore
 from tests.conftest import ROOT, free_port, make_settings
 from tests.test_registry import fitted  # noqa: F401 - the fixture: a small fitted pipeline and its draft
 
@@ -85,9 +85,9 @@ class RecordingStore(LocalStore):
 def run_the_stages(settings, store, fitted, day: dt.date = DAY) -> None:  # noqa: F811
     """What the flows write, with the real functions: ingest + GX validation, a replaced batch, the registry,
     labels."""
-    from tasks import ingest as ingest_mod
-    from tasks.labels import write_labels
-    from tasks.registry import promote, register_model
+    from mlcycle.tasks import ingest as ingest_mod
+    from mlcycle.tasks.labels import write_labels
+    from mlcycle.tasks.registry import promote, register_model
 
     with mock.patch.object(ingest_mod, "open_store", lambda _settings: store):  # ingest_date opens its own
         _ingest_three_ways(ingest_mod, settings, day)
@@ -100,7 +100,7 @@ def run_the_stages(settings, store, fitted, day: dt.date = DAY) -> None:  # noqa
 
 def _ingest_three_ways(ingest_mod, settings, day: dt.date) -> None:
     """A validated date, the same date replaced by other data (superseded/), a quarantined date."""
-    from tasks.settings import DriftEvent
+    from mlcycle.tasks.settings import DriftEvent
 
     ingest_mod.ingest_date(settings, day)
     reseeded = settings.model_copy(update={"simulator": settings.simulator.model_copy(update={"seed": 7})})
@@ -114,7 +114,7 @@ def _ingest_three_ways(ingest_mod, settings, day: dt.date) -> None:
 
 def log_one_request(store, settings, request_id: str = "r1"):
     """The service's inference log writer, one request, closed (flushed)."""
-    from tasks.inference_log import InferenceLogWriter
+    from mlcycle.tasks.inference_log import InferenceLogWriter
 
     spec = settings.dataset
     log = InferenceLogWriter(store, model="loans-default", model_version=1, features=spec.features,
@@ -145,9 +145,9 @@ def test_policies_are_valid_and_name_only_the_configured_bucket(role, settings):
 
 
 def test_the_flows_policy_grants_exactly_the_prefixes_the_flows_write(tmp_path, fitted):  # noqa: F811
-    from tasks.inference_log import INFERENCE_PREFIX, LABELS_PREFIX
-    from tasks.monitor import DECISIONS, REPORTS, TRIGGERS
-    from tasks.rollout import CURRENT_KEY, HISTORY_PREFIX, LOCK_KEY
+    from mlcycle.tasks.inference_log import INFERENCE_PREFIX, LABELS_PREFIX
+    from mlcycle.tasks.monitor import DECISIONS, REPORTS, TRIGGERS
+    from mlcycle.tasks.rollout import CURRENT_KEY, HISTORY_PREFIX, LOCK_KEY
 
     settings = make_settings(tmp_path / "home")
     store = RecordingStore(settings.store_root)
@@ -167,8 +167,8 @@ def test_the_flows_policy_grants_exactly_the_prefixes_the_flows_write(tmp_path, 
 
 
 def test_serving_reads_only_the_registry_and_the_writer_only_appends_to_the_inference_log(settings):
-    from tasks.inference_log import INFERENCE_PREFIX, part_key
-    from tasks.registry import model_root
+    from mlcycle.tasks.inference_log import INFERENCE_PREFIX, part_key
+    from mlcycle.tasks.registry import model_root
 
     bucket = f"arn:aws:s3:::{settings.s3_bucket}"
     registry = model_root("loans-default").split("/")[0]
@@ -248,7 +248,7 @@ def iam_s3(tmp_path_factory):
 @pytest.fixture(scope="module")
 def as_users(iam_s3, tmp_path_factory, fitted):  # noqa: F811
     """The flows user has run the stages and the writer has logged a request: (settings, store) per role."""
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     server, bucket = iam_s3
     users = {}
@@ -261,10 +261,10 @@ def as_users(iam_s3, tmp_path_factory, fitted):  # noqa: F811
 
 
 def test_the_flows_user_runs_the_stages_and_reads_the_inference_log(as_users):
-    from tasks.inference_log import read_inference_log
-    from tasks.partitions import list_partitions
-    from tasks.registry import read_alias
-    from tasks.rollout import CURRENT_KEY
+    from mlcycle.tasks.inference_log import read_inference_log
+    from mlcycle.tasks.partitions import list_partitions
+    from mlcycle.tasks.registry import read_alias
+    from mlcycle.tasks.rollout import CURRENT_KEY
 
     settings, store = as_users["flows"]
     assert list_partitions(store, "validated") == [DAY]
@@ -275,8 +275,8 @@ def test_the_flows_user_runs_the_stages_and_reads_the_inference_log(as_users):
 
 
 def test_the_serving_user_pulls_the_champion_but_cannot_change_the_registry(as_users):
-    from tasks.serving import import_model
-    from tasks.storage import StoreAuthError
+    from mlcycle.tasks.serving import import_model
+    from mlcycle.tasks.storage import StoreAuthError
 
     settings, store = as_users["serving"]
     packaged = import_model(store, settings, "champion")  # the verified model pull into BentoML's store
@@ -292,7 +292,7 @@ def test_the_serving_user_pulls_the_champion_but_cannot_change_the_registry(as_u
 
 
 def test_the_inference_writer_appends_log_parts_and_nothing_else(as_users):
-    from tasks.storage import StoreAuthError
+    from mlcycle.tasks.storage import StoreAuthError
 
     settings, store = as_users["inference-writer"]
     status = log_one_request(store, settings, "writer-only")
@@ -308,7 +308,7 @@ def test_the_inference_writer_appends_log_parts_and_nothing_else(as_users):
 def test_unknown_credentials_are_refused_naming_the_settings(iam_s3, tmp_path):
     from pydantic import SecretStr
 
-    from tasks.storage import StoreAuthError, open_store
+    from mlcycle.tasks.storage import StoreAuthError, open_store
 
     server, bucket = iam_s3
     settings = server.settings(tmp_path / "home", "flows", bucket).model_copy(

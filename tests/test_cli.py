@@ -31,7 +31,7 @@ def test_bad_usage_exits_2_with_one_line_reason(monkeypatch, capsys, env_setting
 def test_bad_configuration_exits_2_naming_the_key(monkeypatch, capsys, env_settings):
     env_settings()
     monkeypatch.setenv("MLCYCLE_STORE", "tape")
-    from tasks.settings import get_settings
+    from mlcycle.tasks.settings import get_settings
 
     get_settings.cache_clear()
     code, _, err = run_cli(monkeypatch, capsys, "partitions")
@@ -54,7 +54,7 @@ def test_quarantined_ingest_exits_1_naming_the_expectation(monkeypatch, capsys, 
                                                            tmp_path):
     import datetime as dt
 
-    from tasks.sources import simulate_batch
+    from mlcycle.tasks.sources import simulate_batch
 
     settings = env_settings(simulator__rows_per_day="300")
     frame = simulate_batch(dt.date(2026, 10, 1), settings.simulator, settings.dataset).frame
@@ -79,7 +79,7 @@ def test_backfill_json_lists_every_date(monkeypatch, capsys, env_settings, prefe
 
 def test_console_script_is_installed_and_answers_help():
     exe = ROOT / ".venv" / "bin" / "mlcycle"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "flows.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mlcycle.flows.cli"]
     result = subprocess.run([*cmd, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0
     for command in ("ingest", "validate", "demo", "up", "down", "status"):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.storage import open_store
+from mlcycle.tasks.storage import open_store
 from tests.conftest import ROOT, free_port, settings_env
 
 pytestmark = pytest.mark.flow
@@ -45,7 +45,7 @@ def test_dask_address_is_one_setting_for_every_stage(env_settings, monkeypatch):
 
 
 def test_a_non_positive_connect_timeout_is_refused_naming_the_key(env_settings):
-    from tasks.settings import ConfigError
+    from mlcycle.tasks.settings import ConfigError
 
     with pytest.raises(ConfigError, match=r"dask\.connect_timeout_seconds"):
         env_settings(dask__connect_timeout_seconds="0")
@@ -64,7 +64,7 @@ def test_without_an_address_nothing_imports_dask():
 
 
 def test_an_unreachable_scheduler_fails_at_once_naming_the_address(env_settings):
-    from tasks.runners import DaskUnavailable, dask_task_runner
+    from mlcycle.tasks.runners import DaskUnavailable, dask_task_runner
 
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
     settings = env_settings(dask__address=address, dask__connect_timeout_seconds="1")
@@ -74,7 +74,7 @@ def test_an_unreachable_scheduler_fails_at_once_naming_the_address(env_settings)
 
 def test_backfill_against_an_unreachable_scheduler_fails_naming_it_and_writes_nothing(env_settings,
                                                                                       prefect_harness):
-    from flows.ingest import backfill_flow
+    from mlcycle.flows.ingest import backfill_flow
 
     address = f"tcp://127.0.0.1:{free_port()}"
     settings = env_settings(dask__address=address, dask__connect_timeout_seconds="1")
@@ -144,7 +144,7 @@ def store_contents(root: Path) -> dict[str, object]:
 
 
 def _landing(settings, folder: Path) -> Path:
-    from tasks.sources import simulate_batch
+    from mlcycle.tasks.sources import simulate_batch
 
     folder.mkdir(parents=True)
     for day in DAYS:
@@ -157,9 +157,9 @@ def _landing(settings, folder: Path) -> Path:
 
 def test_backfill_on_dask_writes_the_same_store_as_the_local_run(env_settings, prefect_harness, cluster, tmp_path,
                                                                  monkeypatch):
-    from flows.ingest import backfill_flow
-    from tasks.partitions import read_manifest
-    from tasks.settings import get_settings
+    from mlcycle.flows.ingest import backfill_flow
+    from mlcycle.tasks.partitions import read_manifest
+    from mlcycle.tasks.settings import get_settings
 
     local_cluster, client = cluster
     env = {"simulator__rows_per_day": "300", "ingest__retry_delay_seconds": "0.2", "ingest__backfill_concurrency": "4"}
@@ -214,12 +214,12 @@ DRIFT_DATE = dt.date(2026, 10, 22)  # mlcycle.yaml: debt_ratio (critical) shifts
 def monitored(prefect_harness, tmp_path_factory):
     """A champion trained on Oct 2-13 and logged traffic for Oct 21-23; a train deployment of its own."""
 
-    from flows.train import train_flow
-    from tasks.ingest import publish, validate_raw, write_raw
-    from tasks.registry import load_model
-    from tasks.sources import simulate_batch
-    from tasks.traffic import log_in_process
-    from tasks.training import model_name
+    from mlcycle.flows.train import train_flow
+    from mlcycle.tasks.ingest import publish, validate_raw, write_raw
+    from mlcycle.tasks.registry import load_model
+    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.traffic import log_in_process
+    from mlcycle.tasks.training import model_name
 
     home = tmp_path_factory.mktemp("dask-monitor") / "home"
     env = {"MLCYCLE_HOME": str(home), "MLCYCLE_SIMULATOR__ROWS_PER_DAY": "800", "MLCYCLE_TRAINING__N_ITER": "2",
@@ -242,8 +242,8 @@ def monitored(prefect_harness, tmp_path_factory):
 
 
 def _monitor(end_day: dt.date, address: str | None, monkeypatch):
-    from flows.monitor import monitor_flow
-    from tasks.settings import get_settings
+    from mlcycle.flows.monitor import monitor_flow
+    from mlcycle.tasks.settings import get_settings
 
     if address:
         monkeypatch.setenv("MLCYCLE_DASK__ADDRESS", address)
@@ -257,10 +257,10 @@ def _monitor(end_day: dt.date, address: str | None, monkeypatch):
 
 def test_per_feature_pieces_give_exactly_the_in_process_evaluation(monitored):
     """The fan-out's plain functions, without Prefect or Dask: column by column equals the whole frame."""
-    from tasks import monitor as mon
-    from tasks.registry import load_metadata, load_profile
-    from tasks.settings import ConfigError
-    from tasks.training import model_name
+    from mlcycle.tasks import monitor as mon
+    from mlcycle.tasks.registry import load_metadata, load_profile
+    from mlcycle.tasks.settings import ConfigError
+    from mlcycle.tasks.training import model_name
 
     settings, store = monitored, open_store(monitored)
     champion = load_metadata(store, model_name(settings), "champion")
@@ -314,7 +314,7 @@ def test_monitor_on_dask_with_an_empty_window_decides_nothing_like_the_local_run
 
 
 def test_training_search_runs_on_the_dask_address_with_the_same_result(train_env, cluster):
-    from tasks.training import select_window, train_challenger
+    from mlcycle.tasks.training import select_window, train_challenger
     from tests.test_training import fast_settings
 
     local_cluster, client = cluster

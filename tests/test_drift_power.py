@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.drift import assess_drift
-from tasks.profile import build_profile
-from tasks.sources import simulate_batch
+from mlcycle.tasks.drift import assess_drift
+from mlcycle.tasks.profile import build_profile
+from mlcycle.tasks.sources import simulate_batch
 
 WINDOWS = 40
 N = 5000
@@ -24,7 +24,7 @@ def score(frame: pd.DataFrame) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from tasks.settings import load_settings
+    from mlcycle.tasks.settings import load_settings
 
     settings = load_settings(home=tmp_path_factory.mktemp("drift"))
     sim = settings.simulator.model_copy(update={"drift": []})

@@ -7,7 +7,7 @@ import pytest
 import scipy.stats as st
 from scipy.spatial.distance import jensenshannon
 
-from tasks.drift import benjamini_hochberg, chi2_homogeneity, js_distance, ks_2samp, psi, two_proportion_p
+from mlcycle.tasks.drift import benjamini_hochberg, chi2_homogeneity, js_distance, ks_2samp, psi, two_proportion_p
 
 
 @pytest.mark.parametrize("n1, n2, shift", [(5000, 5000, 0.0), (5000, 20000, 0.05), (300, 7000, 0.3),
@@ -68,7 +68,7 @@ def test_two_proportion_test_agrees_with_a_chi2_on_the_2x2_table():
 
 @pytest.mark.parametrize("n1, n2, shift", [(5000, 200_000, 0.3), (300, 4000, 0.0), (5000, 5000, 2.0)])
 def test_wasserstein_agrees_with_scipy(n1, n2, shift):
-    from tasks.drift import wasserstein_normalized
+    from mlcycle.tasks.drift import wasserstein_normalized
 
     rng = np.random.default_rng(n2)
     a = rng.lognormal(0, 1, n1)
@@ -87,8 +87,8 @@ def test_ks_on_a_large_window_with_ties_agrees_with_scipy():
 
 
 def test_bin_counts_of_a_sorted_column_equal_the_profile_binning():
-    from tasks.drift import bin_counts_sorted
-    from tasks.profile import profile_numeric
+    from mlcycle.tasks.drift import bin_counts_sorted
+    from mlcycle.tasks.profile import profile_numeric
 
     rng = np.random.default_rng(5)
     ref = profile_numeric("x", rng.normal(0, 1, 20_000), n_bins=10)

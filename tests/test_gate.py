@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from tasks.evaluation import (
+from mlcycle.tasks.evaluation import (
     ModelScores,
     apply_gate,
     compute_metrics,
@@ -24,9 +24,9 @@ from tasks.evaluation import (
     weighted_average_precision,
     weighted_roc_auc,
 )
-from tasks.registry import list_versions, load_metadata, promote, read_alias, register_candidate
-from tasks.sources import _label_terms
-from tasks.training import (
+from mlcycle.tasks.registry import list_versions, load_metadata, promote, read_alias, register_candidate
+from mlcycle.tasks.sources import _label_terms
+from mlcycle.tasks.training import (
     compare_with_champion,
     load_test_window,
     select_window,

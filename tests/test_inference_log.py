@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.inference_log import InferenceLogWriter, inference_dates, join_labels, read_inference_log
-from tasks.labels import LabelsError, normalize_labels, read_labels, write_labels
-from tasks.storage import LocalStore, StoreUnavailable
+from mlcycle.tasks.inference_log import InferenceLogWriter, inference_dates, join_labels, read_inference_log
+from mlcycle.tasks.labels import LabelsError, normalize_labels, read_labels, write_labels
+from mlcycle.tasks.storage import LocalStore, StoreUnavailable
 from tests.conftest import make_settings
 
 
@@ -179,8 +179,8 @@ def test_labels_by_id_column_and_bad_labels_are_named(tmp_path, spec):
 def test_mlcycle_labels_imports_a_file_and_names_bad_rows(env_settings, monkeypatch, capsys, tmp_path):
     import json
 
-    from flows.cli import app
-    from flows.serve_cli import register
+    from mlcycle.flows.cli import app
+    from mlcycle.flows.serve_cli import register
     from tests.test_cli import run_cli
 
     register(app)

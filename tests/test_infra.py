@@ -66,7 +66,7 @@ def _nested_model(annotation: typing.Any) -> type[BaseModel] | None:
 def settings_field(variable: str) -> str | None:
     """The settings field an ``MLCYCLE_*`` variable sets (``serving.port`` for ``MLCYCLE_SERVING__PORT``),
     or None when mlcycle's settings model has no such field."""
-    from tasks.settings import Settings
+    from mlcycle.tasks.settings import Settings
 
     parts = variable.removeprefix("MLCYCLE_").lower().split("__")
     model: type[BaseModel] | None = Settings
@@ -82,7 +82,7 @@ def settings_field(variable: str) -> str | None:
 
 def mlcycle_variables_outside_settings() -> set[str]:
     """MLCYCLE_* variables mlcycle reads that are not settings fields (the config file, stack ports)."""
-    from tasks import settings, stack
+    from mlcycle.tasks import settings, stack
 
     names = {settings.CONFIG_ENV, stack.PREFECT_PORT_ENV, stack.WORKER_PORT_ENV}
     return names | ({settings.SECRETS_DIR_ENV} if hasattr(settings, "SECRETS_DIR_ENV") else set())
@@ -108,7 +108,7 @@ def unknown_variables(env: dict[str, typing.Any]) -> list[str]:
 
 def settings_from(env: dict[str, typing.Any], monkeypatch):
     """mlcycle's settings as a process with ``env`` (and the repo's mlcycle.yaml) would load them."""
-    from tasks.settings import load_settings
+    from mlcycle.tasks.settings import load_settings
 
     for name, value in env.items():
         if name.startswith("MLCYCLE_") and value is not None:
@@ -161,7 +161,7 @@ def rendered(compose_cli, tmp_path_factory) -> dict:
 
 
 def test_compose_file_is_valid_and_wires_services_by_name(rendered):
-    from tasks.settings import ServingSettings
+    from mlcycle.tasks.settings import ServingSettings
 
     services = rendered["services"]
     assert set(services) == SERVICES
@@ -309,7 +309,7 @@ def test_kustomization_applies_every_manifest_and_only_those():
     files = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"}
     assert sorted(kustomization["resources"]) == sorted(files)
     assert kustomization["namespace"] == "mlcycle"
-    from tasks.settings import RolloutSettings
+    from mlcycle.tasks.settings import RolloutSettings
 
     assert [i["name"] for i in kustomization["images"]] == [RolloutSettings().image_name]
 
@@ -320,7 +320,7 @@ def serving_container(deployment: dict) -> dict:
 
 
 def test_serving_deployment_rolls_out_without_losing_capacity_and_runs_locked_down(monkeypatch):
-    from tasks.settings import RolloutSettings, ServingSettings
+    from mlcycle.tasks.settings import RolloutSettings, ServingSettings
 
     resources = k8s_resources()
     deployment = resources["Deployment/mlcycle-serving"]
@@ -374,7 +374,7 @@ def test_serving_pod_security_context_runs_on_the_real_image(tmp_path_factory, s
     from tests.test_images import serving_image
 
     image = serving_image(tmp_path_factory)  # skips or fails (CI) without an engine, like the image tests
-    from tasks.images import docker_client
+    from mlcycle.tasks.images import docker_client
 
     deployment = k8s_resources()["Deployment/mlcycle-serving"]
     pod, container = deployment["spec"]["template"]["spec"], serving_container(deployment)
@@ -413,8 +413,8 @@ def _check_serving_container(container, port: int, bucket: str, s3_running) -> N
     import httpx
     from minio import Minio
 
-    from tasks.serving import example_request
-    from tasks.settings import load_settings
+    from mlcycle.tasks.serving import example_request
+    from mlcycle.tasks.settings import load_settings
 
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.ingest import ingest_date, publish, validate_raw, write_raw
-from tasks.partitions import PartitionNotFound, list_partitions, read_manifest, read_partition
-from tasks.sources import SourceError, simulate_batch
+from mlcycle.tasks.ingest import ingest_date, publish, validate_raw, write_raw
+from mlcycle.tasks.partitions import PartitionNotFound, list_partitions, read_manifest, read_partition
+from mlcycle.tasks.sources import SourceError, simulate_batch
 
 DAY = dt.date(2026, 10, 2)
 
@@ -31,7 +31,7 @@ def test_ingest_publishes_a_valid_batch_to_validated(small):
     manifest, outcome = ingest_date(small, DAY)
     assert manifest.zone == "validated" and manifest.rows == 300
     assert outcome.record.success and outcome.record.failed == []
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     store = open_store(small)
     assert list_partitions(store, "validated") == [DAY]
@@ -41,7 +41,7 @@ def test_ingest_publishes_a_valid_batch_to_validated(small):
 
 
 def test_reingesting_a_date_is_byte_identical(small):
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     first, _ = ingest_date(small, DAY)
     before = snapshot(open_store(small))
@@ -53,7 +53,7 @@ def test_reingesting_a_date_is_byte_identical(small):
 
 
 def test_concurrent_ingest_of_one_date_ends_with_one_consistent_partition(small):
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     errors: list[BaseException] = []
     barrier = threading.Barrier(3)
@@ -137,7 +137,7 @@ BAD_KINDS = ["missing_column", "extra_column", "wrong_type", "out_of_range", "un
 
 @pytest.mark.parametrize("kind", BAD_KINDS)
 def test_bad_batch_is_quarantined_naming_the_problem(small, tmp_path, kind):
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     frame, column = _spoil(kind, _good_frame(small))
     settings = _landing(small, tmp_path, frame, fmt="csv" if kind == "wrong_type" else "parquet")
@@ -154,7 +154,7 @@ def test_bad_batch_is_quarantined_naming_the_problem(small, tmp_path, kind):
 
 def test_quarantine_leaves_validated_untouched(small, tmp_path):
     """A corrected-then-broken re-delivery for a validated date never changes validated/."""
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     good = _landing(small, tmp_path, _good_frame(small))
     ingest_date(good, DAY, source="landing")
@@ -176,7 +176,7 @@ def test_quarantine_leaves_validated_untouched(small, tmp_path):
     (b"application_id,applied_at\n", "has no rows"),
 ])
 def test_unreadable_landing_file_fails_and_writes_nothing(small, tmp_path, content, message):
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     folder = tmp_path / "landing"
     folder.mkdir()
@@ -203,15 +203,15 @@ def test_date_with_no_data_names_the_date(small, tmp_path):
 
 
 def test_revalidating_unknown_date_is_partition_not_found(small):
-    from tasks.partitions import read_manifest
-    from tasks.storage import open_store
+    from mlcycle.tasks.partitions import read_manifest
+    from mlcycle.tasks.storage import open_store
 
     with pytest.raises(PartitionNotFound, match="no raw partition"):
         read_manifest(open_store(small), "raw", DAY)
 
 
 def test_validation_is_reused_for_identical_data_and_suite(small):
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     store = open_store(small)
     raw = write_raw(store, small, DAY, simulate_batch(DAY, small.simulator, small.dataset))

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tasks.partitions import list_partitions, read_manifest
-from tasks.storage import open_store
+from mlcycle.tasks.partitions import list_partitions, read_manifest
+from mlcycle.tasks.storage import open_store
 from tests.conftest import minio_env
 
 pytestmark = pytest.mark.flow
@@ -36,7 +36,7 @@ def _artifacts(key: str):
 
 
 def test_ingest_flow_validates_and_publishes_with_artifacts(flow_env):
-    from flows.ingest import ingest_flow
+    from mlcycle.flows.ingest import ingest_flow
 
     settings = flow_env()
     state = ingest_flow(date=DAY, return_state=True)
@@ -51,8 +51,8 @@ def test_ingest_flow_validates_and_publishes_with_artifacts(flow_env):
 
 
 def test_ingest_flow_fails_naming_expectations_when_quarantined(flow_env, tmp_path):
-    from flows.ingest import ingest_flow
-    from tasks.sources import simulate_batch
+    from mlcycle.flows.ingest import ingest_flow
+    from mlcycle.tasks.sources import simulate_batch
 
     settings = flow_env()
     frame = simulate_batch(dt.date.fromisoformat(DAY), settings.simulator, settings.dataset).frame
@@ -72,7 +72,7 @@ def test_ingest_flow_fails_naming_expectations_when_quarantined(flow_env, tmp_pa
 
 
 def test_transient_store_outage_is_retried_and_the_run_succeeds(flow_env, s3_running):
-    from flows.ingest import ingest_flow
+    from mlcycle.flows.ingest import ingest_flow
 
     settings = flow_env(ingest__retries="4", **minio_env(s3_running))
     open_store(settings).check()  # bucket exists before the outage
@@ -88,7 +88,7 @@ def test_transient_store_outage_is_retried_and_the_run_succeeds(flow_env, s3_run
 
 
 def test_store_that_stays_down_fails_clearly_leaving_no_partition(flow_env, s3_running):
-    from flows.ingest import ingest_flow
+    from mlcycle.flows.ingest import ingest_flow
 
     settings = flow_env(ingest__retries="2", **minio_env(s3_running))
     store = open_store(settings)
@@ -104,9 +104,9 @@ def test_store_that_stays_down_fails_clearly_leaving_no_partition(flow_env, s3_r
 
 
 def test_backfill_runs_every_date_and_reports_the_bad_ones(flow_env, tmp_path):
-    from flows.ingest import backfill_flow
-    from tasks.ingest import progress_listeners
-    from tasks.sources import simulate_batch
+    from mlcycle.flows.ingest import backfill_flow
+    from mlcycle.tasks.ingest import progress_listeners
+    from mlcycle.tasks.sources import simulate_batch
 
     settings = flow_env()
     days = [dt.date(2026, 10, 1) + dt.timedelta(days=i) for i in range(4)]
@@ -137,7 +137,7 @@ def test_backfill_runs_every_date_and_reports_the_bad_ones(flow_env, tmp_path):
 
 
 def test_backfill_of_good_dates_completes(flow_env):
-    from flows.ingest import backfill_flow
+    from mlcycle.flows.ingest import backfill_flow
 
     settings = flow_env()
     report = backfill_flow(start="2026-10-01", end="2026-10-03", concurrency=3)

@@ -119,12 +119,12 @@ class Stack:
         self.api = f"http://127.0.0.1:{self.prefect_port}/api"
         self.api_env = {**env, "PREFECT_API_URL": self.api}
         with mock.patch.dict(os.environ, {k: v for k, v in env.items() if k.startswith("MLCYCLE_")}):
-            from tasks.settings import load_settings
+            from mlcycle.tasks.settings import load_settings
 
             self.settings = load_settings()  # exactly what the flow runs on the worker read
 
     def mlcycle(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "mlcycle.flows.cli", *args], capture_output=True, text=True,
                               env=self.env, cwd=ROOT, timeout=timeout)
 
     def mlcycle_json(self, *args: str) -> dict:
@@ -180,12 +180,12 @@ class Stack:
             return client.read_artifacts(artifact_filter=flt)
 
     def store(self):
-        from tasks.storage import open_store
+        from mlcycle.tasks.storage import open_store
 
         return open_store(self.settings)
 
     def current_deployment(self):
-        from tasks.rollout import read_current
+        from mlcycle.tasks.rollout import read_current
 
         return read_current(self.store())
 
@@ -216,7 +216,7 @@ def flow_run_id(cli_output: str) -> str:
 def predict_version(url: str, settings) -> int:
     import httpx
 
-    from tasks.serving import example_request
+    from mlcycle.tasks.serving import example_request
 
     response = httpx.post(f"{url}/predict", json=example_request(settings), timeout=30)
     assert response.status_code == 200, response.text
@@ -238,9 +238,9 @@ def stack(tmp_path_factory):
 
 
 def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
-    from tasks.inference_log import read_inference_log
-    from tasks.registry import load_metadata
-    from tasks.traffic import send_http
+    from mlcycle.tasks.inference_log import read_inference_log
+    from mlcycle.tasks.registry import load_metadata
+    from mlcycle.tasks.traffic import send_http
 
     settings, model = stack.settings, stack.settings.training.model_name
     laps = Laps()
@@ -373,7 +373,7 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
     before = stack.current_deployment()
     rolled_back = stack.run("rollout/rollback")
     after = stack.current_deployment()
-    from tasks.rollout import find
+    from mlcycle.tasks.rollout import find
 
     previous = find(stack.store(), before.previous_id)
     assert after.kind == "rollback" and after.rollback_of == before.id and after.flow_run_id == rolled_back

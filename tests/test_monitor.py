@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import monitor as mon
-from tasks.drift import DriftDecision
+from mlcycle.tasks import monitor as mon
+from mlcycle.tasks.drift import DriftDecision
 
 T0 = dt.datetime(2026, 10, 23, tzinfo=dt.UTC)
 

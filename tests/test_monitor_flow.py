@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from tasks import monitor as mon
-from tasks.storage import open_store
+from mlcycle.tasks import monitor as mon
+from mlcycle.tasks.storage import open_store
 from tests.conftest import settings_env
 
 pytestmark = pytest.mark.flow
@@ -22,12 +22,12 @@ DRIFT_DATE = dt.date(2026, 10, 22)  # mlcycle.yaml: debt_ratio (critical) shifts
 def world(prefect_harness, tmp_path_factory):
     """A champion trained on Oct 2-13, then logged traffic for Oct 14-24 (drift from Oct 22)."""
 
-    from flows.train import train_flow
-    from tasks.ingest import publish, validate_raw, write_raw
-    from tasks.registry import load_model
-    from tasks.sources import simulate_batch
-    from tasks.traffic import log_in_process
-    from tasks.training import model_name
+    from mlcycle.flows.train import train_flow
+    from mlcycle.tasks.ingest import publish, validate_raw, write_raw
+    from mlcycle.tasks.registry import load_model
+    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.traffic import log_in_process
+    from mlcycle.tasks.training import model_name
 
     home = tmp_path_factory.mktemp("monitor") / "home"
     env = {"MLCYCLE_HOME": str(home), "MLCYCLE_SIMULATOR__ROWS_PER_DAY": "800",
@@ -54,7 +54,7 @@ def world(prefect_harness, tmp_path_factory):
 
 def _deploy_train(settings) -> str:
     """The train deployment on the harness's API (no worker: a triggered run stays Scheduled)."""
-    from flows.train import train_flow
+    from mlcycle.flows.train import train_flow
 
     flow_name, deployment_name = settings.monitor.train_deployment.split("/")
     assert flow_name == train_flow.name
@@ -74,7 +74,7 @@ def _end(day: dt.date) -> str:
 
 
 def test_monitor_before_the_drift_date_does_not_trigger(world):
-    from flows.monitor import monitor_flow
+    from mlcycle.flows.monitor import monitor_flow
 
     settings, store, deployment_id = world
     report = monitor_flow(hours=24, end=_end(DRIFT_DATE - dt.timedelta(days=2)))
@@ -86,7 +86,7 @@ def test_monitor_before_the_drift_date_does_not_trigger(world):
 
 
 def test_after_the_drift_date_exactly_one_training_starts_and_the_cooldown_holds(world):
-    from flows.monitor import monitor_flow
+    from mlcycle.flows.monitor import monitor_flow
 
     settings, store, deployment_id = world
     report = monitor_flow(hours=24, end=_end(DRIFT_DATE + dt.timedelta(days=1)))
@@ -113,7 +113,7 @@ def test_concurrent_monitors_over_one_window_trigger_at_most_once(world):
     settings, store, _ = world
     window = mon.MonitorWindow(model="race", champion_version=1, start=dt.datetime(2027, 1, 1, tzinfo=dt.UTC),
                                end=dt.datetime(2027, 1, 2, tzinfo=dt.UTC))
-    from tasks.drift import DriftDecision
+    from mlcycle.tasks.drift import DriftDecision
 
     report = mon.MonitorReport(window_id=window.window_id, window=window, rows=1000,
                                drift=DriftDecision(enough_data=True, rows=1000, min_rows=500, dataset_drift=True,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.serving import (
+from mlcycle.tasks.serving import (
     BENTOFILE,
     BuildFailed,
     CanaryFailed,
@@ -25,7 +25,7 @@ from tasks.serving import (
     verify_serving,
     wait_ready,
 )
-from tasks.storage import sha256_file
+from mlcycle.tasks.storage import sha256_file
 from tests.conftest import ROOT
 from tests.test_serving import packaged_champion
 
@@ -58,13 +58,16 @@ def test_bentofile_pins_exactly_what_requirements_lock_pins_and_leaves_out_prefe
 
 
 def test_the_service_imports_no_prefect(champion):
+    """The bento's own sources (not the checkout's) import neither Prefect, GX nor Dask."""
+    src = Path(champion.bento.path) / "src"
     code = ("import sys; from bentoml._internal.utils.args import set_arguments; "
-            f"set_arguments({{'model_tag': '{champion.model.tag}'}}); import bentos.service; "
+            f"set_arguments({{'model_tag': '{champion.model.tag}'}}); import mlcycle.bentos.service as s; "
             "bad = sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'great_expectations', 'dask'}); "
-            "print('IMPORTED', bad)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+            "print('IMPORTED', bad, 'FROM', s.__file__)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=src, capture_output=True, text=True, timeout=120,
                             env=bentoml_env(champion.settings))
     assert "IMPORTED []" in result.stdout, result.stderr[-2000:]
+    assert f"FROM {src / 'mlcycle' / 'bentos' / 'service.py'}" in result.stdout
 
 
 def test_the_bentoml_model_carries_the_registry_identity_and_is_reimported_when_damaged(champion):
@@ -92,14 +95,14 @@ def test_the_bento_tag_and_labels_carry_the_registry_version_and_rebuilding_reus
     assert info["labels"]["model_sha256"] == model.model_sha256 and info["args"] == {"model_tag": model.tag}
     requirements = (Path(bento.path) / "env" / "python" / "requirements.txt").read_text()
     assert "scikit-learn==1.9.1" in requirements and "prefect" not in requirements
-    assert sorted(p.name for p in (Path(bento.path) / "src" / "tasks").iterdir()) == \
-        ["inference_log.py", "schema.py", "settings.py", "storage.py"]
+    assert sorted(p.name for p in (Path(bento.path) / "src" / "mlcycle" / "tasks").iterdir()) == \
+        ["__init__.py", "inference_log.py", "schema.py", "settings.py", "storage.py"]
     assert not build_bento(champion.settings, model).built
 
 
 def test_an_older_bento_gets_only_the_serving_keys_its_bundled_config_declares(tmp_path):
     """Serving a bento built before a settings key existed (a rollback) must not fail on that key."""
-    from tasks.serving import serving_overrides
+    from mlcycle.tasks.serving import serving_overrides
     from tests.conftest import make_settings
 
     bundled = tmp_path / "mlcycle.yaml"
@@ -112,7 +115,7 @@ def test_an_older_bento_gets_only_the_serving_keys_its_bundled_config_declares(t
 
 def test_a_bento_build_failure_names_the_tail_of_bentomls_output(champion, tmp_path):
     broken = tmp_path / "bentofile.yaml"
-    broken.write_text(BENTOFILE.read_text().replace("bentos.service:ModelService", "bentos.service:NoSuchService"))
+    broken.write_text(BENTOFILE.read_text().replace("mlcycle.bentos.service:ModelService", "mlcycle.bentos.service:NoSuchService"))
     with pytest.raises(BuildFailed, match=r"bentoml build of mlcycle-model:v\d+-\w+ failed \(exit code 1\): "
                                           r".*NoSuchService"):
         build_bento(champion.settings, champion.model, bentofile=broken)
@@ -156,9 +159,9 @@ def test_test_serving_refuses_a_bento_that_serves_another_model(champion, tmp_pa
     import bentoml
     from bentoml._internal.tag import Tag
 
-    from tasks.schema import ServedModel
-    from tasks.serving import PackagedModel, _model_store
-    from tasks.training import _dump_model
+    from mlcycle.tasks.schema import ServedModel
+    from mlcycle.tasks.serving import PackagedModel, _model_store
+    from mlcycle.tasks.training import _dump_model
 
     loaded = champion.loaded
     # same structure, perturbed estimator; a new list, so the shared champion's pipeline is not mutated
@@ -166,7 +169,7 @@ def test_test_serving_refuses_a_bento_that_serves_another_model(champion, tmp_pa
     estimator = loaded.pipeline.named_steps["model"]
     other.steps[-1] = ("model", _shifted(estimator))
     data = _dump_model(other)
-    from tasks.storage import sha256_bytes
+    from mlcycle.tasks.storage import sha256_bytes
 
     digest = sha256_bytes(data)
     served = ServedModel.model_validate_json((Path(champion.model.path) / "served_model.json").read_text())
@@ -200,7 +203,7 @@ def _shifted(estimator):
 
 @pytest.fixture
 def champion_env(champion, monkeypatch):
-    from tasks.settings import get_settings
+    from mlcycle.tasks.settings import get_settings
 
     monkeypatch.setenv("MLCYCLE_HOME", str(champion.settings.home))
     for key, value in {"MAX_BODY_BYTES": 65536, "MAX_RECORDS": 100, "CANARY_ROWS": 120, "LATENCY_REQUESTS": 20}.items():
@@ -216,9 +219,9 @@ def test_package_flow_test_serves_the_champion_and_the_demo_leaves_it_serving(ch
     """What `make demo` does after training: package + test-serve, then serve in the background until `down`."""
     import httpx
 
-    from flows.serve_cli import package_and_serve
-    from tasks import stack
-    from tasks.inference_log import read_inference_log
+    from mlcycle.flows.serve_cli import package_and_serve
+    from mlcycle.tasks import stack
+    from mlcycle.tasks.inference_log import read_inference_log
 
     settings = champion.settings
     try:
@@ -241,10 +244,10 @@ def test_package_flow_test_serves_the_champion_and_the_demo_leaves_it_serving(ch
 
 @pytest.mark.flow
 def test_package_flow_fails_with_the_reason_when_test_serving_fails(champion, champion_env, prefect_harness):
-    from flows.package import package_flow
+    from mlcycle.flows.package import package_flow
 
     champion_env.setenv("MLCYCLE_SERVING__LATENCY_BUDGET_MS", "0.001")
-    from tasks.settings import get_settings
+    from mlcycle.tasks.settings import get_settings
 
     get_settings.cache_clear()
     with pytest.raises(CanaryFailed, match=r"single-row /predict latency p95 .* is over the budget of 0 ms"):
@@ -253,8 +256,8 @@ def test_package_flow_fails_with_the_reason_when_test_serving_fails(champion, ch
 
 @pytest.mark.flow
 def test_cli_package_exit_codes(champion, champion_env, prefect_harness, capsys):
-    from flows.cli import app
-    from flows.serve_cli import register
+    from mlcycle.flows.cli import app
+    from mlcycle.flows.serve_cli import register
     from tests.test_cli import run_cli
 
     register(app)

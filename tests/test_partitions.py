@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from tasks.ingest import write_raw
-from tasks.partitions import (
+from mlcycle.tasks.ingest import write_raw
+from mlcycle.tasks.partitions import (
     PartitionConflict,
     PartitionNotFound,
     data_key,
@@ -17,8 +17,8 @@ from tasks.partitions import (
     read_manifest,
     read_partition,
 )
-from tasks.sources import simulate_batch
-from tasks.storage import IntegrityError
+from mlcycle.tasks.sources import simulate_batch
+from mlcycle.tasks.storage import IntegrityError
 
 DAY = dt.date(2026, 10, 3)
 

@@ -117,7 +117,7 @@ def test_cli_refuses_hostile_names_with_exit_2_naming_the_value(monkeypatch, cap
 
 
 def test_an_unsafe_model_name_in_the_configuration_is_a_config_error(monkeypatch, capsys, tmp_path, env_settings):
-    from tasks.settings import get_settings
+    from mlcycle.tasks.settings import get_settings
 
     env_settings()
     monkeypatch.setenv("MLCYCLE_TRAINING__MODEL_NAME", "../../etc")
@@ -133,7 +133,7 @@ def test_an_unsafe_model_name_in_the_configuration_is_a_config_error(monkeypatch
 
 @pytest.mark.parametrize("bad", list(HOSTILE.values()), ids=list(HOSTILE))
 def test_store_refuses_hostile_keys_before_any_io(store, tmp_path, bad):
-    from tasks.storage import UnsafeKey
+    from mlcycle.tasks.storage import UnsafeKey
 
     before = snapshot(tmp_path)
     for key in (bad, f"raw/{bad}", f"raw/{bad}/manifest.json"):
@@ -150,7 +150,7 @@ def test_store_refuses_hostile_keys_before_any_io(store, tmp_path, bad):
 
 
 def test_a_long_key_is_refused_naming_the_limit(store):
-    from tasks.storage import UnsafeKey
+    from mlcycle.tasks.storage import UnsafeKey
 
     with pytest.raises(UnsafeKey, match="too long: at most 1024 characters"):
         store.put_bytes("raw/" + "/".join(["abcdefgh"] * 200), b"x")
@@ -165,8 +165,8 @@ def test_a_long_key_is_refused_naming_the_limit(store):
 
 @pytest.mark.parametrize("bad", list(HOSTILE.values()), ids=list(HOSTILE))
 def test_registry_refuses_hostile_model_names_naming_them(settings, bad):
-    from tasks.registry import list_versions, load_metadata, promote, read_alias, rollback, sealed_versions
-    from tasks.storage import LocalStore, UnsafeKey
+    from mlcycle.tasks.registry import list_versions, load_metadata, promote, read_alias, rollback, sealed_versions
+    from mlcycle.tasks.storage import LocalStore, UnsafeKey
 
     store = LocalStore(settings.store_root)
     for call in (lambda: list_versions(store, bad), lambda: load_metadata(store, bad, 1),
@@ -179,7 +179,7 @@ def test_registry_refuses_hostile_model_names_naming_them(settings, bad):
 
 @pytest.mark.parametrize("ref", [*HOSTILE.values(), *FOREIGN_DIGITS.values(), "0", "-1", "1.5", True])
 def test_registry_refuses_anything_but_a_version_number_or_alias(ref):
-    from tasks.registry import ModelNotFound, parse_version
+    from mlcycle.tasks.registry import ModelNotFound, parse_version
 
     with pytest.raises(ModelNotFound, match="is not a model version"):
         parse_version(ref)
@@ -191,12 +191,12 @@ def test_registry_refuses_anything_but_a_version_number_or_alias(ref):
 # --------------------------------------------------------------------------------------------------
 
 def test_flow_parameters_refuse_hostile_values(prefect_harness, env_settings, tmp_path):
-    from flows.ingest import backfill_flow, ingest_flow, validate_flow
-    from flows.monitor import monitor_flow
-    from flows.rollout import rollout_flow
-    from flows.train import train_flow
-    from tasks.sources import SourceError
-    from tasks.storage import UnsafeKey
+    from mlcycle.flows.ingest import backfill_flow, ingest_flow, validate_flow
+    from mlcycle.flows.monitor import monitor_flow
+    from mlcycle.flows.rollout import rollout_flow
+    from mlcycle.flows.train import train_flow
+    from mlcycle.tasks.sources import SourceError
+    from mlcycle.tasks.storage import UnsafeKey
 
     env_settings()
     before = snapshot(tmp_path)
@@ -223,7 +223,7 @@ def test_flow_parameters_refuse_hostile_values(prefect_harness, env_settings, tm
 def test_a_landing_link_out_of_the_landing_folder_is_refused(settings, tmp_path):
     import datetime as dt
 
-    from tasks.sources import LandingZone, SourceError
+    from mlcycle.tasks.sources import LandingZone, SourceError
 
     secret = tmp_path / "outside" / "secret.csv"
     secret.parent.mkdir()
@@ -240,8 +240,8 @@ def test_landing_objects_with_unsafe_names_are_refused_naming_them(s3_running, t
     import datetime as dt
     import io
 
-    from tasks.sources import LandingZone
-    from tasks.storage import UnsafeKey, open_store
+    from mlcycle.tasks.sources import LandingZone
+    from mlcycle.tasks.storage import UnsafeKey, open_store
     from tests.conftest import make_settings, minio_overrides
 
     settings = make_settings(tmp_path / "home", **minio_overrides(s3_running))
@@ -263,8 +263,8 @@ def test_an_oddly_named_file_in_the_spill_folder_never_blocks_the_spilled_parts(
     """A file the writer did not spill (an unsafe key) is skipped with a warning; real parts go up."""
     import datetime as dt
 
-    from tasks.inference_log import INFERENCE_PREFIX, InferenceLogWriter, part_key, read_inference_log, table_bytes
-    from tasks.storage import LocalStore
+    from mlcycle.tasks.inference_log import INFERENCE_PREFIX, InferenceLogWriter, part_key, read_inference_log, table_bytes
+    from mlcycle.tasks.storage import LocalStore
     from tests.conftest import make_settings
     from tests.test_inference_log import submit
 

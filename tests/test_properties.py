@@ -34,10 +34,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tasks.features import model_input
-from tasks.schema import build_schema, error_message
-from tasks.serving import columns_payload, records_payload
-from tasks.settings import DatasetSpec, FeatureSpec
+from mlcycle.tasks.features import model_input
+from mlcycle.tasks.schema import build_schema, error_message
+from mlcycle.tasks.serving import columns_payload, records_payload
+from mlcycle.tasks.settings import DatasetSpec, FeatureSpec
 from tests.conftest import make_settings
 
 FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -321,7 +321,7 @@ def assert_same_model_input(expected: dict, served: dict[str, np.ndarray], featu
 @given(data=st.data())
 def test_validation_always_answers_and_what_it_accepts_serving_accepts_with_the_same_model_input(project_spec,
                                                                                                 data):
-    from tasks.validation import validate_frame
+    from mlcycle.tasks.validation import validate_frame
 
     spec = data.draw(st.just(project_spec) | declarations(), label="declaration")
     frame, change = data.draw(frames(spec), label="frame")

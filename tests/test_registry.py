@@ -15,10 +15,10 @@ import threading
 import joblib
 import pytest
 
-from tasks.evaluation import GateDecision, compute_metrics
-from tasks.features import build_pipeline, input_schema, resolve_family, training_features
-from tasks.partitions import PartitionRef, read_manifest
-from tasks.registry import (
+from mlcycle.tasks.evaluation import GateDecision, compute_metrics
+from mlcycle.tasks.features import build_pipeline, input_schema, resolve_family, training_features
+from mlcycle.tasks.partitions import PartitionRef, read_manifest
+from mlcycle.tasks.registry import (
     ChampionChanged,
     Lineage,
     ModelDraft,
@@ -38,8 +38,8 @@ from tasks.registry import (
     seal_key,
     version_prefix,
 )
-from tasks.storage import IntegrityError, StoreUnavailable, sha256_bytes
-from tasks.training import (
+from mlcycle.tasks.storage import IntegrityError, StoreUnavailable, sha256_bytes
+from mlcycle.tasks.training import (
     Comparison,
     SearchSummary,
     SplitPart,
@@ -267,7 +267,7 @@ def test_loaded_model_predicts_and_ignores_extra_columns(train_env, fitted):
     model = load_model(store, NAME, str(v1))
     scores = model.predict_proba(frame)  # id, timestamp and target columns included
     assert scores.shape == (len(frame),) and model.metadata.version == v1
-    from tasks.features import SchemaMismatch
+    from mlcycle.tasks.features import SchemaMismatch
 
     with pytest.raises(SchemaMismatch, match=r"no column\(s\) \['income'\]"):
         model.predict_proba(frame.drop(columns=["income"]))
@@ -309,7 +309,7 @@ def test_lineage_lists_exactly_the_partitions_used(train_env):
 
 
 def test_models_cli_lists_shows_promotes_and_rolls_back(monkeypatch, capsys, env_settings, fitted):
-    from tasks.storage import open_store
+    from mlcycle.tasks.storage import open_store
 
     settings = env_settings()
     store = open_store(settings)
@@ -339,7 +339,7 @@ def test_models_cli_lists_shows_promotes_and_rolls_back(monkeypatch, capsys, env
 
 
 def test_registry_refuses_unsafe_model_names(train_env, fitted):
-    from tasks.storage import UnsafeKey
+    from mlcycle.tasks.storage import UnsafeKey
 
     _, store = train_env
     with pytest.raises(UnsafeKey, match="model name"):

@@ -53,11 +53,11 @@ def rollout_models(tmp_path_factory) -> Models:
         return _CACHE["models"]
     from threadpoolctl import threadpool_limits
 
-    from tasks.evaluation import decide
-    from tasks.registry import promote, register_candidate
-    from tasks.serving import build_bento, example_request, import_model
-    from tasks.storage import LocalStore
-    from tasks.training import compare_with_champion, select_window, train_challenger
+    from mlcycle.tasks.evaluation import decide
+    from mlcycle.tasks.registry import promote, register_candidate
+    from mlcycle.tasks.serving import build_bento, example_request, import_model
+    from mlcycle.tasks.storage import LocalStore
+    from mlcycle.tasks.training import compare_with_champion, select_window, train_challenger
     from tests.test_training import DAYS, seed_validated
 
     home = tmp_path_factory.mktemp("rollout-models")
@@ -82,7 +82,7 @@ def rollout_models(tmp_path_factory) -> Models:
 
 def corrupt_bento(settings, bento) -> str:
     """A copy of ``bento`` serving a copy of its model whose model.joblib was altered (sha256 mismatch)."""
-    from tasks.serving import bento_dir, bentoml_home
+    from mlcycle.tasks.serving import bento_dir, bentoml_home
 
     name, version = bento.model_tag.split(":")
     models = bentoml_home(settings) / "models" / name
@@ -123,14 +123,14 @@ class Scenario:
     """One home, one target: what the tests of a module share, in order."""
 
     def __init__(self, settings, models: Models, target: str) -> None:
-        from tasks.storage import LocalStore
+        from mlcycle.tasks.storage import LocalStore
 
         self.settings, self.models, self.target = settings, models, target
         self.store = LocalStore(settings.store_root)
         self.live: dict[str, object] = {}
 
     def rollout(self, bento_tag: str | None = None, **kw):
-        from tasks.rollout import rollout
+        from mlcycle.tasks.rollout import rollout
 
         return rollout(self.settings, self.store, bento_tag=bento_tag, target=self.target, **kw)
 
@@ -146,7 +146,7 @@ class Scenario:
 
     def roll_back_under_traffic(self):
         """Roll back from v2 while a client keeps sending; every answer switched from v2 to v1 at go-live."""
-        from tasks.rollout import rollback
+        from mlcycle.tasks.rollout import rollback
 
         with traffic(self.url, self.models.request) as client:
             time.sleep(0.5)
@@ -157,12 +157,12 @@ class Scenario:
 
     @property
     def url(self) -> str:
-        from tasks.endpoint import endpoint_url
+        from mlcycle.tasks.endpoint import endpoint_url
 
         return endpoint_url(self.settings)
 
     def teardown(self) -> None:
-        from tasks.rollout import teardown
+        from mlcycle.tasks.rollout import teardown
 
         teardown(self.settings)
 
@@ -181,7 +181,7 @@ def scenario(tmp_path_factory):
 
 
 def test_first_rollout_serves_v1_through_the_stable_url(scenario):
-    from tasks.rollout import read_current
+    from mlcycle.tasks.rollout import read_current
 
     record = scenario.rollout(scenario.models.v1.tag)
     assert record.status == "live" and record.model_version == "1" and record.previous_id is None
@@ -195,8 +195,8 @@ def test_first_rollout_serves_v1_through_the_stable_url(scenario):
 
 
 def test_v2_replaces_v1_under_continuous_traffic_without_a_failed_request(scenario):
-    from tasks import stack
-    from tasks.rollout import find, history, read_current
+    from mlcycle.tasks import stack
+    from mlcycle.tasks.rollout import find, history, read_current
 
     v1 = scenario.live["v1"]
     record, client = scenario.roll_v2_under_traffic()
@@ -211,8 +211,8 @@ def test_v2_replaces_v1_under_continuous_traffic_without_a_failed_request(scenar
 
 
 def test_a_candidate_that_never_becomes_ready_leaves_v2_serving_and_is_recorded(scenario):
-    from tasks import stack
-    from tasks.rollout import RolloutFailed, history, read_current
+    from mlcycle.tasks import stack
+    from mlcycle.tasks.rollout import RolloutFailed, history, read_current
 
     v2 = scenario.live["v2"]
     with traffic(scenario.url, scenario.models.request) as client, pytest.raises(RolloutFailed) as failed:
@@ -228,7 +228,7 @@ def test_a_candidate_that_never_becomes_ready_leaves_v2_serving_and_is_recorded(
 
 
 def test_a_candidate_over_the_latency_budget_is_refused(scenario):
-    from tasks.rollout import RolloutFailed, read_current, rollout
+    from mlcycle.tasks.rollout import RolloutFailed, read_current, rollout
 
     strict = scenario.settings.model_copy(update={"serving": scenario.settings.serving.model_copy(
         update={"latency_budget_ms": 0.01})})
@@ -241,7 +241,7 @@ def test_a_candidate_over_the_latency_budget_is_refused(scenario):
 
 
 def test_rollback_returns_to_v1_and_a_second_rollback_to_v2(scenario):
-    from tasks.rollout import read_current, rollback
+    from mlcycle.tasks.rollout import read_current, rollback
 
     v2 = scenario.live["v2"]
     back = scenario.roll_back_under_traffic()
@@ -253,7 +253,7 @@ def test_rollback_returns_to_v1_and_a_second_rollback_to_v2(scenario):
 
 
 def test_current_status_reports_the_stable_url_and_what_runs(scenario):
-    from tasks.rollout import current_status
+    from mlcycle.tasks.rollout import current_status
 
     status = current_status(scenario.settings, scenario.store)
     assert status.endpoint_url == scenario.url and status.endpoint_running and status.backend_alive
@@ -266,16 +266,16 @@ def test_current_status_reports_the_stable_url_and_what_runs(scenario):
 
 
 def test_rollback_with_nothing_before_names_the_problem(settings):
-    from tasks.rollout import RolloutError, rollback
-    from tasks.storage import open_store
+    from mlcycle.tasks.rollout import RolloutError, rollback
+    from mlcycle.tasks.storage import open_store
 
     with pytest.raises(RolloutError, match="nothing to roll back"):
         rollback(settings, open_store(settings))
 
 
 def test_a_second_rollout_waits_for_the_lock_of_a_live_one(settings):
-    from tasks.rollout import RolloutError, deployment_lock
-    from tasks.storage import open_store
+    from mlcycle.tasks.rollout import RolloutError, deployment_lock
+    from mlcycle.tasks.storage import open_store
 
     store = open_store(settings)
     with deployment_lock(store, "first"), pytest.raises(RolloutError, match="holds"), deployment_lock(store, "second"):
@@ -288,8 +288,8 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(settings):
     import json
     import socket
 
-    from tasks.rollout import LOCK_KEY, deployment_lock
-    from tasks.storage import open_store
+    from mlcycle.tasks.rollout import LOCK_KEY, deployment_lock
+    from mlcycle.tasks.storage import open_store
 
     store = open_store(settings)
     store.put_bytes(LOCK_KEY, json.dumps({"owner": "crashed", "pid": 2 ** 22 + 7, "host": socket.gethostname(),
@@ -300,8 +300,8 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(settings):
 
 
 def test_an_image_needs_the_docker_target(settings):
-    from tasks.rollout import RolloutError, rollout
-    from tasks.storage import open_store
+    from mlcycle.tasks.rollout import RolloutError, rollout
+    from mlcycle.tasks.storage import open_store
 
     with pytest.raises(RolloutError, match="--target docker"):
         rollout(settings, open_store(settings), image="mlcycle-serving:x", target="process")

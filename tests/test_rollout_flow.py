@@ -18,7 +18,7 @@ def flow_home(tmp_path_factory):
     models = rollout_models(tmp_path_factory)
     settings = clone_home(models, tmp_path_factory.mktemp("flow") / "home")
     yield models, settings
-    from tasks.rollout import teardown
+    from mlcycle.tasks.rollout import teardown
 
     teardown(settings)
 
@@ -26,9 +26,9 @@ def flow_home(tmp_path_factory):
 @pytest.fixture
 def flow_env(flow_home, monkeypatch, prefect_harness):
     """get_settings() (flows, CLI) on the cloned home, the process target and its endpoint port."""
-    from flows.cli import app
-    from flows.rollout_cli import register
-    from tasks.settings import get_settings
+    from mlcycle.flows.cli import app
+    from mlcycle.flows.rollout_cli import register
+    from mlcycle.tasks.settings import get_settings
 
     models, settings = flow_home
     monkeypatch.setenv("MLCYCLE_HOME", str(settings.home))
@@ -44,9 +44,9 @@ def flow_env(flow_home, monkeypatch, prefect_harness):
 
 
 def test_the_flow_packages_the_champion_then_rolls_it_out(flow_env):
-    from flows.rollout import rollout_flow
-    from tasks.rollout import read_current
-    from tasks.storage import open_store
+    from mlcycle.flows.rollout import rollout_flow
+    from mlcycle.tasks.rollout import read_current
+    from mlcycle.tasks.storage import open_store
 
     models, settings = flow_env
     record = rollout_flow()  # no bento: the package flow runs first (test-serving), then the rollout
@@ -56,9 +56,9 @@ def test_the_flow_packages_the_champion_then_rolls_it_out(flow_env):
 
 
 def test_a_failed_rollout_fails_the_flow_run_and_v1_keeps_serving(flow_env):
-    from flows.rollout import rollout_flow
-    from tasks.rollout import RolloutFailed, history
-    from tasks.storage import open_store
+    from mlcycle.flows.rollout import rollout_flow
+    from mlcycle.tasks.rollout import RolloutFailed, history
+    from mlcycle.tasks.storage import open_store
 
     models, settings = flow_env
     with pytest.raises(RolloutFailed, match="failed at ready"):
@@ -120,8 +120,8 @@ def test_cli_failed_rollout_exits_1_with_one_line(flow_env, monkeypatch, capsys)
 
 
 def test_an_unused_port_is_what_current_reports_before_any_rollout(tmp_path, monkeypatch, capsys, env_settings):
-    from flows.cli import app
-    from flows.rollout_cli import register
+    from mlcycle.flows.cli import app
+    from mlcycle.flows.rollout_cli import register
     from tests.test_cli import run_cli
 
     port = free_port()

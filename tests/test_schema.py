@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from tasks.schema import build_schema, error_message
+from mlcycle.tasks.schema import build_schema, error_message
 from tests.conftest import make_settings
 
 

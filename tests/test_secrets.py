@@ -75,7 +75,7 @@ class Records(logging.Handler):
 @pytest.fixture
 def secret_env(monkeypatch, tmp_path, s3_running):
     """MLCYCLE_* for a fast life cycle on the MinIO backend, with the sentinel secrets."""
-    from tasks.settings import get_settings
+    from mlcycle.tasks.settings import get_settings
 
     env = {
         "STORE": "minio", "S3_ENDPOINT": s3_running.endpoint, "S3_BUCKET": f"sec-{TAG}",
@@ -108,7 +108,7 @@ def test_settings_never_show_their_secrets(secret_env):
 
 
 def test_store_errors_never_carry_the_credentials(secret_env, tmp_path):
-    from tasks.storage import StoreError, open_store
+    from mlcycle.tasks.storage import StoreError, open_store
     from tests.conftest import free_port
 
     down = secret_env.model_copy(update={"s3_endpoint": f"127.0.0.1:{free_port()}", "s3_timeout_seconds": 1.0})
@@ -122,14 +122,14 @@ def test_no_secret_reaches_logs_artifacts_objects_or_files(secret_env, prefect_h
     from prefect.logging.handlers import APILogHandler
     from prefect.settings import get_current_settings
 
-    from flows.ingest import backfill_flow
-    from flows.monitor import monitor_flow
-    from flows.package import package_flow
-    from flows.train import train_flow
-    from tasks.registry import load_model
-    from tasks.storage import open_store
-    from tasks.traffic import log_in_process
-    from tasks.training import model_name
+    from mlcycle.flows.ingest import backfill_flow
+    from mlcycle.flows.monitor import monitor_flow
+    from mlcycle.flows.package import package_flow
+    from mlcycle.flows.train import train_flow
+    from mlcycle.tasks.registry import load_model
+    from mlcycle.tasks.storage import open_store
+    from mlcycle.tasks.traffic import log_in_process
+    from mlcycle.tasks.training import model_name
 
     settings = secret_env
     records = Records()

@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tasks.storage import LocalStore
+from mlcycle.tasks.storage import LocalStore
 from tests.conftest import ROOT
 
 SECRET = "s3cr3t-never-in-logs-9431"  # noqa: S105 - a marker: must not leak into /metadata or the log
@@ -52,10 +52,10 @@ def packaged_champion(tmp_path_factory) -> Champion:
         return _CACHE["champion"]
     from threadpoolctl import threadpool_limits
 
-    from tasks.evaluation import decide
-    from tasks.registry import load_model, promote, register_candidate
-    from tasks.serving import build_bento, import_model
-    from tasks.training import compare_with_champion, select_window, train_challenger
+    from mlcycle.tasks.evaluation import decide
+    from mlcycle.tasks.registry import load_model, promote, register_candidate
+    from mlcycle.tasks.serving import build_bento, import_model
+    from mlcycle.tasks.training import compare_with_champion, select_window, train_challenger
     from tests.test_training import DAYS, fast_settings, seed_validated
 
     home = tmp_path_factory.mktemp("serving-champion")
@@ -82,7 +82,7 @@ def champion(tmp_path_factory) -> Champion:
 @contextmanager
 def _serving(champion, env: dict[str, str]) -> Iterator:
     """`bentoml serve` of the champion's bento with ``env`` added to its environment, ready, then stopped."""
-    from tasks.serving import start_serving, wait_ready
+    from mlcycle.tasks.serving import start_serving, wait_ready
 
     process = start_serving(champion.settings, champion.bento.tag, env=env)
     try:
@@ -108,7 +108,7 @@ def guarded_server(champion):
 
 @pytest.fixture(scope="module")
 def canaries(champion):
-    from tasks.serving import canary_rows, records_payload
+    from mlcycle.tasks.serving import canary_rows, records_payload
 
     frame, _ = canary_rows(champion.store, champion.settings, champion.model.name, champion.model.version, 120)
     features = [c.name for c in champion.loaded.metadata.features]
@@ -313,9 +313,9 @@ def test_every_client_of_the_service_sends_the_configured_token(champion, guarde
     """Test-serving canaries, the rollout's canary check and the simulated traffic all authenticate."""
     from pydantic import SecretStr
 
-    from tasks.rollout import canary_check
-    from tasks.serving import CanaryFailed, check_running
-    from tasks.traffic import send_http
+    from mlcycle.tasks.rollout import canary_check
+    from mlcycle.tasks.serving import CanaryFailed, check_running
+    from mlcycle.tasks.traffic import send_http
 
     with_token = champion.settings.model_copy(update={"api_token": SecretStr(TOKEN)})
     name, version = champion.model.name, champion.model.version
@@ -333,7 +333,7 @@ def test_the_request_guard_sheds_beyond_max_in_flight_and_counts_back_down():
     """In process, with an app that holds its requests: the third concurrent request gets 503 at once."""
     import asyncio
 
-    from bentos.runtime import RequestGuard
+    from mlcycle.bentos.runtime import RequestGuard
 
     release = asyncio.Event()
 
@@ -429,13 +429,13 @@ def test_health_and_metrics_endpoints(server):
 # --------------------------------------------------------------------------------------------------
 
 
-CLI = "from flows.cli import app, main; from flows.serve_cli import register; register(app); main()"
+CLI = "from mlcycle.flows.cli import app, main; from mlcycle.flows.serve_cli import register; register(app); main()"
 
 
 def test_mlcycle_serve_logs_every_request_and_flushes_on_sigterm(champion, monkeypatch, capsys):
-    from tasks.inference_log import read_inference_log
-    from tasks.serving import free_port
-    from tasks.sources import simulate_batch
+    from mlcycle.tasks.inference_log import read_inference_log
+    from mlcycle.tasks.serving import free_port
+    from mlcycle.tasks.sources import simulate_batch
 
     settings = champion.settings
     port = free_port()
@@ -451,7 +451,7 @@ def test_mlcycle_serve_logs_every_request_and_flushes_on_sigterm(champion, monke
         _wait_ready(url, proc)
         day = dt.date(2026, 10, 9)
         frame = simulate_batch(day, settings.simulator, settings.dataset).frame.head(150)
-        from tasks.serving import records_payload
+        from mlcycle.tasks.serving import records_payload
 
         records = records_payload(frame, settings.dataset, settings.dataset.feature_names)
         answers: list[tuple[str, int]] = []
@@ -494,11 +494,11 @@ def test_mlcycle_serve_logs_every_request_and_flushes_on_sigterm(champion, monke
     assert not any(SECRET.encode() in p for p in parts)
 
     # the simulator knows the outcome of every simulated record it sent: `mlcycle labels --simulate`
-    from flows.cli import app
-    from flows.serve_cli import register
-    from tasks.inference_log import join_labels
-    from tasks.labels import read_labels
-    from tasks.settings import get_settings
+    from mlcycle.flows.cli import app
+    from mlcycle.flows.serve_cli import register
+    from mlcycle.tasks.inference_log import join_labels
+    from mlcycle.tasks.labels import read_labels
+    from mlcycle.tasks.settings import get_settings
     from tests.test_cli import run_cli
 
     register(app)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.settings import ConfigError, get_settings, load_settings
+from mlcycle.tasks.settings import ConfigError, get_settings, load_settings
 
 
 def test_project_file_declares_the_dataset(settings):

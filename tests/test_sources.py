@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.settings import DriftEvent, SimulatorSettings
-from tasks.sources import LandingZone, SourceError, date_range, parse_date, simulate_batch
+from mlcycle.tasks.settings import DriftEvent, SimulatorSettings
+from mlcycle.tasks.sources import LandingZone, SourceError, date_range, parse_date, simulate_batch
 
 DAY = dt.date(2026, 10, 5)
 
@@ -87,7 +87,7 @@ def test_drift_missing_and_new_category(settings):
 
 
 def test_drift_on_unknown_feature_is_a_config_error(tmp_path):
-    from tasks.settings import ConfigError, load_settings
+    from mlcycle.tasks.settings import ConfigError, load_settings
 
     with pytest.raises(ConfigError, match="unknown feature 'salary'"):
         load_settings(home=tmp_path, simulator=SimulatorSettings(

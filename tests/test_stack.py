@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def mlcycle(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "mlcycle.flows.cli", *args], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=timeout)
 
 

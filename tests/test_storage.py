@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tasks.storage import (
+from mlcycle.tasks.storage import (
     IntegrityError,
     LocalStore,
     MinioStore,

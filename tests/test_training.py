@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.partitions import (
+from mlcycle.tasks.partitions import (
     PartitionManifest,
     SourceRecord,
     data_key,
@@ -24,10 +24,10 @@ from tasks.partitions import (
     list_partitions,
     write_partition,
 )
-from tasks.settings import ConfigError
-from tasks.sources import simulate_batch
-from tasks.storage import LocalStore, sha256_bytes
-from tasks.training import (
+from mlcycle.tasks.settings import ConfigError
+from mlcycle.tasks.sources import simulate_batch
+from mlcycle.tasks.storage import LocalStore, sha256_bytes
+from mlcycle.tasks.training import (
     TrainingDataError,
     labels,
     load_rows,
@@ -190,11 +190,11 @@ def test_unknown_family_or_feature_in_config_is_a_config_error(tmp_path):
 
 
 def test_unknown_family_or_parameter_fails_before_reading_data(train_env, monkeypatch):
-    from tasks.features import resolve_family
+    from mlcycle.tasks.features import resolve_family
 
     settings, store = train_env
     window = select_window(store, days=DAYS)
-    monkeypatch.setattr("tasks.training.load_rows", lambda *a, **k: pytest.fail("data was read"))
+    monkeypatch.setattr("mlcycle.tasks.training.load_rows", lambda *a, **k: pytest.fail("data was read"))
     with pytest.raises(ConfigError, match=r"unknown model family 'forest'; configured families"):
         train_challenger(store, settings, window, family="forest")
     bad = fast_settings(settings.home, training={"families": {"logistic_regression": {
@@ -209,7 +209,7 @@ def test_unknown_family_or_parameter_fails_before_reading_data(train_env, monkey
 
 
 def test_pipeline_handles_nulls_and_unknown_categories(train_env):
-    from tasks.features import build_pipeline, resolve_family, training_features
+    from mlcycle.tasks.features import build_pipeline, resolve_family, training_features
 
     settings, store = train_env
     features = training_features(settings)
@@ -271,7 +271,7 @@ def test_halving_search_and_time_series_cv_train_too(train_env):
 
 
 def test_candidate_is_staged_with_profile_and_test_scores_per_slice(train_env):
-    from tasks.profile import ReferenceProfile
+    from mlcycle.tasks.profile import ReferenceProfile
 
     settings, store = train_env
     candidate = train_challenger(store, settings, select_window(store, days=DAYS))
@@ -305,9 +305,9 @@ def test_train_flow_promotes_first_model_then_refuses_an_identical_one(env_setti
                                                                        monkeypatch, capsys):
     from prefect.artifacts import Artifact
 
-    from flows.train import train_flow
-    from tasks.registry import list_versions, load_model, read_alias
-    from tasks.storage import open_store
+    from mlcycle.flows.train import train_flow
+    from mlcycle.tasks.registry import list_versions, load_model, read_alias
+    from mlcycle.tasks.storage import open_store
 
     shutil.copytree(validated_template, tmp_path / "home" / "store")
     settings = env_settings(training__family="logistic_regression", training__n_iter="2", training__n_jobs="1",

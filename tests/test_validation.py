@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.settings import DatasetSpec, load_settings
-from tasks.validation import ValidationReport, build_expectations, suite_hash, validate_frame
+from mlcycle.tasks.settings import DatasetSpec, load_settings
+from mlcycle.tasks.validation import ValidationReport, build_expectations, suite_hash, validate_frame
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROWS = 300

@@ -204,9 +204,9 @@ def outage_after_write(monkeypatch, outage: Outage, pattern: str, restore_after:
 
     Yields the list of keys it fired on (one at most), to assert the fault really happened.
     """
-    import tasks.storage
+    from mlcycle.tasks import storage
 
-    real_open = tasks.storage.open_store
+    real_open = storage.open_store
     fired_on: list[str] = []
 
     def open_store(settings):
@@ -214,7 +214,7 @@ def outage_after_write(monkeypatch, outage: Outage, pattern: str, restore_after:
 
     with monkeypatch.context() as m:
         for name, module in list(sys.modules.items()):
-            if name.split(".")[0] in ("tasks", "flows") and getattr(module, "open_store", None) is real_open:
+            if name.startswith("mlcycle.") and getattr(module, "open_store", None) is real_open:
                 m.setattr(module, "open_store", open_store)
         yield fired_on
 
@@ -299,7 +299,7 @@ def copy_store(source, target) -> int:
 
 def seed_store(template: Path, settings) -> None:
     """The validated template of tests/test_training.py in the store ``settings`` name."""
-    from tasks.storage import LocalStore, open_store
+    from mlcycle.tasks.storage import LocalStore, open_store
 
     if settings.store == "local":
         shutil.copytree(template, settings.store_root)
@@ -310,8 +310,8 @@ def seed_store(template: Path, settings) -> None:
 @pytest.fixture(scope="session")
 def clean_ingest(prefect_harness, tmp_path_factory):
     """The store a fault-free ingest of CLEAN_DAY leaves (fingerprint): what every recovery must reach."""
-    from flows.ingest import ingest_flow
-    from tasks.storage import open_store
+    from mlcycle.flows.ingest import ingest_flow
+    from mlcycle.tasks.storage import open_store
 
     with flow_settings(tmp_path_factory.mktemp("clean-ingest") / "home") as settings:
         assert ingest_flow(date=CLEAN_DAY, return_state=True).is_completed()

@@ -20,8 +20,8 @@ import sys
 
 import pytest
 
-from tasks import monitor as mon
-from tasks.storage import open_store
+from mlcycle.tasks import monitor as mon
+from mlcycle.tasks.storage import open_store
 from tests.conftest import ROOT
 from tests.faults.conftest import FAST_FLOW_ENV, flow_settings
 
@@ -43,9 +43,9 @@ def _train_runs(deployment_id: str, since: dt.datetime) -> list:
 
 @pytest.fixture(scope="module")
 def drifted_world(prefect_harness, validated_template, tmp_path_factory):
-    from flows.train import train_flow
-    from tasks.registry import load_model
-    from tasks.traffic import log_in_process
+    from mlcycle.flows.train import train_flow
+    from mlcycle.tasks.registry import load_model
+    from mlcycle.tasks.traffic import log_in_process
 
     home = tmp_path_factory.mktemp("monitors") / "home"
     shutil.copytree(validated_template, home / "store")
@@ -65,7 +65,7 @@ def drifted_world(prefect_harness, validated_template, tmp_path_factory):
 def test_concurrent_and_repeated_monitors_over_one_drifted_window_start_one_training(drifted_world):
     from prefect.settings import PREFECT_API_URL
 
-    from flows.monitor import monitor_flow
+    from mlcycle.flows.monitor import monitor_flow
 
     home, settings, store, deployment_id = drifted_world
     since = dt.datetime.now(dt.UTC)
@@ -75,7 +75,7 @@ def test_concurrent_and_repeated_monitors_over_one_drifted_window_start_one_trai
                 "MLCYCLE_MONITOR__COOLDOWN_HOURS": "24", "PREFECT_API_URL": PREFECT_API_URL.value(),
                 "MLCYCLE_MONITOR__TRAIN_DEPLOYMENT": settings.monitor.train_deployment,
                 **{f"MLCYCLE_{k}": v for k, v in FAST_FLOW_ENV.items()}})
-    racers = [subprocess.Popen([sys.executable, "-m", "flows.cli", "monitor", "--hours", "24", "--end", end,
+    racers = [subprocess.Popen([sys.executable, "-m", "mlcycle.flows.cli", "monitor", "--hours", "24", "--end", end,
                                 "--json"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True) for _ in range(CONCURRENT)]
     outcomes = []

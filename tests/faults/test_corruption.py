@@ -16,9 +16,9 @@ import shutil
 
 import pytest
 
-from tasks.partitions import list_partitions, manifest_key, read_manifest, read_partition
-from tasks.registry import list_versions, load_metadata, load_model, version_prefix
-from tasks.storage import IntegrityError, LocalStore, open_store
+from mlcycle.tasks.partitions import list_partitions, manifest_key, read_manifest, read_partition
+from mlcycle.tasks.registry import list_versions, load_metadata, load_model, version_prefix
+from mlcycle.tasks.storage import IntegrityError, LocalStore, open_store
 from tests.conftest import run_cli
 from tests.faults.conftest import copy_store, flow_settings, s3_env
 
@@ -40,7 +40,7 @@ def flip_byte(store, key: str, position: int | None = None) -> int:
 @pytest.fixture(scope="module")
 def trained_home(prefect_harness, validated_template, tmp_path_factory):
     """A local store with 8 validated days and a champion v1 trained by the real flow (made once)."""
-    from flows.train import train_flow
+    from mlcycle.flows.train import train_flow
 
     home = tmp_path_factory.mktemp("corruption") / "home"
     shutil.copytree(validated_template, home / "store")
@@ -73,8 +73,8 @@ def _unaffected(store, settings, except_day: dt.date | None = None) -> None:
 
 def test_flipped_byte_in_a_validated_partition_is_refused_by_training_and_reported(
         damaged_env, monkeypatch, capsys):
-    from flows.train import train_flow
-    from tasks.training import load_rows, select_window
+    from mlcycle.flows.train import train_flow
+    from mlcycle.tasks.training import load_rows, select_window
 
     settings, store = damaged_env
     manifest = read_manifest(store, "validated", BAD_DAY)
@@ -96,7 +96,7 @@ def test_flipped_byte_in_a_validated_partition_is_refused_by_training_and_report
 
 
 def test_flipped_byte_anywhere_in_a_manifest_is_refused_by_listing_and_training(damaged_env, monkeypatch, capsys):
-    from flows.train import train_flow
+    from mlcycle.flows.train import train_flow
 
     settings, store = damaged_env
     key = manifest_key("validated", BAD_DAY)
@@ -127,7 +127,7 @@ def test_flipped_byte_anywhere_in_a_manifest_is_refused_by_listing_and_training(
 def test_flipped_byte_in_model_joblib_is_refused_before_unpickling_by_every_loader(damaged_env, monkeypatch, capsys):
     import joblib
 
-    from flows.package import package_flow
+    from mlcycle.flows.package import package_flow
 
     settings, store = damaged_env
     key = version_prefix(MODEL, 1) + "model.joblib"
@@ -147,7 +147,7 @@ def test_flipped_byte_in_model_joblib_is_refused_before_unpickling_by_every_load
 
 
 def test_flipped_byte_in_model_metadata_is_refused_and_listed_as_damaged(damaged_env, monkeypatch, capsys):
-    from flows.package import package_flow
+    from mlcycle.flows.package import package_flow
 
     settings, store = damaged_env
     key = version_prefix(MODEL, 1) + "metadata.json"

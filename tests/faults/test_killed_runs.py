@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.storage import open_store
+from mlcycle.tasks.storage import open_store
 from tests.conftest import ROOT
 from tests.faults.conftest import (
     CLEAN_DAY,
@@ -138,7 +138,7 @@ def _run_specific(key: str) -> bool:
 
 def test_ingest_killed_after_its_raw_partition_then_retried_equals_a_clean_run(
         work_pool, tmp_path, clean_ingest):
-    from flows.ingest import ingest_flow
+    from mlcycle.flows.ingest import ingest_flow
 
     home = tmp_path / "home"
     with flow_settings(home) as settings:
@@ -151,8 +151,8 @@ def test_ingest_killed_after_its_raw_partition_then_retried_equals_a_clean_run(
 
 def test_training_killed_mid_registration_then_retried_registers_one_version_like_a_clean_run(
         work_pool, tmp_path, validated_template):
-    from flows.train import train_flow
-    from tasks.registry import list_versions, load_metadata, load_model
+    from mlcycle.flows.train import train_flow
+    from mlcycle.tasks.registry import list_versions, load_metadata, load_model
 
     clean_home = tmp_path / "clean" / "home"
     shutil.copytree(validated_template, clean_home / "store")

@@ -17,8 +17,8 @@ import time
 import numpy as np
 import pytest
 
-from tasks.partitions import list_partitions, read_manifest, read_partition
-from tasks.storage import open_store
+from mlcycle.tasks.partitions import list_partitions, read_manifest, read_partition
+from mlcycle.tasks.storage import open_store
 from tests.conftest import run_cli
 from tests.faults.conftest import (
     CLEAN_DAY,
@@ -52,7 +52,7 @@ def _env(backend: str, s3_server) -> dict[str, str]:
 @pytest.mark.parametrize("backend", ["local", "minio"])
 def test_ingest_rides_out_an_outage_mid_validation_and_ends_like_a_clean_run(
         backend, request, tmp_path, outages, monkeypatch, clean_ingest):
-    from flows.ingest import ingest_flow
+    from mlcycle.flows.ingest import ingest_flow
 
     server = request.getfixturevalue("s3_running") if backend == "minio" else None
     with flow_settings(tmp_path / "home", INGEST__RETRIES="5", **_env(backend, server)) as settings:
@@ -74,7 +74,7 @@ def test_ingest_rides_out_an_outage_mid_validation_and_ends_like_a_clean_run(
 @pytest.mark.parametrize("backend", ["local", "minio"])
 def test_ingest_fails_clearly_when_the_store_stays_down_then_a_rerun_ends_like_a_clean_run(
         backend, request, tmp_path, outages, monkeypatch, clean_ingest):
-    from flows.ingest import ingest_flow
+    from mlcycle.flows.ingest import ingest_flow
 
     server = request.getfixturevalue("s3_running") if backend == "minio" else None
     day = dt.date.fromisoformat(DAY)
@@ -121,8 +121,8 @@ def _registry_keys(store) -> list[str]:
 @pytest.mark.parametrize("backend", ["local", "minio"])
 def test_registration_rides_out_an_outage_and_registers_exactly_one_whole_version(
         backend, request, tmp_path, outages, monkeypatch, validated_template, prefect_harness):
-    from flows.train import train_flow
-    from tasks.registry import list_versions, load_model, read_alias
+    from mlcycle.flows.train import train_flow
+    from mlcycle.tasks.registry import list_versions, load_model, read_alias
 
     server = request.getfixturevalue("s3_running") if backend == "minio" else None
     with flow_settings(tmp_path / "home", INGEST__RETRIES="5", **_env(backend, server)) as settings:
@@ -147,8 +147,8 @@ def test_registration_rides_out_an_outage_and_registers_exactly_one_whole_versio
 @pytest.mark.parametrize("backend", ["local", "minio"])
 def test_registration_outage_beyond_the_retries_leaves_no_half_version_and_a_rerun_adds_one(
         backend, request, tmp_path, outages, monkeypatch, capsys, validated_template, prefect_harness):
-    from flows.train import train_flow
-    from tasks.registry import ModelNotFound, list_versions, load_model, read_alias
+    from mlcycle.flows.train import train_flow
+    from mlcycle.tasks.registry import ModelNotFound, list_versions, load_model, read_alias
 
     server = request.getfixturevalue("s3_running") if backend == "minio" else None
     with flow_settings(tmp_path / "home", INGEST__RETRIES="1", **_env(backend, server)) as settings:
@@ -197,7 +197,7 @@ def _submit(log, spec, request_id: str, rows: int = 5) -> None:
 
 
 def _writer(store, settings, spill_dir):
-    from tasks.inference_log import InferenceLogWriter
+    from mlcycle.tasks.inference_log import InferenceLogWriter
 
     return InferenceLogWriter(store, model=MODEL, model_version=1, features=settings.dataset.features,
                               id_column=settings.dataset.id_column, spill_dir=spill_dir, flush_rows=25,
@@ -215,7 +215,7 @@ def _wait(predicate, timeout: float, what: str) -> None:
 @pytest.mark.parametrize("backend", ["local", "minio"])
 def test_inference_records_survive_a_store_outage_and_a_restart_during_it(backend, request, tmp_path, outages):
     """Before, during and after an outage; one writer even stops while the store is down (a redeploy)."""
-    from tasks.inference_log import read_inference_log
+    from mlcycle.tasks.inference_log import read_inference_log
 
     server = request.getfixturevalue("s3_running") if backend == "minio" else None
     with flow_settings(tmp_path / "home", **_env(backend, server)) as settings:

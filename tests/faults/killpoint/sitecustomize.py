@@ -17,7 +17,7 @@ if _PATTERN:
     from pathlib import Path
 
     def _install() -> None:
-        import tasks.storage as storage
+        import mlcycle.tasks.storage as storage
 
         def pausing(original):
             def write(self, key, payload):
