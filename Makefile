@@ -37,8 +37,11 @@ status: install
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+## lint: ruff, and no six-line run repeated between project modules (pylint's duplicate-code check)
 lint: install
 	$(BIN)/ruff check tasks flows bentos tests benchmarks docs
+	$(BIN)/pylint --disable=all --enable=duplicate-code --min-similarity-lines=6 --ignore-imports=yes \
+	    --ignore-comments=yes --ignore-docstrings=yes --ignore-signatures=yes --score=no tasks flows bentos
 
 clean: down
 	rm -rf .mlcycle
