@@ -265,8 +265,8 @@ class DriftSettings(Section):
     reference_sample_size: int = Field(default=5000, ge=100)  # per numeric feature, kept in the profile
 
 
-# Metrics the monitor computes on the labelled rows of a window (tasks/monitor.py check_performance): add
-# one there and here together.
+# Metrics the monitor computes on the labelled rows of a window (``check_performance`` in tasks.monitor):
+# add one there and here together.
 MonitorMetric = Literal["roc_auc"]
 MONITOR_METRICS: tuple[str, ...] = typing.get_args(MonitorMetric)
 
@@ -297,7 +297,6 @@ class DaskSettings(Section):
     @classmethod
     def _empty_is_unset(cls, v: str | None) -> str | None:
         return v.strip() or None if v is not None else None
-
 
 
 class RetryPolicy(Section):

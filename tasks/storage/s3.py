@@ -58,7 +58,7 @@ class MinioStore:
         self.scheme = "https" if secure else "http"
         self.description = f"S3 bucket {bucket!r} at {self.scheme}://{endpoint}"
         # Fail fast: two quick urllib3 retries on connection errors and 5xx (as the AWS SDKs do);
-        # Prefect owns the real retry policy with backoff.
+        # the real retry policy, with backoff, is each stage's (tasks/retry.py).
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=min(timeout_seconds, 5.0), read=timeout_seconds),
             maxsize=16,
