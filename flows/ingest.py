@@ -29,11 +29,11 @@ from mlcycle.tasks.ingest import (
     progress_listeners,
     publish_task,
     raw_partition_task,
-    retrying,
     validate_task,
     validation_artifact_task,
 )
 from mlcycle.tasks.partitions import PartitionManifest
+from mlcycle.tasks.retry import retrying
 from mlcycle.tasks.runners import dask_task_runner, settings_for_workers
 from mlcycle.tasks.settings import Settings, get_settings
 from mlcycle.tasks.sources import date_range, parse_date
@@ -60,7 +60,7 @@ def ingest_flow(date: str | None = None, source: str | None = None, replace: boo
     day = logical_date(date)
     run_id = str(flow_run.id) if flow_run.id else None
 
-    raw = retrying(ingest_raw_task, settings)(settings, day, source, run_id, replace)
+    raw = retrying(ingest_raw_task, settings.retries.ingest)(settings, day, source, run_id, replace)
     return _validate_and_publish(settings, raw, replace)
 
 
@@ -68,15 +68,15 @@ def ingest_flow(date: str | None = None, source: str | None = None, replace: boo
 def validate_flow(date: str, replace: bool = False) -> PartitionManifest:
     """Re-validate the raw partition of ``date`` (e.g. after the dataset declaration changed)."""
     settings = get_settings()
-    raw = retrying(raw_partition_task, settings)(settings, parse_date(date))
+    raw = retrying(raw_partition_task, settings.retries.ingest)(settings, parse_date(date))
     return _validate_and_publish(settings, raw, replace)
 
 
 def _validate_and_publish(settings, raw, replace: bool) -> PartitionManifest:
     """The shared tail of both flows: validate, show the verdict, publish or quarantine."""
-    outcome = retrying(validate_task, settings)(settings, raw)
+    outcome = retrying(validate_task, settings.retries.ingest)(settings, raw)
     validation_artifact_task(outcome)
-    manifest = retrying(publish_task, settings)(settings, outcome, replace)
+    manifest = retrying(publish_task, settings.retries.ingest)(settings, outcome, replace)
     if not outcome.record.success:
         raise ValidationFailed(f"{raw.date}: batch quarantined, {outcome.summary}")
     get_run_logger().info("%s: %d rows validated -> %s", raw.date, manifest.rows, manifest.data_key)
@@ -150,7 +150,8 @@ def _ingest_dates(settings: Settings, days: list[dt.date], source: str | None, w
     from prefect.artifacts import update_progress_artifact
     from prefect.futures import as_completed
 
-    ingest_raw, validate, publish = (retrying(t, settings) for t in (ingest_raw_task, validate_task, publish_task))
+    ingest_raw, validate, publish = (retrying(t, settings.retries.ingest)
+                                     for t in (ingest_raw_task, validate_task, publish_task))
     pending = list(days)
     in_flight: dict = {}  # final future of each date -> (date, raw future, validation future)
     outcomes: list[DateOutcome] = []

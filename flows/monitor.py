@@ -24,7 +24,7 @@ from prefect.runtime import flow_run
 
 from mlcycle.tasks import monitor as mon
 from mlcycle.tasks.drift import FeatureDrift
-from mlcycle.tasks.ingest import retrying
+from mlcycle.tasks.retry import retrying
 from mlcycle.tasks.runners import dask_task_runner, settings_for_workers
 from mlcycle.tasks.settings import Settings, get_settings
 
@@ -78,13 +78,13 @@ def drift_features_flow(hours: int, end: dt.datetime | None = None,
                         start: dt.datetime | None = None) -> mon.MonitorReport:
     """evaluate-window fanned out per feature; ``monitor`` runs it with the Dask task runner."""
     settings = settings_for_workers(get_settings())
-    summary = retrying(window_summary_task, settings).submit(settings, hours, end, start).result()
+    summary = retrying(window_summary_task, settings.retries.monitoring).submit(settings, hours, end, start).result()
     features: list[FeatureDrift | None] = []
     prediction = None
     if summary.rows >= settings.drift.min_rows:
-        per_feature = retrying(feature_drift_task, settings)
+        per_feature = retrying(feature_drift_task, settings.retries.monitoring)
         futures = [per_feature.submit(settings, summary.window, f.name) for f in settings.dataset.features]
-        predicted = retrying(prediction_drift_task, settings).submit(settings, summary.window)
+        predicted = retrying(prediction_drift_task, settings.retries.monitoring).submit(settings, summary.window)
         features = [future.result() for future in futures]
         prediction = predicted.result()
     return mon.report_from_parts(summary, features, prediction, settings.drift)
@@ -214,13 +214,14 @@ def monitor_flow(hours: int | None = None, end: str | None = None,
     hours = hours or settings.monitor.window_hours
     runner = dask_task_runner(settings)  # None without dask.address: everything in this process, as always
     if runner is None:
-        report = retrying(evaluate_window_task, settings)(settings, hours, window_end, window_start)
+        report = retrying(evaluate_window_task, settings.retries.monitoring)(settings, hours, window_end, window_start)
     else:
         report = drift_features_flow.with_options(task_runner=runner)(hours, window_end, window_start)
     decision = decide_trigger_task(settings, report)
     if decision.triggered:
         decision = start_training_task(settings, decision)
-    report = retrying(report_task, settings)(settings, report.model_copy(update={"trigger": decision}))
+    report = retrying(report_task, settings.retries.monitoring)(
+        settings, report.model_copy(update={"trigger": decision}))
     get_run_logger().info("%s: %s; trigger %s (%s)", report.window_id, report.drift.summary(), decision.outcome,
                           decision.detail)
     return report

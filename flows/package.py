@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from mlcycle.tasks.ingest import retrying
+from mlcycle.tasks.retry import retrying
 from mlcycle.tasks.serving import (
     BentoRef,
     PackagedModel,
@@ -53,7 +53,7 @@ def package_flow(version: int | None = None) -> PackageOutcome:
         version: the registry version to package; defaults to the current champion.
     """
     settings = get_settings()
-    model = retrying(import_model_task, settings)(settings, version or "champion")
+    model = retrying(import_model_task, settings.retries.packaging)(settings, version or "champion")
     bento = build_bento_task(settings, model)
     check = verify_serving_task(settings, bento)
     outcome = PackageOutcome(model_name=model.name, model_version=model.version, model_sha256=model.model_sha256,

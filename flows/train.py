@@ -25,7 +25,6 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from mlcycle.tasks.evaluation import GateDecision, Metrics, gate_task
-from mlcycle.tasks.ingest import retrying
 from mlcycle.tasks.registry import (
     AliasPointer,
     ChampionChanged,
@@ -35,6 +34,7 @@ from mlcycle.tasks.registry import (
     register_task,
     render_report,
 )
+from mlcycle.tasks.retry import retrying
 from mlcycle.tasks.settings import get_settings
 from mlcycle.tasks.sources import parse_date
 from mlcycle.tasks.training import compare_task, select_window_task, train_challenger_task
@@ -99,17 +99,17 @@ def train_flow(days: int | None = None, end: str | None = None, family: str | No
         get_run_logger().info("training requested: %s", reason)
     run_id = str(flow_run.id) if flow_run.id else None
 
-    window = retrying(select_window_task, settings)(
+    window = retrying(select_window_task, settings.retries.training)(
         settings, days or settings.training.window_days, parse_date(end) if end else None)
-    candidate = retrying(train_challenger_task, settings)(settings, window, family, n_iter, seed)
-    comparison = retrying(compare_task, settings)(settings, candidate)
+    candidate = retrying(train_challenger_task, settings.retries.training)(settings, window, family, n_iter, seed)
+    comparison = retrying(compare_task, settings.retries.training)(settings, candidate)
     decision = gate_task(settings.gate, candidate, comparison)
-    version = retrying(register_task, settings)(settings, candidate, comparison, decision, run_id)
+    version = retrying(register_task, settings.retries.training)(settings, candidate, comparison, decision, run_id)
 
     pointer, note = None, ""
     if decision.promote:
         try:
-            pointer = retrying(promote_task, settings)(
+            pointer = retrying(promote_task, settings.retries.training)(
                 settings, version.name, version.version, f"gate passed in training run {run_id}",
                 decision.champion_version)
         except ChampionChanged as exc:

@@ -78,17 +78,9 @@ def fetch_batch(settings: Settings, day: dt.date, source: str | None = None, row
     if kind == "landing":
         if not settings.landing_path:
             raise SourceError("source 'landing' needs MLCYCLE_LANDING_PATH (a folder or s3://bucket/prefix)")
-        zone = landing_zone(settings.landing_path, lambda bucket: _store_for_bucket(settings, bucket))
+        zone = landing_zone(settings.landing_path, lambda bucket: MinioStore.from_settings(settings, bucket))
         return zone.fetch(day, settings.dataset)
     raise SourceError(f"unknown source {kind!r}: expected 'simulator' or 'landing'")
-
-
-def _store_for_bucket(settings: Settings, bucket: str) -> ObjectStore:
-    return MinioStore(
-        settings.s3_endpoint, settings.s3_access_key.get_secret_value(),
-        settings.s3_secret_key.get_secret_value(), bucket, secure=settings.s3_secure,
-        region=settings.s3_region, timeout_seconds=settings.s3_timeout_seconds,
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -279,23 +271,6 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 # Process-local observers of backfill progress (the CLI's progress bar); the Prefect UI gets an artifact.
 progress_listeners: list[ProgressCallback] = []
-
-
-def retry_on_transient(task_, task_run, state) -> bool:
-    """Retry a task only when it failed on a transient store fault."""
-    from mlcycle.tasks.storage import StoreUnavailable
-
-    return isinstance(state.result(raise_on_failure=False), StoreUnavailable)
-
-
-def retrying(task_obj, settings: Settings):
-    """The task with the configured retry policy (exponential backoff, transient faults only)."""
-    from prefect.tasks import exponential_backoff
-
-    retries = settings.ingest.retries
-    delays = exponential_backoff(backoff_factor=settings.ingest.retry_delay_seconds)(retries) if retries else 0
-    return task_obj.with_options(retries=retries, retry_delay_seconds=delays,
-                                 retry_condition_fn=retry_on_transient)
 
 
 @task(name="ingest-raw", cache_policy=NO_CACHE, task_run_name="ingest-raw-{day}")

@@ -38,6 +38,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from mlcycle.tasks.drift import DriftDecision, FeatureDrift, assess_drift, decide_drift, feature_drift, prediction_drift
+from mlcycle.tasks.settings import MONITOR_METRICS
 from mlcycle.tasks.storage import ObjectNotFound, ObjectStore
 
 TRIGGERS = "monitoring/triggers/"
@@ -194,8 +195,8 @@ def check_performance(rows, spec, champion_metrics: dict, config) -> Performance
     if len(np.unique(y)) < 2:
         check.detail = f"{n} labelled rows hold a single class: {metric} undefined"
         return check
-    if metric != "roc_auc":
-        raise ValueError(f"monitor.performance_metric {metric!r} is not supported (use roc_auc)")
+    if metric not in MONITOR_METRICS:  # refused at load already; a config built by hand can still carry one
+        raise ValueError(f"monitor.performance_metric {metric!r} is not supported (use one of {list(MONITOR_METRICS)})")
     check.live_value = float(roc_auc_score(y, labelled["probability"].astype(float).to_numpy()))
     if champion_value is None:
         check.detail = f"live {metric} {check.live_value:.4f}; the champion recorded no {metric}"

@@ -162,7 +162,8 @@ def test_backfill_on_dask_writes_the_same_store_as_the_local_run(env_settings, p
     from mlcycle.tasks.settings import get_settings
 
     local_cluster, client = cluster
-    env = {"simulator__rows_per_day": "300", "ingest__retry_delay_seconds": "0.2", "ingest__backfill_concurrency": "4"}
+    env = {"simulator__rows_per_day": "300", "retries__ingest__delay_seconds": "0.2",
+           "ingest__backfill_concurrency": "4"}
     env["landing_path"] = str(_landing(env_settings(**env), tmp_path / "landing"))
     env_settings(**env)
     start, end = str(DAYS[0]), str(DAYS[-1])

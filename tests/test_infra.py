@@ -3,7 +3,7 @@
 * ``infra/docker-compose.yml`` is rendered by the real compose CLI (``docker compose`` or Debian's
   docker-compose 1.29) with a sample env file: the file is valid, every service is wired to the others by
   name, a missing secret is refused naming it, and every ``MLCYCLE_*`` / ``PREFECT_*`` variable it sets is
-  one that mlcycle's settings model (tasks/settings.py) or Prefect's actually reads -- pydantic-settings
+  one that mlcycle's settings model (tasks/settings/) or Prefect's actually reads -- pydantic-settings
   and Prefect silently ignore unknown variables, so a renamed setting would otherwise go unnoticed.
 * ``infra/k8s/`` is validated with kubernetes-validate (bundled schemas, offline) in strict mode against
   Kubernetes ``K8S_VERSION``, and the serving Deployment's contract is asserted (rolling update without

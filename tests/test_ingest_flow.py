@@ -21,7 +21,7 @@ DAY = "2026-10-02"
 def flow_env(env_settings, prefect_harness):
     """get_settings() for flows: small batches, fast retries."""
     def apply(**extra):
-        return env_settings(simulator__rows_per_day="300", ingest__retry_delay_seconds="0.2", **extra)
+        return env_settings(simulator__rows_per_day="300", retries__ingest__delay_seconds="0.2", **extra)
     return apply
 
 
@@ -74,7 +74,7 @@ def test_ingest_flow_fails_naming_expectations_when_quarantined(flow_env, tmp_pa
 def test_transient_store_outage_is_retried_and_the_run_succeeds(flow_env, s3_running):
     from mlcycle.flows.ingest import ingest_flow
 
-    settings = flow_env(ingest__retries="4", **minio_env(s3_running))
+    settings = flow_env(retries__ingest__retries="4", **minio_env(s3_running))
     open_store(settings).check()  # bucket exists before the outage
     s3_running.stop()
     restart = threading.Timer(1.5, s3_running.start)
@@ -90,7 +90,7 @@ def test_transient_store_outage_is_retried_and_the_run_succeeds(flow_env, s3_run
 def test_store_that_stays_down_fails_clearly_leaving_no_partition(flow_env, s3_running):
     from mlcycle.flows.ingest import ingest_flow
 
-    settings = flow_env(ingest__retries="2", **minio_env(s3_running))
+    settings = flow_env(retries__ingest__retries="2", **minio_env(s3_running))
     store = open_store(settings)
     store.check()
     s3_running.stop()

@@ -211,3 +211,18 @@ def test_minio_stopped_server_is_unavailable_then_recovers(s3_running):
         store.get_bytes("raw/a")
     s3_running.start()
     assert store.get_bytes("raw/a") == b"before"
+
+
+def test_one_minio_set_up_serves_the_project_bucket_and_a_landing_bucket(s3_running, tmp_path):
+    """``open_store`` and a landing zone's bucket share MinioStore.from_settings: endpoint, keys, timeouts."""
+    from mlcycle.tasks.settings import load_settings
+    from mlcycle.tasks.storage import open_store
+
+    settings = load_settings(home=tmp_path / "home", store="minio", s3_endpoint=s3_running.endpoint,
+                             s3_access_key=S3_ACCESS_KEY, s3_secret_key=S3_SECRET_KEY, s3_bucket="project-bucket",
+                             s3_timeout_seconds=2.0)
+    project, landing = open_store(settings), MinioStore.from_settings(settings, "landing-bucket")
+    assert isinstance(project, MinioStore) and project.uri("a") == "s3://project-bucket/a"
+    assert landing.uri("a") == "s3://landing-bucket/a" and landing.endpoint == project.endpoint
+    landing.put_bytes("2026-10-02/loans.csv", b"x,y\n")
+    assert landing.get_bytes("2026-10-02/loans.csv") == b"x,y\n" and not project.exists("2026-10-02/loans.csv")

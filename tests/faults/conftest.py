@@ -53,7 +53,7 @@ FAST_FLOW_ENV = {
     "TRAINING__N_JOBS": "1",
     "TRAINING__WINDOW_DAYS": "8",
     "GATE__BOOTSTRAP_SAMPLES": "300",
-    "INGEST__RETRY_DELAY_SECONDS": "0.2",
+    **{f"RETRIES__{stage}__DELAY_SECONDS": "0.2" for stage in ("INGEST", "TRAINING", "PACKAGING", "MONITORING")},
 }
 
 

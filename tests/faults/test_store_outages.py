@@ -55,7 +55,7 @@ def test_ingest_rides_out_an_outage_mid_validation_and_ends_like_a_clean_run(
     from mlcycle.flows.ingest import ingest_flow
 
     server = request.getfixturevalue("s3_running") if backend == "minio" else None
-    with flow_settings(tmp_path / "home", INGEST__RETRIES="5", **_env(backend, server)) as settings:
+    with flow_settings(tmp_path / "home", RETRIES__INGEST__RETRIES="5", **_env(backend, server)) as settings:
         store = open_store(settings)
         store.check()
         outage = outages(settings)
@@ -78,7 +78,7 @@ def test_ingest_fails_clearly_when_the_store_stays_down_then_a_rerun_ends_like_a
 
     server = request.getfixturevalue("s3_running") if backend == "minio" else None
     day = dt.date.fromisoformat(DAY)
-    with flow_settings(tmp_path / "home", INGEST__RETRIES="1", **_env(backend, server)) as settings:
+    with flow_settings(tmp_path / "home", RETRIES__INGEST__RETRIES="1", **_env(backend, server)) as settings:
         store = open_store(settings)
         store.check()
         outage = outages(settings)
@@ -125,7 +125,7 @@ def test_registration_rides_out_an_outage_and_registers_exactly_one_whole_versio
     from mlcycle.tasks.registry import list_versions, load_model, read_alias
 
     server = request.getfixturevalue("s3_running") if backend == "minio" else None
-    with flow_settings(tmp_path / "home", INGEST__RETRIES="5", **_env(backend, server)) as settings:
+    with flow_settings(tmp_path / "home", RETRIES__TRAINING__RETRIES="5", **_env(backend, server)) as settings:
         seed_store(validated_template, settings)
         store = open_store(settings)
         outage = outages(settings)
@@ -151,7 +151,7 @@ def test_registration_outage_beyond_the_retries_leaves_no_half_version_and_a_rer
     from mlcycle.tasks.registry import ModelNotFound, list_versions, load_model, read_alias
 
     server = request.getfixturevalue("s3_running") if backend == "minio" else None
-    with flow_settings(tmp_path / "home", INGEST__RETRIES="1", **_env(backend, server)) as settings:
+    with flow_settings(tmp_path / "home", RETRIES__TRAINING__RETRIES="1", **_env(backend, server)) as settings:
         seed_store(validated_template, settings)
         store = open_store(settings)
         outage = outages(settings)

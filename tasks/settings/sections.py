@@ -1,151 +1,25 @@
-"""The one configuration model of mlcycle.
+"""Every stage's settings section: the thresholds and knobs of the life cycle, one class per stage.
 
-Sources, highest priority first:
-  1. keyword arguments (tests, the CLI),
-  2. environment variables ``MLCYCLE_*`` (nested sections with ``__``: ``MLCYCLE_SIMULATOR__SEED=7``),
-  3. the project config file (``mlcycle.yaml`` in the working directory, or ``MLCYCLE_CONFIG``),
-  4. the defaults declared here.
-
-The dataset declaration (``dataset:``) is the single source from which the validation suite, the model
-input schema, the serving request schema and the drift monitor are derived. Nothing else in the code
-base names a column.
-
-Settings are read once at the edge (CLI, flow entry) through :func:`get_settings` and passed down; no
-module reads the environment on its own. Secrets (S3 keys, the API token) are ``SecretStr``: they never
-appear in ``repr``, logs, manifests or artifacts.
+``Settings`` (tasks/settings/loader.py) holds one of each: ``simulator``, ``ingest``, ``validation``,
+``demo``, ``training`` (with its model families and their search spaces), ``gate``, ``rollout``,
+``serving`` (with the inference log), ``drift``, ``monitor``, ``dask`` and ``retries`` (one retry policy
+per stage that retries, read by tasks/retry.py). A default stated in a comment here is the default in
+the code; mlcycle.yaml states the project's values.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
-import os
-from functools import lru_cache
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    YamlConfigSettingsSource,
-)
+from pydantic import Field, field_validator, model_validator
 
-CONFIG_ENV = "MLCYCLE_CONFIG"
-DEFAULT_CONFIG_FILE = "mlcycle.yaml"
-# Secret files (Docker/Kubernetes convention): one file per secret, named like its variable
-# (mlcycle_api_token, mlcycle_s3_access_key, ...); read when the folder exists, below the environment.
-SECRETS_DIR_ENV = "MLCYCLE_SECRETS_DIR"
-DEFAULT_SECRETS_DIR = "/run/secrets"
+from mlcycle.tasks.settings.dataset import Section
 
 
-class ConfigError(ValueError):
-    """The configuration is inconsistent; the message names the offending key."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-# --------------------------------------------------------------------------------------------------
-# The dataset declaration
-# --------------------------------------------------------------------------------------------------
-
-
-class FeatureSpec(_Section):
-    """One model input. Numeric features carry a range, categorical ones their allowed categories."""
-
-    name: str
-    kind: Literal["numeric", "categorical"]
-    dtype: Literal["float", "int", "str"] = "float"
-    min: float | None = None
-    max: float | None = None
-    categories: list[str] | None = None
-    nullable: bool = False
-    critical: bool = False  # a drift in a critical feature alone is a dataset-level drift
-    description: str = ""
-
-    @model_validator(mode="after")
-    def _consistent(self) -> FeatureSpec:
-        if self.kind == "categorical":
-            if not self.categories:
-                raise ValueError(f"categorical feature {self.name!r} must declare its categories")
-            if len(set(self.categories)) != len(self.categories):
-                raise ValueError(f"categorical feature {self.name!r} lists a category twice")
-            if self.min is not None or self.max is not None:
-                raise ValueError(f"categorical feature {self.name!r} cannot have min/max")
-            self.dtype = "str"
-        else:
-            if self.categories:
-                raise ValueError(f"numeric feature {self.name!r} cannot have categories")
-            if self.dtype == "str":
-                raise ValueError(f"numeric feature {self.name!r} must have dtype float or int")
-            if self.min is not None and self.max is not None and self.min > self.max:
-                raise ValueError(f"feature {self.name!r}: min {self.min} is above max {self.max}")
-        return self
-
-
-class DatasetSpec(_Section):
-    """The dataset: identity, time, target and features, with the checks every batch must pass."""
-
-    name: str = "loans"
-    id_column: str = "application_id"
-    timestamp_column: str = "applied_at"
-    target: str = "defaulted"
-    positive_label: int = 1
-    features: list[FeatureSpec]
-    min_rows_per_batch: int = 1
-    max_rows_per_batch: int = 5_000_000
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> DatasetSpec:
-        names = self.columns
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"dataset {self.name!r} declares column(s) {dupes} more than once")
-        if not self.features:
-            raise ValueError(f"dataset {self.name!r} declares no features")
-        if self.min_rows_per_batch < 1 or self.max_rows_per_batch < self.min_rows_per_batch:
-            raise ValueError("dataset row bounds must satisfy 1 <= min_rows_per_batch <= max_rows_per_batch")
-        return self
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [f.name for f in self.features]
-
-    @property
-    def numeric_features(self) -> list[FeatureSpec]:
-        return [f for f in self.features if f.kind == "numeric"]
-
-    @property
-    def categorical_features(self) -> list[FeatureSpec]:
-        return [f for f in self.features if f.kind == "categorical"]
-
-    @property
-    def columns(self) -> list[str]:
-        """Every column of a batch, in canonical order."""
-        return [self.id_column, self.timestamp_column, *self.feature_names, self.target]
-
-    def feature(self, name: str) -> FeatureSpec:
-        for f in self.features:
-            if f.name == name:
-                return f
-        raise ConfigError(f"dataset {self.name!r} has no feature {name!r}; features are {self.feature_names}")
-
-    def schema_hash(self) -> str:
-        """A stable hash of the declaration: models and partitions record it as lineage."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(payload.encode()).hexdigest()
-
-
-# --------------------------------------------------------------------------------------------------
-# Sections of the life cycle
-# --------------------------------------------------------------------------------------------------
-
-
-class DriftEvent(_Section):
+class DriftEvent(Section):
     """From ``start`` on, the simulator changes the data-generating process.
 
     kinds:
@@ -170,25 +44,23 @@ class DriftEvent(_Section):
         return self
 
 
-class SimulatorSettings(_Section):
+class SimulatorSettings(Section):
     seed: int = 42
     rows_per_day: int = 2_000
     drift: list[DriftEvent] = Field(default_factory=list)
 
 
-class IngestSettings(_Section):
+class IngestSettings(Section):
     source: Literal["simulator", "landing"] = "simulator"
     backfill_concurrency: int = Field(default=4, ge=1, le=64)
-    retries: int = Field(default=3, ge=0)
-    retry_delay_seconds: float = Field(default=2.0, ge=0)
 
 
-class ValidationSettings(_Section):
+class ValidationSettings(Section):
     result_format: Literal["BOOLEAN_ONLY", "BASIC", "SUMMARY", "COMPLETE"] = "SUMMARY"
     build_data_docs: bool = True
 
 
-class DemoSettings(_Section):
+class DemoSettings(Section):
     start: dt.date = dt.date(2026, 10, 1)
     days: int = 14
 
@@ -202,7 +74,7 @@ HIGHER_IS_BETTER = ("roc_auc", "pr_auc", "f1", "recall", "precision")
 LOWER_IS_BETTER = ("log_loss", "brier")
 
 
-class ParamSpace(_Section):
+class ParamSpace(Section):
     """The search distribution of one hyper-parameter: a list of ``choices``, or a range.
 
     A range ``[low, high]`` is sampled uniformly, or log-uniformly with ``log: true``; ``integer: true``
@@ -230,7 +102,7 @@ class ParamSpace(_Section):
         return self
 
 
-class ModelFamily(_Section):
+class ModelFamily(Section):
     """A model family: which estimator, fixed parameters, and the space the search samples from."""
 
     estimator: EstimatorName
@@ -257,7 +129,7 @@ def _default_families() -> dict[str, ModelFamily]:
     }
 
 
-class TrainingSettings(_Section):
+class TrainingSettings(Section):
     """How the ``train`` flow builds a challenger (see tasks.training for the contract)."""
 
     model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
@@ -288,7 +160,7 @@ class TrainingSettings(_Section):
         return "dask" if self.dask_scheduler else self.joblib_backend
 
 
-class GateSettings(_Section):
+class GateSettings(Section):
     """When a challenger becomes ``champion`` (see tasks.evaluation.apply_gate)."""
 
     primary_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
@@ -312,7 +184,7 @@ class GateSettings(_Section):
         return self
 
 
-class RolloutSettings(_Section):
+class RolloutSettings(Section):
     """How ``rollout`` builds, starts and switches serving deployments (see tasks.rollout)."""
 
     target: Literal["process", "docker"] = "process"  # process: a local `bentoml serve`; docker: a container
@@ -335,7 +207,7 @@ class RolloutSettings(_Section):
     wheelhouse_dir: Path | None = None  # wheels the image installs offline; None: <home>/cache/wheelhouse
 
 
-class InferenceLogSettings(_Section):
+class InferenceLogSettings(Section):
     """The service's inference log (see tasks.inference_log): batched Parquet parts, off the request path."""
 
     enabled: bool = True
@@ -346,7 +218,7 @@ class InferenceLogSettings(_Section):
     spill_dir: Path | None = None  # parts kept here while the store is down; None: <home>/inference-spill
 
 
-class ServingSettings(_Section):
+class ServingSettings(Section):
     """The BentoML service, its packaging and test-serving (see bentos/service.py, tasks.serving)."""
 
     bento_name: str = Field(default="mlcycle-model", pattern=r"^[a-z0-9][a-z0-9._-]*$")
@@ -378,7 +250,7 @@ class ServingSettings(_Section):
     inference_log: InferenceLogSettings = Field(default_factory=InferenceLogSettings)
 
 
-class DriftSettings(_Section):
+class DriftSettings(Section):
     """Drift decision thresholds; the defaults and their sources are documented in tasks/drift.py."""
 
     min_rows: int = Field(default=500, ge=1)  # below this many current rows: "not enough data"
@@ -393,18 +265,24 @@ class DriftSettings(_Section):
     reference_sample_size: int = Field(default=5000, ge=100)  # per numeric feature, kept in the profile
 
 
-class MonitorSettings(_Section):
+# Metrics the monitor computes on the labelled rows of a window (``check_performance`` in tasks.monitor):
+# add one there and here together.
+MonitorMetric = Literal["roc_auc"]
+MONITOR_METRICS: tuple[str, ...] = typing.get_args(MonitorMetric)
+
+
+class MonitorSettings(Section):
     """The monitoring flow: which window it reads and the guard rails around the retraining trigger."""
 
     window_hours: int = Field(default=24, ge=1)
-    performance_metric: str = "roc_auc"
+    performance_metric: MonitorMetric = "roc_auc"  # compared with the champion's test-window value
     performance_tolerance: float = 0.05  # drop of the live metric below the champion's test metric
     min_labelled_rows: int = Field(default=200, ge=1)
     cooldown_hours: float = Field(default=24.0, ge=0)
     train_deployment: str = "train/on-demand"
 
 
-class DaskSettings(_Section):
+class DaskSettings(Section):
     """The one place to point mlcycle at a Dask cluster (see tasks/runners.py).
 
     With ``address`` set, the backfill's per-date work and the monitor's per-feature drift run as Prefect
@@ -421,171 +299,21 @@ class DaskSettings(_Section):
         return v.strip() or None if v is not None else None
 
 
-class Settings(BaseSettings):
-    """Everything mlcycle reads, typed. See the module docstring for where values come from."""
+class RetryPolicy(Section):
+    """How one stage's tasks ride out a transient object-store fault (see tasks/retry.py).
 
-    model_config = SettingsConfigDict(
-        env_prefix="MLCYCLE_",
-        env_nested_delimiter="__",
-        extra="forbid",
-        validate_default=True,
-    )
-
-    home: Path = Path(".mlcycle")
-    project_name: str = "mlcycle"
-
-    # Object store ---------------------------------------------------------------------------------
-    store: Literal["local", "minio"] = "local"
-    s3_endpoint: str = "127.0.0.1:9000"
-    s3_access_key: SecretStr = SecretStr("")
-    s3_secret_key: SecretStr = SecretStr("")
-    s3_bucket: str = "mlcycle"
-    s3_secure: bool = False
-    s3_region: str = "us-east-1"
-    s3_timeout_seconds: float = 10.0
-    landing_path: str | None = None  # a local folder, or s3://bucket/prefix
-    # Bearer token the prediction endpoints require (MLCYCLE_API_TOKEN, or a secret file); None: open
-    api_token: SecretStr | None = None
-
-    dataset: DatasetSpec
-    simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
-    ingest: IngestSettings = Field(default_factory=IngestSettings)
-    validation: ValidationSettings = Field(default_factory=ValidationSettings)
-    demo: DemoSettings = Field(default_factory=DemoSettings)
-    training: TrainingSettings = Field(default_factory=TrainingSettings)
-    gate: GateSettings = Field(default_factory=GateSettings)
-    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
-    serving: ServingSettings = Field(default_factory=ServingSettings)
-    drift: DriftSettings = Field(default_factory=DriftSettings)
-    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
-    dask: DaskSettings = Field(default_factory=DaskSettings)
-
-    @field_validator("s3_endpoint")
-    @classmethod
-    def _bare_endpoint(cls, v: str) -> str:
-        # The minio SDK wants host:port; accept a URL and say so if it has a path.
-        for scheme in ("http://", "https://"):
-            if v.startswith(scheme):
-                v = v[len(scheme):]
-        if "/" in v.rstrip("/"):
-            raise ValueError(f"MLCYCLE_S3_ENDPOINT must be host[:port] without a path, got {v!r}")
-        return v.rstrip("/")
-
-    @model_validator(mode="after")
-    def _drift_names_known_features(self) -> Settings:
-        names = set(self.dataset.feature_names)
-        for event in self.simulator.drift:
-            if event.feature not in names:
-                raise ValueError(
-                    f"simulator.drift names unknown feature {event.feature!r}; features are "
-                    f"{self.dataset.feature_names}"
-                )
-        return self
-
-    @model_validator(mode="after")
-    def _training_search_on_dask(self) -> Settings:
-        """``dask.address`` is the training search's scheduler too, unless training names its own."""
-        if self.dask.address and not self.training.dask_scheduler:
-            self.training.dask_scheduler = self.dask.address
-        return self
-
-    @model_validator(mode="after")
-    def _training_names_known(self) -> Settings:
-        """Training and gate settings may only name families and features that exist."""
-        t, names = self.training, self.dataset.feature_names
-        if t.family not in t.families:
-            raise ValueError(f"training.family {t.family!r} is not a configured family; families are "
-                             f"{sorted(t.families)}")
-        if t.features is not None:
-            unknown = [f for f in t.features if f not in names]
-            if unknown or not t.features:
-                raise ValueError(f"training.features names unknown feature(s) {unknown}; features are {names}"
-                                 if unknown else "training.features is empty; omit it to use every feature")
-        categorical = [f.name for f in self.dataset.categorical_features]
-        unknown = [f for f in self.gate.slice_features or [] if f not in categorical]
-        if unknown:
-            raise ValueError(f"gate.slice_features names {unknown}, not categorical features of the dataset; "
-                             f"categorical features are {categorical}")
-        return self
-
-    @property
-    def store_root(self) -> Path:
-        return self.home / "store"
-
-    @property
-    def run_dir(self) -> Path:
-        """Pid files and logs of what `mlcycle up` / `make demo` leave running."""
-        return self.home / "run"
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = config_path()
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        secrets = Path(os.environ.get(SECRETS_DIR_ENV) or DEFAULT_SECRETS_DIR)
-        if secrets.is_dir():  # (pydantic-settings warns on every load about a folder that is absent)
-            from pydantic_settings import SecretsSettingsSource
-
-            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets))
-        if path is not None:
-            sources.append(_NoSecretsYamlSource(settings_cls, yaml_file=path))
-        return tuple(sources)
-
-
-SECRET_FIELDS = ("api_token", "s3_access_key", "s3_secret_key")
-
-
-class _NoSecretsYamlSource(YamlConfigSettingsSource):
-    """The project config file, which must hold no secret: it is committed, and bundled into every bento.
-
-    A secret there is refused with the key named; secrets come from ``MLCYCLE_*`` variables or from files
-    in the secrets folder (``MLCYCLE_SECRETS_DIR``, default /run/secrets).
+    A task that failed with ``StoreUnavailable`` runs again up to ``retries`` times, waiting
+    ``delay_seconds``, then twice that, four times that, ...; any other failure is final at once.
     """
 
-    def __call__(self) -> dict[str, Any]:
-        data = super().__call__()
-        found = [key for key in SECRET_FIELDS if data.get(key) not in (None, "")]
-        if found:
-            raise ConfigError(f"{', '.join(found)} set in the config file {self.yaml_file_path}: secrets must not be "
-                              f"in it (it is committed and bundled into bentos); set "
-                              f"{', '.join('MLCYCLE_' + k.upper() for k in found)} in the environment or a file "
-                              f"in the secrets folder ({SECRETS_DIR_ENV})")
-        return data
+    retries: int = Field(default=3, ge=0)
+    delay_seconds: float = Field(default=2.0, ge=0)  # the first wait; each next one doubles
 
 
-def config_path() -> Path | None:
-    """The project config file: ``MLCYCLE_CONFIG`` if set (must exist), else ./mlcycle.yaml if present."""
-    explicit = os.environ.get(CONFIG_ENV)
-    if explicit:
-        p = Path(explicit)
-        if not p.is_file():
-            raise ConfigError(f"{CONFIG_ENV}={explicit!r} does not name a file")
-        return p
-    p = Path(DEFAULT_CONFIG_FILE)
-    return p if p.is_file() else None
+class RetriesSettings(Section):
+    """One retry policy per stage that retries, so one stage's settings never drive another's."""
 
-
-def load_settings(**overrides: Any) -> Settings:
-    """Build settings, turning pydantic's validation error into a ConfigError naming each bad key."""
-    from pydantic import ValidationError
-
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-        )
-        where = config_path() or "<no config file>"
-        raise ConfigError(f"invalid mlcycle configuration ({where}): {problems}") from None
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings, read once. Tests call ``get_settings.cache_clear()``."""
-    return load_settings()
+    ingest: RetryPolicy = Field(default_factory=RetryPolicy)  # flows ingest, validate, backfill
+    training: RetryPolicy = Field(default_factory=RetryPolicy)  # flow train
+    packaging: RetryPolicy = Field(default_factory=RetryPolicy)  # flow package
+    monitoring: RetryPolicy = Field(default_factory=RetryPolicy)  # flows monitor, monitor-drift-features

@@ -1,0 +1,56 @@
+"""The one configuration model of mlcycle: typed, read once at the edge, errors naming the key.
+
+``dataset.py`` holds the dataset declaration (the one place the columns are declared), ``sections.py``
+every stage's section, ``loader.py`` the :class:`Settings` model and where its values come from
+(keyword arguments > ``MLCYCLE_*`` > secret files > mlcycle.yaml > defaults).
+
+Every stage imports settings from here (``from mlcycle.tasks.settings import Settings, get_settings``):
+this face re-exports the public names of the three modules, which import one another directly.
+"""
+
+from mlcycle.tasks.settings.dataset import ConfigError, DatasetSpec, FeatureSpec, Section
+from mlcycle.tasks.settings.loader import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG_FILE,
+    DEFAULT_SECRETS_DIR,
+    SECRET_FIELDS,
+    SECRETS_DIR_ENV,
+    Settings,
+    config_path,
+    get_settings,
+    load_settings,
+)
+from mlcycle.tasks.settings.sections import (
+    HIGHER_IS_BETTER,
+    LOWER_IS_BETTER,
+    MONITOR_METRICS,
+    DaskSettings,
+    DemoSettings,
+    DriftEvent,
+    DriftSettings,
+    EstimatorName,
+    GateSettings,
+    InferenceLogSettings,
+    IngestSettings,
+    ModelFamily,
+    MonitorMetric,
+    MonitorSettings,
+    ParamSpace,
+    RetriesSettings,
+    RetryPolicy,
+    RolloutSettings,
+    ServingSettings,
+    SimulatorSettings,
+    TrainingSettings,
+    ValidationSettings,
+)
+
+__all__ = [
+    "CONFIG_ENV", "DEFAULT_CONFIG_FILE", "DEFAULT_SECRETS_DIR", "HIGHER_IS_BETTER", "LOWER_IS_BETTER",
+    "MONITOR_METRICS", "SECRET_FIELDS", "SECRETS_DIR_ENV", "ConfigError", "DaskSettings", "DatasetSpec",
+    "DemoSettings", "DriftEvent", "DriftSettings", "EstimatorName", "FeatureSpec", "GateSettings",
+    "InferenceLogSettings", "IngestSettings", "ModelFamily", "MonitorMetric", "MonitorSettings", "ParamSpace",
+    "RetriesSettings", "RetryPolicy", "RolloutSettings", "Section", "ServingSettings", "Settings",
+    "SimulatorSettings", "TrainingSettings", "ValidationSettings", "config_path", "get_settings",
+    "load_settings",
+]

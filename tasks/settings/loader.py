@@ -1,0 +1,223 @@
+"""Where mlcycle's settings come from: :class:`Settings`, its sources, and the cached :func:`get_settings`.
+
+Sources, highest priority first:
+  1. keyword arguments (tests, the CLI),
+  2. environment variables ``MLCYCLE_*`` (nested sections with ``__``: ``MLCYCLE_SIMULATOR__SEED=7``),
+  3. secret files in the secrets folder (``MLCYCLE_SECRETS_DIR``, default /run/secrets), when it exists,
+  4. the project config file (``mlcycle.yaml`` in the working directory, or ``MLCYCLE_CONFIG``),
+  5. the defaults declared in tasks/settings/sections.py and dataset.py.
+
+Settings are read once at the edge (CLI, flow entry) through :func:`get_settings` and passed down; no
+module reads the environment on its own. Secrets (S3 keys, the API token) are ``SecretStr``: they never
+appear in ``repr``, logs, manifests or artifacts, and the config file may not hold them. A bad value is a
+:class:`~mlcycle.tasks.settings.dataset.ConfigError` naming each bad key (:func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from mlcycle.tasks.settings.dataset import ConfigError, DatasetSpec
+from mlcycle.tasks.settings.sections import (
+    DaskSettings,
+    DemoSettings,
+    DriftSettings,
+    GateSettings,
+    IngestSettings,
+    MonitorSettings,
+    RetriesSettings,
+    RolloutSettings,
+    ServingSettings,
+    SimulatorSettings,
+    TrainingSettings,
+    ValidationSettings,
+)
+
+CONFIG_ENV = "MLCYCLE_CONFIG"
+DEFAULT_CONFIG_FILE = "mlcycle.yaml"
+# Secret files (Docker/Kubernetes convention): one file per secret, named like its variable
+# (mlcycle_api_token, mlcycle_s3_access_key, ...); read when the folder exists, below the environment.
+SECRETS_DIR_ENV = "MLCYCLE_SECRETS_DIR"
+DEFAULT_SECRETS_DIR = "/run/secrets"
+
+
+class Settings(BaseSettings):
+    """Everything mlcycle reads, typed. See the module docstring for where values come from."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MLCYCLE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Path(".mlcycle")
+    project_name: str = "mlcycle"
+
+    # Object store ---------------------------------------------------------------------------------
+    store: Literal["local", "minio"] = "local"
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: SecretStr = SecretStr("")
+    s3_secret_key: SecretStr = SecretStr("")
+    s3_bucket: str = "mlcycle"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    s3_timeout_seconds: float = 10.0
+    landing_path: str | None = None  # a local folder, or s3://bucket/prefix
+    # Bearer token the prediction endpoints require (MLCYCLE_API_TOKEN, or a secret file); None: open
+    api_token: SecretStr | None = None
+
+    dataset: DatasetSpec
+    simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    demo: DemoSettings = Field(default_factory=DemoSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    dask: DaskSettings = Field(default_factory=DaskSettings)
+    retries: RetriesSettings = Field(default_factory=RetriesSettings)
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _bare_endpoint(cls, v: str) -> str:
+        # The minio SDK wants host:port; accept a URL and say so if it has a path.
+        for scheme in ("http://", "https://"):
+            if v.startswith(scheme):
+                v = v[len(scheme):]
+        if "/" in v.rstrip("/"):
+            raise ValueError(f"MLCYCLE_S3_ENDPOINT must be host[:port] without a path, got {v!r}")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _drift_names_known_features(self) -> Settings:
+        names = set(self.dataset.feature_names)
+        for event in self.simulator.drift:
+            if event.feature not in names:
+                raise ValueError(
+                    f"simulator.drift names unknown feature {event.feature!r}; features are "
+                    f"{self.dataset.feature_names}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _training_search_on_dask(self) -> Settings:
+        """``dask.address`` is the training search's scheduler too, unless training names its own."""
+        if self.dask.address and not self.training.dask_scheduler:
+            self.training.dask_scheduler = self.dask.address
+        return self
+
+    @model_validator(mode="after")
+    def _training_names_known(self) -> Settings:
+        """Training and gate settings may only name families and features that exist."""
+        t, names = self.training, self.dataset.feature_names
+        if t.family not in t.families:
+            raise ValueError(f"training.family {t.family!r} is not a configured family; families are "
+                             f"{sorted(t.families)}")
+        if t.features is not None:
+            unknown = [f for f in t.features if f not in names]
+            if unknown or not t.features:
+                raise ValueError(f"training.features names unknown feature(s) {unknown}; features are {names}"
+                                 if unknown else "training.features is empty; omit it to use every feature")
+        categorical = [f.name for f in self.dataset.categorical_features]
+        unknown = [f for f in self.gate.slice_features or [] if f not in categorical]
+        if unknown:
+            raise ValueError(f"gate.slice_features names {unknown}, not categorical features of the dataset; "
+                             f"categorical features are {categorical}")
+        return self
+
+    @property
+    def store_root(self) -> Path:
+        return self.home / "store"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files and logs of what `mlcycle up` / `make demo` leave running."""
+        return self.home / "run"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = config_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        secrets = Path(os.environ.get(SECRETS_DIR_ENV) or DEFAULT_SECRETS_DIR)
+        if secrets.is_dir():  # (pydantic-settings warns on every load about a folder that is absent)
+            from pydantic_settings import SecretsSettingsSource
+
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets))
+        if path is not None:
+            sources.append(_NoSecretsYamlSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+
+SECRET_FIELDS = ("api_token", "s3_access_key", "s3_secret_key")
+
+
+class _NoSecretsYamlSource(YamlConfigSettingsSource):
+    """The project config file, which must hold no secret: it is committed, and bundled into every bento.
+
+    A secret there is refused with the key named; secrets come from ``MLCYCLE_*`` variables or from files
+    in the secrets folder (``MLCYCLE_SECRETS_DIR``, default /run/secrets).
+    """
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        found = [key for key in SECRET_FIELDS if data.get(key) not in (None, "")]
+        if found:
+            raise ConfigError(f"{', '.join(found)} set in the config file {self.yaml_file_path}: secrets must not be "
+                              f"in it (it is committed and bundled into bentos); set "
+                              f"{', '.join('MLCYCLE_' + k.upper() for k in found)} in the environment or a file "
+                              f"in the secrets folder ({SECRETS_DIR_ENV})")
+        return data
+
+
+def config_path() -> Path | None:
+    """The project config file: ``MLCYCLE_CONFIG`` if set (must exist), else ./mlcycle.yaml if present."""
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        p = Path(explicit)
+        if not p.is_file():
+            raise ConfigError(f"{CONFIG_ENV}={explicit!r} does not name a file")
+        return p
+    p = Path(DEFAULT_CONFIG_FILE)
+    return p if p.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning pydantic's validation error into a ConfigError naming each bad key."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        where = config_path() or "<no config file>"
+        raise ConfigError(f"invalid mlcycle configuration ({where}): {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once. Tests call ``get_settings.cache_clear()``."""
+    return load_settings()

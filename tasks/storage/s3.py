@@ -1,0 +1,228 @@
+"""The S3 backend through the ``minio`` SDK: MinIO in production, moto's S3 server in tests.
+
+The MinIO client is set up here and nowhere else: :meth:`MinioStore.from_settings` builds a store on the
+configured endpoint with its credentials, for the project bucket (``open_store``) or another one (a
+landing zone at ``s3://bucket/prefix``). S3 error codes become the errors of tasks/storage/base.py.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlcycle.tasks.storage.base import (
+    ObjectInfo,
+    ObjectNotFound,
+    StoreAuthError,
+    StoreError,
+    StoreUnavailable,
+    check_key,
+    check_object_key,
+    sha256_bytes,
+    sha256_file,
+)
+
+if TYPE_CHECKING:
+    from mlcycle.tasks.settings import Settings
+
+_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
+               "ExpiredToken", "AuthorizationHeaderMalformed"}
+_TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
+                    "XMinioServerNotInitialized"}
+
+
+class MinioStore:
+    """Objects in an S3 bucket through the ``minio`` SDK; the bucket is created on first use."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        *,
+        secure: bool = False,
+        region: str = "us-east-1",
+        timeout_seconds: float = 10.0,
+        prefix: str = "",
+    ) -> None:
+        import urllib3
+        from minio import Minio
+
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.scheme = "https" if secure else "http"
+        self.description = f"S3 bucket {bucket!r} at {self.scheme}://{endpoint}"
+        # Fail fast: two quick urllib3 retries on connection errors and 5xx (as the AWS SDKs do);
+        # the real retry policy, with backoff, is each stage's (tasks/retry.py).
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=min(timeout_seconds, 5.0), read=timeout_seconds),
+            maxsize=16,
+            retries=urllib3.Retry(total=2, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504],
+                                  raise_on_status=False),
+        )
+        self._client = Minio(
+            endpoint, access_key=access_key or None, secret_key=secret_key or None,
+            secure=secure, region=region, http_client=http,
+        )
+        self._bucket_ready = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bucket: str | None = None) -> MinioStore:
+        """The store on ``bucket`` (default: ``settings.s3_bucket``) at the configured endpoint."""
+        return cls(
+            settings.s3_endpoint,
+            settings.s3_access_key.get_secret_value(),
+            settings.s3_secret_key.get_secret_value(),
+            bucket or settings.s3_bucket,
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+            timeout_seconds=settings.s3_timeout_seconds,
+        )
+
+    def _k(self, key: str) -> str:
+        return self.prefix + check_object_key(key)
+
+    @contextmanager
+    def _errors(self, key: str, action: str) -> Iterator[None]:
+        import urllib3.exceptions
+        from minio.error import InvalidResponseError, S3Error, ServerError
+
+        where = f"{self.description}: cannot {action} {key!r}"
+        try:
+            yield
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
+                raise ObjectNotFound(f"{self.uri(key)} does not exist ({action})") from None
+            if exc.code in _AUTH_CODES:
+                raise StoreAuthError(
+                    f"{where}: credentials rejected ({exc.code}); check MLCYCLE_S3_ACCESS_KEY and "
+                    "MLCYCLE_S3_SECRET_KEY"
+                ) from None
+            if exc.code == "NoSuchBucket":  # nothing was ever written there
+                raise ObjectNotFound(f"{self.uri(key)} does not exist: bucket {self.bucket!r} does not exist "
+                                     f"({action})") from None
+            if exc.code in _TRANSIENT_CODES:
+                raise StoreUnavailable(f"{where}: {exc.code} {exc.message}") from None
+            raise StoreError(f"{where}: {exc.code} {exc.message}") from None
+        except ServerError as exc:
+            raise StoreUnavailable(f"{where}: server error HTTP {exc.status_code}") from None
+        except InvalidResponseError as exc:
+            if getattr(exc, "_code", 0) >= 500:
+                raise StoreUnavailable(f"{where}: server error HTTP {exc._code}") from None
+            raise StoreError(
+                f"{where}: the endpoint did not answer like S3 (is MLCYCLE_S3_ENDPOINT right?): "
+                f"{str(exc)[:200]}"
+            ) from None
+        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise StoreUnavailable(f"{where}: endpoint unreachable: {str(reason)[:200]}") from None
+
+    def _ensure_bucket(self) -> None:
+        if self._bucket_ready:
+            return
+        with self._errors("", "create bucket"):
+            if not self._client.bucket_exists(self.bucket):
+                from minio.error import S3Error
+
+                try:
+                    self._client.make_bucket(self.bucket)
+                except S3Error as exc:  # another writer created it first
+                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+        self._bucket_ready = True
+
+    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        k = self._k(key)
+        self._ensure_bucket()
+        digest = sha256_bytes(data)
+        with self._errors(key, "write"):
+            self._client.put_object(self.bucket, k, io.BytesIO(data), len(data),
+                                    metadata={"sha256": digest})
+        return ObjectInfo(key, len(data), digest)
+
+    def put_file(self, key: str, path: Path) -> ObjectInfo:
+        k = self._k(key)
+        self._ensure_bucket()
+        digest = sha256_file(path)
+        size = Path(path).stat().st_size
+        with self._errors(key, "write"):
+            self._client.fput_object(self.bucket, k, str(path), metadata={"sha256": digest})
+        return ObjectInfo(key, size, digest)
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        from minio.error import S3Error
+
+        k = self._k(key)
+        self._ensure_bucket()
+        with self._errors(key, "create"):
+            try:
+                # The public put_object() turns unknown headers into x-amz-meta-*; the conditional
+                # write needs the raw header, so call the SDK's PutObject primitive (minio 7.2.x).
+                self._client._put_object(
+                    self.bucket, k, data,
+                    headers={"If-None-Match": "*", "Content-Type": "application/octet-stream"},
+                )
+                return True
+            except S3Error as exc:
+                if exc.code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    return False
+                raise
+
+    def get_bytes(self, key: str) -> bytes:
+        k = self._k(key)
+        with self._errors(key, "read"):
+            response = self._client.get_object(self.bucket, k)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+    def download(self, key: str, dest: Path) -> None:
+        k = self._k(key)
+        with self._errors(key, "read"):
+            self._client.fget_object(self.bucket, k, str(dest))
+
+    def exists(self, key: str) -> bool:
+        from minio.error import S3Error
+
+        k = self._k(key)
+        with self._errors(key, "stat"):
+            try:
+                self._client.stat_object(self.bucket, k)
+                return True
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"):
+                    return False
+                raise
+
+    def list(self, prefix: str = "") -> list[str]:
+        if prefix:
+            check_key(prefix)
+        with self._errors(prefix, "list"):
+            if not self._client.bucket_exists(self.bucket):
+                return []
+            names = [
+                o.object_name
+                for o in self._client.list_objects(self.bucket, prefix=self.prefix + prefix, recursive=True)
+            ]
+        return sorted(n[len(self.prefix):] for n in names if n and not n.endswith("/"))
+
+    def delete(self, key: str) -> None:
+        k = self._k(key)
+        with self._errors(key, "delete"):
+            self._client.remove_object(self.bucket, k)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
+    def http_url(self, key: str) -> str:
+        return f"{self.scheme}://{self.endpoint}/{self.bucket}/{self.prefix}{key}"
+
+    def check(self) -> None:
+        self._ensure_bucket()
