@@ -109,9 +109,12 @@ def test_after_the_drift_date_exactly_one_training_starts_and_the_cooldown_holds
     assert "debt_ratio" in html_report and "data:image/png;base64," in html_report
 
 
-def test_concurrent_monitors_over_one_window_trigger_at_most_once(world):
-    """Race the plain trigger claim from several threads on a fresh window past the cooldown."""
-    settings, store, _ = world
+def test_concurrent_monitors_over_one_window_trigger_at_most_once(store):
+    """Race the plain trigger claim from several threads on a fresh ledger (its own store, each backend).
+
+    Its own ledger, not the world's: the tests above trigger at the wall clock's time, and a fixed ``now``
+    measured against that would fall into their cooldown once the calendar passes it.
+    """
     window = MonitorWindow(model="race", champion_version=1, start=dt.datetime(2027, 1, 1, tzinfo=dt.UTC),
                            end=dt.datetime(2027, 1, 2, tzinfo=dt.UTC))
     report = MonitorReport(window_id=window.window_id, window=window, rows=1000,
