@@ -3,8 +3,9 @@
 The HTML report goes to ``reports/monitoring/<window_id>/report.html``: a self-contained page (the
 Jinja2 template ``templates/report.html.j2``, autoescaped) with the table and reference-vs-current
 plots of the drifted features, drawn with matplotlib's object API (a ``Figure`` on the Agg canvas: no
-pyplot, so no global figure registry to leak into and no process-wide backend switch). The decision itself goes to ``monitoring/decisions/``
-(``tasks/monitor/trigger.py``); the markdown and the table are Prefect artifacts.
+pyplot, so no global figure registry to leak into and no process-wide backend switch). The decision
+itself goes to ``monitoring/decisions/`` (``tasks/monitor/trigger.py``); the markdown and the table
+are Prefect artifacts.
 """
 
 from __future__ import annotations
