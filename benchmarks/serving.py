@@ -327,7 +327,7 @@ def main() -> None:
         if plain is not None and plain.poll() is None:
             plain.terminate()
             plain.wait(15)
-    from mlcycle.tasks.inference_log import read_inference_log
+    from mlcycle.tasks.inference_reader import read_inference_log
 
     logged = len(read_inference_log(store))
     a, b = results["(a) mlcycle service /predict, 1 row"], results["(b) plain Starlette app /predict, 1 row"]

@@ -251,7 +251,7 @@ def main() -> int:  # noqa: PLR0915 - one linear story, top to bottom
         parser.error("--load must be in (0, 1] and --minutes > 0")
 
     from mlcycle.tasks.endpoint import endpoint_url
-    from mlcycle.tasks.inference_log import read_inference_log
+    from mlcycle.tasks.inference_reader import read_inference_log
     from mlcycle.tasks.rollout import rollout, teardown
     from mlcycle.tasks.storage import LocalStore
     from tests.conftest import free_port

@@ -234,7 +234,7 @@ def down(as_json: bool = JSON_OPT) -> None:
 def status(as_json: bool = JSON_OPT) -> None:
     """What runs in the local stack, the champion, the live deployment and the last monitor decision."""
     from mlcycle.tasks import stack
-    from mlcycle.tasks.monitor import last_decision
+    from mlcycle.tasks.monitor.trigger import last_decision
     from mlcycle.tasks.partitions import list_partitions
     from mlcycle.tasks.registry import read_alias
     from mlcycle.tasks.rollout import read_current

@@ -168,7 +168,7 @@ def labels(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Import outcomes of earlier predictions into labels/ (joined to the inference log by request id)."""
-    from mlcycle.tasks.inference_log import inference_dates
+    from mlcycle.tasks.inference_reader import inference_dates
     from mlcycle.tasks.labels import LabelsError, import_labels_file, simulator_labels, write_labels
     from mlcycle.tasks.sources import parse_date
     from mlcycle.tasks.storage import open_store

@@ -37,54 +37,13 @@ of rows costs a few column buffers, not a copy of the frame.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
 
-# Smoothing for PSI/JS on empty bins: a bin with zero rows counts as this share instead of 0.
+from mlcycle.tasks.records.monitoring import DriftDecision, FeatureDrift
+
+# Smoothing for PSI on empty bins: a bin with zero rows counts as this share instead of 0.
 _EPS = 1e-4
-
-
-class FeatureDrift(BaseModel):
-    feature: str
-    kind: Literal["numeric", "categorical", "prediction"]
-    critical: bool = False
-    n_reference: int
-    n_current: int
-    test: str  # "ks" | "chi2"
-    statistic: float | None = None
-    p_value: float | None = None
-    p_adjusted: float | None = None
-    psi: float | None = None
-    wasserstein_norm: float | None = None
-    js_distance: float | None = None
-    unseen_share: float | None = None
-    null_rate_reference: float = 0.0
-    null_rate_current: float = 0.0
-    null_p_value: float | None = None
-    null_p_adjusted: float | None = None
-    drifted: bool = False
-    reasons: list[str] = Field(default_factory=list)
-
-
-class DriftDecision(BaseModel):
-    enough_data: bool
-    rows: int
-    min_rows: int
-    features: list[FeatureDrift] = Field(default_factory=list)
-    prediction: FeatureDrift | None = None
-    drifted_features: list[str] = Field(default_factory=list)
-    drifted_share: float = 0.0
-    dataset_drift: bool = False
-    reasons: list[str] = Field(default_factory=list)
-
-    def summary(self) -> str:
-        if not self.enough_data:
-            return f"not enough data: {self.rows} rows in the window, at least {self.min_rows} needed"
-        if not self.dataset_drift:
-            return f"no dataset drift ({len(self.drifted_features)} of {len(self.features)} features drifted)"
-        return "dataset drift: " + "; ".join(self.reasons)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,19 +62,13 @@ def psi(reference_counts, current_counts) -> float:
     return float(np.sum((c - r) * np.log(c / r)))
 
 
-def ks_2samp(reference, current) -> tuple[float, float]:
-    """Two-sided two-sample KS statistic and asymptotic p-value.
-
-    Equal to ``scipy.stats.ks_2samp(reference, current, method="asymp")``.
-    """
-    return ks_sorted(_sorted_present(reference), _sorted_present(current))
-
-
 def ks_sorted(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """KS on two sorted, NaN-free samples, ``a`` the small one (the reference sample).
 
-    Between consecutive points of ``a`` its CDF is constant while ``b``'s only grows, so the largest gap
-    is at a point of ``a`` or just before it: 2 x len(a) look-ups in ``b`` instead of a pass over both.
+    Equal to ``scipy.stats.ks_2samp(a, b, method="asymp")``, without its sort of the current window
+    (already sorted once for PSI, KS and W1 together). Between consecutive points of ``a`` its CDF is
+    constant while ``b``'s only grows, so the largest gap is at a point of ``a`` or just before it:
+    2 x len(a) look-ups in ``b`` instead of a pass over both.
     """
     from scipy.stats import kstwo
 
@@ -128,12 +81,6 @@ def ks_sorted(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     en = n1 * n2 / (n1 + n2)
     p = float(kstwo.sf(d, np.round(en)))
     return d, min(max(p, 0.0), 1.0)
-
-
-def wasserstein_normalized(reference, current, reference_std: float | None) -> float:
-    """Wasserstein-1 distance between the two samples divided by the reference standard deviation."""
-    a, b = _sorted_present(reference), _sorted_present(current)
-    return wasserstein_sorted(a, b) / _scale(a, reference_std)
 
 
 def wasserstein_sorted(a: np.ndarray, b: np.ndarray) -> float:
@@ -157,11 +104,6 @@ def _scale(a: np.ndarray, reference_std: float | None) -> float:
     return float(np.std(a)) or 1.0
 
 
-def _sorted_present(values) -> np.ndarray:
-    x = np.asarray(values, dtype=float)
-    return np.sort(x[~np.isnan(x)])
-
-
 def bin_counts_sorted(sorted_values: np.ndarray, edges: list[float]) -> list[int]:
     """Counts in the profile's bins (left-closed, out-of-range to the end bins) of an already sorted column."""
     if len(edges) < 2:
@@ -171,18 +113,23 @@ def bin_counts_sorted(sorted_values: np.ndarray, edges: list[float]) -> list[int
 
 
 def js_distance(p: dict[str, float], q: dict[str, float]) -> float:
-    """Jensen-Shannon distance (base 2, in [0, 1]) between two category distributions."""
+    """Jensen-Shannon distance (base 2, in [0, 1]) between two category distributions.
+
+    ``scipy.spatial.distance.jensenshannon`` on the union of the categories (a category missing on one
+    side has share 0 there). Two cases where scipy answers ``nan`` are distance 0 here: a side with no
+    mass at all (scipy divides 0 by 0), and two distributions equal up to rounding (the sum of relative
+    entropies comes out a hair below zero and its square root is ``nan``).
+    """
+    from scipy.spatial.distance import jensenshannon
+
     keys = sorted(set(p) | set(q))
     a = np.array([p.get(k, 0.0) for k in keys], dtype=float)
     b = np.array([q.get(k, 0.0) for k in keys], dtype=float)
     if a.sum() == 0 or b.sum() == 0:
         return 0.0
-    a, b = a / a.sum(), b / b.sum()
-    m = (a + b) / 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kl_a = np.nansum(np.where(a > 0, a * np.log2(a / m), 0.0))
-        kl_b = np.nansum(np.where(b > 0, b * np.log2(b / m), 0.0))
-    return float(math.sqrt(max((kl_a + kl_b) / 2, 0.0)))
+    with np.errstate(invalid="ignore"):
+        distance = float(jensenshannon(a, b, base=2))
+    return 0.0 if math.isnan(distance) else distance
 
 
 def chi2_homogeneity(reference_counts: dict[str, float], current_counts: dict[str, float]) -> tuple[float, float]:
@@ -214,17 +161,17 @@ def two_proportion_p(x1: float, n1: int, x2: float, n2: int) -> float:
 
 
 def benjamini_hochberg(p_values: list[float]) -> list[float]:
-    """BH-adjusted p-values (step-up, monotone, capped at 1), in the input order."""
-    p = np.asarray(p_values, dtype=float)
-    n = len(p)
-    if n == 0:
+    """BH-adjusted p-values (step-up, monotone, capped at 1), in the input order.
+
+    ``scipy.stats.false_discovery_control(method="bh")`` (Benjamini & Hochberg 1995): the expected
+    share of false alarms among the window's significant tests stays at most ``alpha``. A p-value
+    outside [0, 1] (or ``nan``) is refused with a ValueError instead of spreading ``nan``.
+    """
+    from scipy.stats import false_discovery_control
+
+    if not p_values:
         return []
-    order = np.argsort(p)
-    ranked = p[order] * n / np.arange(1, n + 1)
-    adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(n)
-    out[order] = np.minimum(adjusted, 1.0)
-    return [float(x) for x in out]
+    return [float(x) for x in false_discovery_control(p_values, method="bh")]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The inference log: every prediction the service makes, as Parquet parts in the object store.
+"""The inference log's writer: every prediction the service makes, as Parquet parts in the object store.
 
 Layout::
 
@@ -8,7 +8,9 @@ Layout::
 One row per predicted record: ``request_id``, ``row`` (position in the request), ``ts`` (UTC),
 ``endpoint``, ``model``, ``model_version``, the dataset's id column (when the client sent it), every
 feature the model read, ``probability`` and ``label``. Nothing else: no headers, no settings, no
-secrets. Labels join on (``request_id``, ``row``), or on the id column (:func:`join_labels`).
+secrets. Labels join on (``request_id``, ``row``), or on the id column. The part-key layout is written
+here (:func:`part_key`, also used for labels parts); the reading side, which only the monitor and the
+CLI need, is ``tasks/inference_reader.py``: the bento ships this module, not that one.
 
 The writer (:class:`InferenceLogWriter`) keeps logging off the request path:
 
@@ -36,7 +38,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from mlcycle.tasks.schema import InferenceLogStatus
-from mlcycle.tasks.settings import DatasetSpec, FeatureSpec
+from mlcycle.tasks.settings import FeatureSpec
 from mlcycle.tasks.storage import ObjectStore, StoreError, UnsafeKey, check_key
 
 INFERENCE_PREFIX = "inference"
@@ -359,69 +361,3 @@ def _parquet_rows(data: bytes) -> int:
     import pyarrow.parquet as pq
 
     return pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
-
-
-# --------------------------------------------------------------------------------------------------
-# reading (the monitoring flow's input)
-# --------------------------------------------------------------------------------------------------
-
-
-def list_parts(store: ObjectStore, prefix: str, dates: Iterable[dt.date] | None = None) -> list[str]:
-    """Keys of the Parquet parts under ``prefix/`` for ``dates`` (all dates when None), in time order."""
-    if dates is None:
-        keys = store.list(f"{prefix}/")
-    else:
-        keys = [k for day in sorted(set(dates)) for k in store.list(f"{prefix}/date={day.isoformat()}/")]
-    return [k for k in keys if k.rsplit("/", 1)[-1].startswith("part-") and k.endswith(".parquet")]
-
-
-def read_parts(store: ObjectStore, keys: list[str]):
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tables = [pq.read_table(io.BytesIO(store.get_bytes(k))) for k in keys]
-    if not tables:
-        return pd.DataFrame()
-    return pa.concat_tables(tables, promote_options="default").to_pandas()
-
-
-def read_inference_log(store: ObjectStore, dates: Iterable[dt.date] | None = None):
-    """Every logged prediction of ``dates`` (every date when None) as one DataFrame, in write order."""
-    return read_parts(store, list_parts(store, INFERENCE_PREFIX, dates))
-
-
-def inference_dates(store: ObjectStore) -> list[dt.date]:
-    """Dates that have at least one inference log part."""
-    days = set()
-    for key in list_parts(store, INFERENCE_PREFIX):
-        segment = key.split("/")[1]
-        if segment.startswith("date="):
-            days.add(dt.date.fromisoformat(segment[5:]))
-    return sorted(days)
-
-
-def join_labels(inference, labels, spec: DatasetSpec):
-    """Predictions with the label that arrived later (``spec.target``, null when none arrived yet).
-
-    Labels carrying ``request_id`` and ``row`` join on those; labels carrying only the dataset's id
-    column fill the remaining predictions by that id. When a prediction got several labels, the latest
-    (``labeled_at``) wins.
-    """
-    import pandas as pd
-
-    target = spec.target
-    out = inference.copy()
-    out[target] = pd.array([pd.NA] * len(out), dtype="Int64")
-    if labels is None or len(labels) == 0 or target not in labels.columns:
-        return out
-    latest = labels.sort_values("labeled_at", kind="mergesort") if "labeled_at" in labels.columns else labels
-    for keys in (["request_id", "row"], [spec.id_column]):
-        if not set(keys) <= set(latest.columns) or not set(keys) <= set(out.columns):
-            continue
-        known = latest.dropna(subset=keys).drop_duplicates(subset=keys, keep="last")[[*keys, target]]
-        if known.empty:
-            continue
-        found = out[keys].merge(known, on=keys, how="left", validate="many_to_one")[target]
-        out[target] = out[target].fillna(pd.Series(pd.array(found, dtype="Int64"), index=out.index))
-    return out

@@ -3,7 +3,7 @@
 A labels part holds the outcome (``dataset.target``) of predictions already made, keyed by
 ``request_id`` and ``row`` (what every /predict and /predict_batch answer and the inference log
 carry), or by the dataset's id column when the client sent one. ``labeled_at`` records when the
-outcome became known; the part's date is the day it was imported. :func:`tasks.inference_log.join_labels`
+outcome became known; the part's date is the day it was imported. :func:`tasks.inference_reader.join_labels`
 joins them to the inference log.
 
 Two writers:
@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from mlcycle.tasks.inference_log import LABELS_PREFIX, list_parts, part_key, read_inference_log, read_parts, table_bytes
+from mlcycle.tasks.inference_log import LABELS_PREFIX, part_key, table_bytes
+from mlcycle.tasks.inference_reader import list_parts, read_inference_log, read_parts
 from mlcycle.tasks.settings import DatasetSpec, Settings
 from mlcycle.tasks.storage import ObjectStore
 

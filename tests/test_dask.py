@@ -258,7 +258,14 @@ def _monitor(end_day: dt.date, address: str | None, monkeypatch):
 
 def test_per_feature_pieces_give_exactly_the_in_process_evaluation(monitored):
     """The fan-out's plain functions, without Prefect or Dask: column by column equals the whole frame."""
-    from mlcycle.tasks import monitor as mon
+    from mlcycle.tasks.monitor.window import (
+        evaluate,
+        report_from_parts,
+        summarize_window,
+        window_feature_drift,
+        window_for,
+        window_prediction_drift,
+    )
     from mlcycle.tasks.registry import load_metadata, load_profile
     from mlcycle.tasks.settings import ConfigError
     from mlcycle.tasks.training import model_name
@@ -266,17 +273,17 @@ def test_per_feature_pieces_give_exactly_the_in_process_evaluation(monitored):
     settings, store = monitored, open_store(monitored)
     champion = load_metadata(store, model_name(settings), "champion")
     end = dt.datetime.combine(DRIFT_DATE + dt.timedelta(days=2), dt.time(), tzinfo=dt.UTC)
-    window = mon.window_for(champion.name, champion.version, 24, end)
-    whole = mon.evaluate(store, window, load_profile(store, champion.name, "champion"), champion.metrics.model_dump(),
-                         settings.dataset, settings.drift, settings.monitor)
-    summary = mon.summarize_window(store, window, champion.metrics.model_dump(), settings.dataset, settings.monitor)
-    pieces = mon.report_from_parts(
-        summary, [mon.window_feature_drift(store, window, settings.dataset, f.name) for f in settings.dataset.features],
-        mon.window_prediction_drift(store, window), settings.drift)
+    window = window_for(champion.name, champion.version, 24, end)
+    whole = evaluate(store, window, load_profile(store, champion.name, "champion"), champion.metrics.model_dump(),
+                     settings.dataset, settings.drift, settings.monitor)
+    summary = summarize_window(store, window, champion.metrics.model_dump(), settings.dataset, settings.monitor)
+    pieces = report_from_parts(
+        summary, [window_feature_drift(store, window, settings.dataset, f.name) for f in settings.dataset.features],
+        window_prediction_drift(store, window), settings.drift)
     assert whole.drift.dataset_drift
     assert pieces.model_dump() == whole.model_dump()
     with pytest.raises(ConfigError, match="has no feature .salary."):
-        mon.window_feature_drift(store, window, settings.dataset, "salary")
+        window_feature_drift(store, window, settings.dataset, "salary")
 
 
 def test_monitor_drift_per_feature_on_dask_equals_the_local_run(monitored, cluster, monkeypatch):

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlcycle.tasks.inference_log import InferenceLogWriter, inference_dates, join_labels, read_inference_log
+from mlcycle.tasks.inference_log import InferenceLogWriter
+from mlcycle.tasks.inference_reader import inference_dates, join_labels, read_inference_log
 from mlcycle.tasks.labels import LabelsError, normalize_labels, read_labels, write_labels
 from mlcycle.tasks.storage import LocalStore, StoreUnavailable
 from tests.conftest import make_settings

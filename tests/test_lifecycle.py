@@ -238,7 +238,7 @@ def stack(tmp_path_factory):
 
 
 def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
-    from mlcycle.tasks.inference_log import read_inference_log
+    from mlcycle.tasks.inference_reader import read_inference_log
     from mlcycle.tasks.registry import load_metadata
     from mlcycle.tasks.traffic import send_http
 

@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from mlcycle.tasks import monitor as mon
+from mlcycle.tasks.monitor.trigger import claim_trigger
+from mlcycle.tasks.records.monitoring import DriftDecision, MonitorReport, MonitorWindow
 from mlcycle.tasks.storage import open_store
 from tests.conftest import settings_env
 
@@ -108,23 +109,24 @@ def test_after_the_drift_date_exactly_one_training_starts_and_the_cooldown_holds
     assert "debt_ratio" in html_report and "data:image/png;base64," in html_report
 
 
-def test_concurrent_monitors_over_one_window_trigger_at_most_once(world):
-    """Race the plain trigger claim from several threads on a fresh window past the cooldown."""
-    settings, store, _ = world
-    window = mon.MonitorWindow(model="race", champion_version=1, start=dt.datetime(2027, 1, 1, tzinfo=dt.UTC),
-                               end=dt.datetime(2027, 1, 2, tzinfo=dt.UTC))
-    from mlcycle.tasks.drift import DriftDecision
+def test_concurrent_monitors_over_one_window_trigger_at_most_once(store):
+    """Race the plain trigger claim from several threads on a fresh ledger (its own store, each backend).
 
-    report = mon.MonitorReport(window_id=window.window_id, window=window, rows=1000,
-                               drift=DriftDecision(enough_data=True, rows=1000, min_rows=500, dataset_drift=True,
-                                                   reasons=["test"]), performance=None, reasons=["test"])
+    Its own ledger, not the world's: the tests above trigger at the wall clock's time, and a fixed ``now``
+    measured against that would fall into their cooldown once the calendar passes it.
+    """
+    window = MonitorWindow(model="race", champion_version=1, start=dt.datetime(2027, 1, 1, tzinfo=dt.UTC),
+                           end=dt.datetime(2027, 1, 2, tzinfo=dt.UTC))
+    report = MonitorReport(window_id=window.window_id, window=window, rows=1000,
+                           drift=DriftDecision(enough_data=True, rows=1000, min_rows=500, dataset_drift=True,
+                                               reasons=["test"]), performance=None, reasons=["test"])
     now = dt.datetime(2027, 1, 3, tzinfo=dt.UTC)
     outcomes: list[str] = []
     barrier = threading.Barrier(6)
 
     def claim() -> None:
         barrier.wait()
-        outcomes.append(mon.claim_trigger(store, report, now, cooldown_hours=24).outcome)
+        outcomes.append(claim_trigger(store, report, now, cooldown_hours=24).outcome)
 
     threads = [threading.Thread(target=claim) for _ in range(6)]
     for t in threads:

@@ -224,7 +224,7 @@ def test_package_flow_test_serves_the_champion_and_the_demo_leaves_it_serving(ch
 
     from mlcycle.flows.serve_cli import package_and_serve
     from mlcycle.tasks import stack
-    from mlcycle.tasks.inference_log import read_inference_log
+    from mlcycle.tasks.inference_reader import read_inference_log
 
     settings = champion.settings
     try:

@@ -263,7 +263,8 @@ def test_an_oddly_named_file_in_the_spill_folder_never_blocks_the_spilled_parts(
     """A file the writer did not spill (an unsafe key) is skipped with a warning; real parts go up."""
     import datetime as dt
 
-    from mlcycle.tasks.inference_log import INFERENCE_PREFIX, InferenceLogWriter, part_key, read_inference_log, table_bytes
+    from mlcycle.tasks.inference_log import INFERENCE_PREFIX, InferenceLogWriter, part_key, table_bytes
+    from mlcycle.tasks.inference_reader import read_inference_log
     from mlcycle.tasks.storage import LocalStore
     from tests.conftest import make_settings
     from tests.test_inference_log import submit

@@ -136,7 +136,7 @@ def test_the_container_is_locked_down_and_reads_its_secrets_from_files_not_its_e
     import httpx
     from pydantic import SecretStr
 
-    from mlcycle.tasks.inference_log import read_inference_log
+    from mlcycle.tasks.inference_reader import read_inference_log
     from mlcycle.tasks.rollout import CONTAINER_UID, Deployment, DockerTarget, free_port
     from mlcycle.tasks.storage import open_store
     from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY, minio_overrides

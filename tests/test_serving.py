@@ -433,7 +433,7 @@ CLI = "from mlcycle.flows.cli import app, main; from mlcycle.flows.serve_cli imp
 
 
 def test_mlcycle_serve_logs_every_request_and_flushes_on_sigterm(champion, monkeypatch, capsys):
-    from mlcycle.tasks.inference_log import read_inference_log
+    from mlcycle.tasks.inference_reader import read_inference_log
     from mlcycle.tasks.serving import free_port
     from mlcycle.tasks.sources import simulate_batch
 
@@ -496,7 +496,7 @@ def test_mlcycle_serve_logs_every_request_and_flushes_on_sigterm(champion, monke
     # the simulator knows the outcome of every simulated record it sent: `mlcycle labels --simulate`
     from mlcycle.flows.cli import app
     from mlcycle.flows.serve_cli import register
-    from mlcycle.tasks.inference_log import join_labels
+    from mlcycle.tasks.inference_reader import join_labels
     from mlcycle.tasks.labels import read_labels
     from mlcycle.tasks.settings import get_settings
     from tests.test_cli import run_cli

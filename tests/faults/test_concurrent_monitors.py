@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from mlcycle.tasks import monitor as mon
+from mlcycle.tasks.monitor.trigger import trigger_records
 from mlcycle.tasks.storage import open_store
 from tests.conftest import ROOT
 from tests.faults.conftest import FAST_FLOW_ENV, flow_settings
@@ -93,6 +93,6 @@ def test_concurrent_and_repeated_monitors_over_one_drifted_window_start_one_trai
     assert set(outcomes) <= {"triggered", "already-triggered", "training-running"}, outcomes
     runs = _train_runs(deployment_id, since)
     assert len(runs) == 1, [r.name for r in runs]  # one training started, by whichever monitor won
-    (record,) = mon.trigger_records(store)  # and one ledger entry, pointing at that run
+    (record,) = trigger_records(store)  # and one ledger entry, pointing at that run
     assert record.status == "started" and record.training_flow_run_id == str(runs[0].id)
     assert "debt_ratio" in runs[0].parameters["reason"]

@@ -215,7 +215,7 @@ def _wait(predicate, timeout: float, what: str) -> None:
 @pytest.mark.parametrize("backend", ["local", "minio"])
 def test_inference_records_survive_a_store_outage_and_a_restart_during_it(backend, request, tmp_path, outages):
     """Before, during and after an outage; one writer even stops while the store is down (a redeploy)."""
-    from mlcycle.tasks.inference_log import read_inference_log
+    from mlcycle.tasks.inference_reader import read_inference_log
 
     server = request.getfixturevalue("s3_running") if backend == "minio" else None
     with flow_settings(tmp_path / "home", **_env(backend, server)) as settings:

@@ -1,0 +1,168 @@
+"""The retraining trigger: a ledger in the object store, its guard rails, and the decisions kept.
+
+**Guard rails** around the trigger, all enforced in the object store so they hold across processes:
+
+* a *trigger ledger* ``monitoring/triggers/<seq>.json``, numbered with exclusive creates (the same
+  primitive as model versions): two monitors racing to trigger cannot both win a sequence number;
+* one trigger per window: a window that already triggered training never triggers again;
+* a cooldown: no trigger within ``cooldown_hours`` of the previous one;
+* one running training: no trigger while a run of the train deployment is scheduled, pending or running;
+* and the Prefect idempotency key ``retrain-<window_id>`` on ``run_deployment`` itself.
+
+Every decision, taken or not, is written to ``monitoring/decisions/<window_id>.json`` with its
+reasons (:func:`save_decision`; ``mlcycle status`` shows :func:`last_decision`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from mlcycle.tasks.records.monitoring import MonitorReport, TriggerDecision, TriggerRecord
+from mlcycle.tasks.settings import Settings
+from mlcycle.tasks.storage import ObjectNotFound, ObjectStore
+
+TRIGGERS = "monitoring/triggers/"
+DECISIONS = "monitoring/decisions/"
+
+
+def trigger_records(store: ObjectStore) -> list[TriggerRecord]:
+    records = []
+    for key in store.list(TRIGGERS):
+        try:
+            records.append(TriggerRecord.model_validate_json(store.get_bytes(key)))
+        except ObjectNotFound:
+            continue
+    return sorted(records, key=lambda r: r.seq)
+
+
+def _trigger_key(seq: int) -> str:
+    return f"{TRIGGERS}{seq:08d}.json"
+
+
+def claim_trigger(store: ObjectStore, report: MonitorReport, now: dt.datetime, cooldown_hours: float,
+                  training_running: bool = False, monitor_flow_run_id: str | None = None) -> TriggerDecision:
+    """Decide whether this window may start a training, and claim the next ledger slot if so."""
+    if not report.drift.enough_data and not (report.performance and report.performance.degraded):
+        return TriggerDecision(retrain_warranted=False, outcome="not-enough-data", detail=report.drift.summary())
+    if not report.retrain_warranted:
+        return TriggerDecision(retrain_warranted=False, outcome="not-warranted",
+                               detail="no drift and no performance drop beyond tolerance")
+    for _ in range(50):
+        records = trigger_records(store)
+        same = [r for r in records if r.window_id == report.window_id and r.status != "failed"]
+        if same:
+            return TriggerDecision(retrain_warranted=True, outcome="already-triggered", record=same[-1],
+                                   detail=f"window {report.window_id} already triggered training "
+                                          f"(trigger #{same[-1].seq} at {same[-1].at:%Y-%m-%d %H:%M} UTC)")
+        live = [r for r in records if r.status != "failed"]
+        if live and now - live[-1].at < dt.timedelta(hours=cooldown_hours):
+            until = live[-1].at + dt.timedelta(hours=cooldown_hours)
+            return TriggerDecision(retrain_warranted=True, outcome="cooldown", record=live[-1],
+                                   detail=f"cooldown: trigger #{live[-1].seq} at {live[-1].at:%Y-%m-%d %H:%M} "
+                                          f"UTC; next allowed after {until:%Y-%m-%d %H:%M} UTC")
+        if training_running:
+            return TriggerDecision(retrain_warranted=True, outcome="training-running",
+                                   detail="a run of the train deployment is already scheduled or running")
+        seq = (records[-1].seq if records else 0) + 1
+        record = TriggerRecord(seq=seq, window_id=report.window_id, model=report.window.model,
+                               champion_version=report.window.champion_version, at=now,
+                               reason="; ".join(report.reasons), monitor_flow_run_id=monitor_flow_run_id)
+        if store.create_exclusive(_trigger_key(seq), record.model_dump_json(indent=1).encode()):
+            return TriggerDecision(retrain_warranted=True, triggered=True, outcome="triggered", record=record,
+                                   detail=f"trigger #{seq}: {record.reason}")
+        # another monitor took this slot first: re-read the ledger and decide again
+    raise RuntimeError("could not claim a trigger slot after 50 attempts: the ledger is contended")
+
+
+def update_trigger(store: ObjectStore, record: TriggerRecord) -> None:
+    store.put_bytes(_trigger_key(record.seq), record.model_dump_json(indent=1).encode())
+
+
+def idempotency_key(window_id: str) -> str:
+    return "retrain-" + hashlib.sha256(window_id.encode()).hexdigest()[:24]
+
+
+def save_decision(store: ObjectStore, report: MonitorReport) -> str:
+    key = f"{DECISIONS}{report.window_id}.json"
+    store.put_bytes(key, report.model_dump_json(indent=1).encode())
+    return key
+
+
+def last_decision(store: ObjectStore) -> MonitorReport | None:
+    keys = store.list(DECISIONS)
+    if not keys:
+        return None
+    reports = [MonitorReport.model_validate_json(store.get_bytes(k)) for k in keys]
+    return max(reports, key=lambda r: r.window.end)
+
+
+def training_in_flight(deployment_name: str) -> bool:
+    """Whether a run of the train deployment is scheduled, pending or running."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound as NoSuchDeployment
+
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(deployment_name)
+        except NoSuchDeployment:
+            return False
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]))),
+            limit=1,
+        )
+        return bool(runs)
+
+
+def start_training(store: ObjectStore, decision: TriggerDecision, deployment_name: str) -> TriggerDecision:
+    """Start the train deployment without waiting; the ledger records the run id (or the failure)."""
+    from prefect.deployments import run_deployment
+
+    record = decision.record
+    try:
+        run = run_deployment(deployment_name, parameters={"reason": record.reason[:500]},
+                             timeout=0, idempotency_key=idempotency_key(record.window_id),
+                             tags=["mlcycle", "retrain", f"trigger-{record.seq}"])
+    except Exception as exc:
+        update_trigger(store, record.model_copy(update={"status": "failed"}))
+        raise RuntimeError(f"could not start {deployment_name}: {exc}") from exc
+    record = record.model_copy(update={"status": "started", "training_flow_run_id": str(run.id)})
+    update_trigger(store, record)
+    return decision.model_copy(update={"record": record, "detail": f"{decision.detail} -> flow run {run.name}"})
+
+
+# --------------------------------------------------------------------------------------------------
+# Prefect tasks: thin wrappers (flows/monitor.py)
+# --------------------------------------------------------------------------------------------------
+
+from prefect import task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+
+@task(name="decide-trigger", cache_policy=NO_CACHE)
+def decide_trigger_task(settings: Settings, report: MonitorReport) -> TriggerDecision:
+    from prefect.runtime import flow_run
+
+    from mlcycle.tasks.storage import open_store
+
+    running = report.retrain_warranted and training_in_flight(settings.monitor.train_deployment)
+    return claim_trigger(open_store(settings), report, dt.datetime.now(dt.UTC), settings.monitor.cooldown_hours,
+                         training_running=running, monitor_flow_run_id=str(flow_run.id) if flow_run.id else None)
+
+
+@task(name="start-training", cache_policy=NO_CACHE)
+def start_training_task(settings: Settings, decision: TriggerDecision) -> TriggerDecision:
+    """Start the train deployment without waiting; the ledger records the run id (or the failure)."""
+    from mlcycle.tasks.storage import open_store
+
+    return start_training(open_store(settings), decision, settings.monitor.train_deployment)

@@ -1,0 +1,265 @@
+"""The monitor's window: which rows it judges, their drift and live performance, as one report.
+
+**Windows** are aligned to whole hours (``[end - window_hours, end)``, ``end`` rounded down to the hour
+unless given), so every monitor run within the same hour looks at the same window and gets the same
+``window_id``; the id also names the champion version, since a new champion starts a new story.
+
+:func:`evaluate` is the plain-function core of the monitoring flow: the window's rows from the
+inference log (labels joined), the drift decision (``tasks/drift.py``) and the performance check.
+The same evaluation also runs fanned out per feature (``flows/monitor.py`` does so on Dask when
+configured): :func:`summarize_window`, one :func:`window_feature_drift` per feature and
+:func:`window_prediction_drift`, each reading only its column, then :func:`report_from_parts`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+
+from mlcycle.tasks.drift import assess_drift, decide_drift, feature_drift, prediction_drift
+from mlcycle.tasks.records.monitoring import (
+    DriftDecision,
+    FeatureDrift,
+    MonitorReport,
+    MonitorWindow,
+    PerformanceCheck,
+    WindowSummary,
+)
+from mlcycle.tasks.settings import MONITOR_METRICS, Settings
+from mlcycle.tasks.storage import ObjectStore
+
+# --------------------------------------------------------------------------------------------------
+# window and data
+# --------------------------------------------------------------------------------------------------
+
+
+def window_for(model: str, champion_version: int, hours: int, end: dt.datetime | None = None,
+               start: dt.datetime | None = None) -> MonitorWindow:
+    """``[end - hours, end)``, ``end`` defaulting to now rounded down to the hour (UTC); or ``[start, end)``."""
+    if end is None:
+        end = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    end = end if end.tzinfo else end.replace(tzinfo=dt.UTC)
+    if start is not None:
+        start = start if start.tzinfo else start.replace(tzinfo=dt.UTC)
+        if start >= end:
+            raise ValueError(f"monitoring window start {start.isoformat()} is not before its end {end.isoformat()}")
+    return MonitorWindow(model=model, champion_version=champion_version,
+                         start=start or end - dt.timedelta(hours=hours), end=end)
+
+
+def window_rows(store: ObjectStore, window: MonitorWindow, spec):
+    """The inference log rows of the window for the current champion, with labels joined when present."""
+    from mlcycle.tasks.inference_reader import join_labels, read_inference_log
+    from mlcycle.tasks.labels import read_labels
+
+    logged = read_inference_log(store, window.dates())
+    if logged.empty:
+        return logged
+    logged = _in_window(logged, window)
+    labels = read_labels(store, None)
+    return join_labels(logged, labels, spec)
+
+
+def _in_window(logged, window: MonitorWindow):
+    """The rows logged inside ``[start, end)`` by the window's champion version, in log order."""
+    import pandas as pd
+
+    ts = pd.to_datetime(logged["ts"], utc=True)
+    keep = (ts >= pd.Timestamp(window.start)) & (ts < pd.Timestamp(window.end))
+    if "model_version" in logged.columns:
+        keep &= logged["model_version"].astype(str) == str(window.champion_version)
+    return logged[keep.to_numpy()].reset_index(drop=True)
+
+
+def window_columns(store: ObjectStore, window: MonitorWindow, columns: list[str]):
+    """Only ``columns`` of :func:`window_rows` (same rows, same order), reading no other column.
+
+    What one per-feature drift task reads: a column of the window, not the whole log.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlcycle.tasks.inference_log import INFERENCE_PREFIX
+    from mlcycle.tasks.inference_reader import list_parts
+
+    wanted = list(dict.fromkeys(["ts", "model_version", *columns]))
+    tables = []
+    for key in list_parts(store, INFERENCE_PREFIX, window.dates()):
+        data = store.get_bytes(key)
+        present = set(pq.read_schema(pa.BufferReader(data)).names)
+        tables.append(pq.read_table(pa.BufferReader(data), columns=[c for c in wanted if c in present]))
+    if not tables:
+        return pd.DataFrame()
+    return _in_window(pa.concat_tables(tables, promote_options="default").to_pandas(), window)
+
+
+def check_performance(rows, spec, champion_metrics: dict, config) -> PerformanceCheck:
+    """The primary metric on the labelled rows of the window vs the champion's test-window metric."""
+    from sklearn.metrics import roc_auc_score
+
+    metric = config.performance_metric
+    champion_value = champion_metrics.get(metric)
+    labelled = rows[rows[spec.target].notna()] if len(rows) and spec.target in rows.columns else rows.iloc[:0]
+    n = len(labelled)
+    check = PerformanceCheck(metric=metric, labelled_rows=n, min_labelled_rows=config.min_labelled_rows,
+                             champion_value=champion_value, tolerance=config.performance_tolerance,
+                             detail="")
+    if n < config.min_labelled_rows:
+        check.detail = f"not enough labels: {n} labelled rows, at least {config.min_labelled_rows} needed"
+        return check
+    y = labelled[spec.target].astype(int).to_numpy()
+    if len(np.unique(y)) < 2:
+        check.detail = f"{n} labelled rows hold a single class: {metric} undefined"
+        return check
+    if metric not in MONITOR_METRICS:  # refused at load already; a config built by hand can still carry one
+        raise ValueError(f"monitor.performance_metric {metric!r} is not supported (use one of "
+                         f"{list(MONITOR_METRICS)})")
+    check.live_value = float(roc_auc_score(y, labelled["probability"].astype(float).to_numpy()))
+    if champion_value is None:
+        check.detail = f"live {metric} {check.live_value:.4f}; the champion recorded no {metric}"
+        return check
+    drop = champion_value - check.live_value
+    check.degraded = drop > config.performance_tolerance
+    check.detail = (f"live {metric} {check.live_value:.4f} on {n} labelled rows vs champion test "
+                    f"{champion_value:.4f}: drop {drop:+.4f} {'>' if check.degraded else '<='} tolerance "
+                    f"{config.performance_tolerance}")
+    return check
+
+
+def evaluate(store: ObjectStore, window: MonitorWindow, profile, champion_metrics: dict, spec, drift_config,
+             monitor_config) -> MonitorReport:
+    """Drift and performance for one window: the plain-function core of the monitoring flow."""
+    rows = window_rows(store, window, spec)
+    decision = assess_drift(profile, rows, spec, drift_config, rows=len(rows)) if len(rows) else \
+        DriftDecision(enough_data=False, rows=0, min_rows=drift_config.min_rows)
+    performance = check_performance(rows, spec, champion_metrics, monitor_config) if len(rows) else None
+    return _report(window, len(rows), decision, performance)
+
+
+def _report(window: MonitorWindow, rows: int, decision: DriftDecision,
+            performance: PerformanceCheck | None) -> MonitorReport:
+    reasons = list(decision.reasons) if decision.dataset_drift else []
+    if performance is not None and performance.degraded:
+        reasons.append(f"performance: {performance.detail}")
+    return MonitorReport(window_id=window.window_id, window=window, rows=rows, drift=decision,
+                         performance=performance, reasons=reasons)
+
+
+# --------------------------------------------------------------------------------------------------
+# the same evaluation, fanned out per feature (flows/monitor.py runs it on Dask when configured)
+# --------------------------------------------------------------------------------------------------
+
+
+def summarize_window(store: ObjectStore, window: MonitorWindow, champion_metrics: dict, spec,
+                     monitor_config) -> WindowSummary:
+    rows = window_rows(store, window, spec)
+    performance = check_performance(rows, spec, champion_metrics, monitor_config) if len(rows) else None
+    return WindowSummary(window=window, rows=len(rows), performance=performance)
+
+
+def window_feature_drift(store: ObjectStore, window: MonitorWindow, spec, feature: str) -> FeatureDrift | None:
+    """One feature of the window against the champion's reference: reads that column and the profile only."""
+    from mlcycle.tasks.registry import load_profile
+
+    declared = spec.feature(feature)
+    profile = load_profile(store, window.model, window.champion_version)
+    return feature_drift(profile, window_columns(store, window, [feature])[feature], declared)
+
+
+def window_prediction_drift(store: ObjectStore, window: MonitorWindow,
+                            prediction_column: str = "probability") -> FeatureDrift | None:
+    from mlcycle.tasks.registry import load_profile
+
+    profile = load_profile(store, window.model, window.champion_version)
+    return prediction_drift(profile, window_columns(store, window, [prediction_column])[prediction_column])
+
+
+def report_from_parts(summary: WindowSummary, features: list[FeatureDrift | None], prediction: FeatureDrift | None,
+                      drift_config) -> MonitorReport:
+    """The report :func:`evaluate` gives, from the fanned-out pieces (``features`` in dataset order)."""
+    decision = decide_drift([f for f in features if f is not None], prediction, summary.rows, drift_config)
+    return _report(summary.window, summary.rows, decision, summary.performance)
+
+
+# --------------------------------------------------------------------------------------------------
+# before the first champion
+# --------------------------------------------------------------------------------------------------
+
+
+def nothing_to_monitor(store: ObjectStore, name: str) -> str | None:
+    """Why there is nothing to monitor (model ``name`` has no champion yet), as a sentence; None otherwise."""
+    from mlcycle.tasks.registry import read_alias
+
+    if read_alias(store, name) is not None:
+        return None
+    return (f"model {name!r} has no champion yet, so no model serves traffic to judge; train one with "
+            "`mlcycle train` (or run train/on-demand)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Prefect tasks: thin wrappers (flows/monitor.py)
+# --------------------------------------------------------------------------------------------------
+
+from prefect import task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+
+@task(name="nothing-to-monitor", cache_policy=NO_CACHE)
+def nothing_to_monitor_task(settings: Settings) -> str | None:
+    """Why there is nothing to monitor (no champion yet), as a sentence and an artifact; None otherwise."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from mlcycle.tasks.storage import open_store
+    from mlcycle.tasks.training import model_name
+
+    reason = nothing_to_monitor(open_store(settings), model_name(settings))
+    if reason is not None:
+        create_markdown_artifact(key="monitoring-decision", markdown=f"# Nothing to monitor\n\n{reason}",
+                                 description="nothing to monitor: no champion yet")
+    return reason
+
+
+@task(name="evaluate-window", cache_policy=NO_CACHE)
+def evaluate_window_task(settings: Settings, hours: int, end: dt.datetime | None,
+                         start: dt.datetime | None = None) -> MonitorReport:
+    from mlcycle.tasks.registry import load_metadata, load_profile
+    from mlcycle.tasks.storage import open_store
+    from mlcycle.tasks.training import model_name
+
+    store = open_store(settings)
+    name = model_name(settings)
+    champion = load_metadata(store, name, "champion")
+    profile = load_profile(store, name, "champion")
+    window = window_for(name, champion.version, hours, end, start)
+    return evaluate(store, window, profile, champion.metrics.model_dump(), settings.dataset, settings.drift,
+                    settings.monitor)
+
+
+@task(name="window-summary", cache_policy=NO_CACHE)
+def window_summary_task(settings: Settings, hours: int, end: dt.datetime | None,
+                        start: dt.datetime | None = None) -> WindowSummary:
+    from mlcycle.tasks.registry import load_metadata
+    from mlcycle.tasks.storage import open_store
+    from mlcycle.tasks.training import model_name
+
+    store = open_store(settings)
+    name = model_name(settings)
+    champion = load_metadata(store, name, "champion")
+    window = window_for(name, champion.version, hours, end, start)
+    return summarize_window(store, window, champion.metrics.model_dump(), settings.dataset, settings.monitor)
+
+
+@task(name="feature-drift", cache_policy=NO_CACHE, task_run_name="drift-{feature}")
+def feature_drift_task(settings: Settings, window: MonitorWindow, feature: str) -> FeatureDrift | None:
+    from mlcycle.tasks.storage import open_store
+
+    return window_feature_drift(open_store(settings), window, settings.dataset, feature)
+
+
+@task(name="prediction-drift", cache_policy=NO_CACHE)
+def prediction_drift_task(settings: Settings, window: MonitorWindow) -> FeatureDrift | None:
+    from mlcycle.tasks.storage import open_store
+
+    return window_prediction_drift(open_store(settings), window)
