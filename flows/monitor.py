@@ -32,9 +32,9 @@ from mlcycle.tasks.settings import Settings, get_settings
 @task(name="evaluate-window", cache_policy=NO_CACHE)
 def evaluate_window_task(settings: Settings, hours: int, end: dt.datetime | None,
                          start: dt.datetime | None = None) -> mon.MonitorReport:
-    from mlcycle.tasks.registry import load_metadata, load_profile
+    from mlcycle.tasks.registry.versions import load_metadata, load_profile
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training import model_name
+    from mlcycle.tasks.training.challenger import model_name
 
     store = open_store(settings)
     name = model_name(settings)
@@ -48,9 +48,9 @@ def evaluate_window_task(settings: Settings, hours: int, end: dt.datetime | None
 @task(name="window-summary", cache_policy=NO_CACHE)
 def window_summary_task(settings: Settings, hours: int, end: dt.datetime | None,
                         start: dt.datetime | None = None) -> mon.WindowSummary:
-    from mlcycle.tasks.registry import load_metadata
+    from mlcycle.tasks.registry.versions import load_metadata
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training import model_name
+    from mlcycle.tasks.training.challenger import model_name
 
     store = open_store(settings)
     name = model_name(settings)
@@ -152,7 +152,7 @@ def report_task(settings: Settings, report: mon.MonitorReport) -> mon.MonitorRep
     """HTML report and decision into the store; markdown and table artifacts in the UI."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    from mlcycle.tasks.registry import load_profile
+    from mlcycle.tasks.registry.versions import load_profile
     from mlcycle.tasks.storage import MinioStore, open_store
 
     store = open_store(settings)
@@ -177,9 +177,9 @@ def nothing_to_monitor_task(settings: Settings) -> str | None:
     """Why there is nothing to monitor (no champion yet), as a sentence and an artifact; None otherwise."""
     from prefect.artifacts import create_markdown_artifact
 
-    from mlcycle.tasks.registry import read_alias
+    from mlcycle.tasks.registry.versions import read_alias
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training import model_name
+    from mlcycle.tasks.training.challenger import model_name
 
     name = model_name(settings)
     if read_alias(open_store(settings), name) is not None:

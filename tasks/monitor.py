@@ -249,7 +249,7 @@ def summarize_window(store: ObjectStore, window: MonitorWindow, champion_metrics
 
 def window_feature_drift(store: ObjectStore, window: MonitorWindow, spec, feature: str) -> FeatureDrift | None:
     """One feature of the window against the champion's reference: reads that column and the profile only."""
-    from mlcycle.tasks.registry import load_profile
+    from mlcycle.tasks.registry.versions import load_profile
 
     declared = spec.feature(feature)
     profile = load_profile(store, window.model, window.champion_version)
@@ -258,7 +258,7 @@ def window_feature_drift(store: ObjectStore, window: MonitorWindow, spec, featur
 
 def window_prediction_drift(store: ObjectStore, window: MonitorWindow,
                             prediction_column: str = "probability") -> FeatureDrift | None:
-    from mlcycle.tasks.registry import load_profile
+    from mlcycle.tasks.registry.versions import load_profile
 
     profile = load_profile(store, window.model, window.champion_version)
     return prediction_drift(profile, window_columns(store, window, [prediction_column])[prediction_column])

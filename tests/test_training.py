@@ -27,14 +27,8 @@ from mlcycle.tasks.partitions import (
 from mlcycle.tasks.settings import ConfigError
 from mlcycle.tasks.sources import simulate_batch
 from mlcycle.tasks.storage import LocalStore, sha256_bytes
-from mlcycle.tasks.training import (
-    TrainingDataError,
-    labels,
-    load_rows,
-    select_window,
-    time_split,
-    train_challenger,
-)
+from mlcycle.tasks.training.challenger import train_challenger
+from mlcycle.tasks.training.window import TrainingDataError, labels, load_rows, select_window, time_split
 from tests.conftest import make_settings, run_cli
 
 START = dt.date(2026, 10, 1)
@@ -194,7 +188,7 @@ def test_unknown_family_or_parameter_fails_before_reading_data(train_env, monkey
 
     settings, store = train_env
     window = select_window(store, days=DAYS)
-    monkeypatch.setattr("mlcycle.tasks.training.load_rows", lambda *a, **k: pytest.fail("data was read"))
+    monkeypatch.setattr("mlcycle.tasks.training.challenger.load_rows", lambda *a, **k: pytest.fail("data was read"))
     with pytest.raises(ConfigError, match=r"unknown model family 'forest'; configured families"):
         train_challenger(store, settings, window, family="forest")
     bad = fast_settings(settings.home, training={"families": {"logistic_regression": {
@@ -306,7 +300,7 @@ def test_train_flow_promotes_first_model_then_refuses_an_identical_one(env_setti
     from prefect.artifacts import Artifact
 
     from mlcycle.flows.train import train_flow
-    from mlcycle.tasks.registry import list_versions, load_model, read_alias
+    from mlcycle.tasks.registry.versions import list_versions, load_model, read_alias
     from mlcycle.tasks.storage import open_store
 
     shutil.copytree(validated_template, tmp_path / "home" / "store")
