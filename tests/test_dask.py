@@ -72,6 +72,19 @@ def test_an_unreachable_scheduler_fails_at_once_naming_the_address(env_settings)
         dask_task_runner(settings)
 
 
+def test_a_training_search_against_an_unreachable_scheduler_fails_within_the_connect_timeout(env_settings):
+    """The search connects like the flows' fan-out: dask.connect_timeout_seconds, the setting named."""
+    from mlcycle.tasks.runners import DaskUnavailable
+    from mlcycle.tasks.training.search import search_backend
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    settings = env_settings(dask__address=address, dask__connect_timeout_seconds="1")
+    assert settings.training.dask_scheduler == address
+    with pytest.raises(DaskUnavailable, match=rf"Dask scheduler at {address} within 1 s .*training\.dask_scheduler"), \
+            search_backend(settings.training, settings.dask):
+        pytest.fail("the search ran against an unreachable scheduler")
+
+
 def test_backfill_against_an_unreachable_scheduler_fails_naming_it_and_writes_nothing(env_settings,
                                                                                       prefect_harness):
     from mlcycle.flows.ingest import backfill_flow
