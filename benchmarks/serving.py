@@ -77,7 +77,7 @@ def prepare(home: Path, family: str, workers: int):
     from mlcycle.tasks.storage import LocalStore
     from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
     from mlcycle.tasks.training.window import select_window
-    from tests.test_training import write_day
+    from tests.support.training import write_day
 
     settings = load_settings(home=home, training={"family": family, "n_iter": 2, "n_jobs": 1},
                              serving={"workers": workers})

@@ -28,7 +28,7 @@ from mlcycle.tasks.registry.versions import list_versions, load_metadata, read_a
 from mlcycle.tasks.sources import _label_terms
 from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
 from mlcycle.tasks.training.window import load_test_window, select_window
-from tests.test_training import (
+from tests.support.training import (
     DAYS,
     START,
     fast_settings,

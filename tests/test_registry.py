@@ -37,7 +37,7 @@ from mlcycle.tasks.training.challenger import train_challenger
 from mlcycle.tasks.training.window import select_window
 from tests.conftest import run_cli
 from tests.support.registry import fitted_model, register_fitted
-from tests.test_training import (
+from tests.support.training import (
     START,
     one_thread_per_fit,
 )

@@ -41,7 +41,7 @@ _CACHE: dict[str, Models] = {}
 
 
 def _settings(home: Path, **rollout):
-    from tests.test_training import fast_settings
+    from tests.support.training import fast_settings
 
     return fast_settings(home, training={"family": "hist_gradient_boosting"}, serving=SERVING,
                          rollout={**ROLLOUT, **rollout})
@@ -60,7 +60,7 @@ def rollout_models(tmp_path_factory) -> Models:
     from mlcycle.tasks.storage import LocalStore
     from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
     from mlcycle.tasks.training.window import select_window
-    from tests.test_training import DAYS, seed_validated
+    from tests.support.training import DAYS, seed_validated
 
     home = tmp_path_factory.mktemp("rollout-models")
     settings = _settings(home)

@@ -58,7 +58,7 @@ def packaged_champion(tmp_path_factory) -> Champion:
     from mlcycle.tasks.serving import build_bento, import_model
     from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
     from mlcycle.tasks.training.window import select_window
-    from tests.test_training import DAYS, fast_settings, seed_validated
+    from tests.support.training import DAYS, fast_settings, seed_validated
 
     home = tmp_path_factory.mktemp("serving-champion")
     settings = fast_settings(home, training={"family": "hist_gradient_boosting"}, serving=SERVING)
