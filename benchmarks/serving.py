@@ -68,14 +68,16 @@ def prepare(home: Path, family: str, workers: int):
 
     from threadpoolctl import threadpool_limits
 
-    from mlcycle.tasks.evaluation import decide
-    from mlcycle.tasks.registry import promote, register_candidate
+    from mlcycle.tasks.evaluation.gate import decide
+    from mlcycle.tasks.registry.aliases import promote
+    from mlcycle.tasks.registry.versions import register_candidate
     from mlcycle.tasks.serving import build_bento, import_model
     from mlcycle.tasks.settings import load_settings
     from mlcycle.tasks.sources import simulate_batch
     from mlcycle.tasks.storage import LocalStore
-    from mlcycle.tasks.training import compare_with_champion, select_window, train_challenger
-    from tests.test_training import write_day
+    from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
+    from mlcycle.tasks.training.window import select_window
+    from tests.support.training import write_day
 
     settings = load_settings(home=home, training={"family": family, "n_iter": 2, "n_jobs": 1},
                              serving={"workers": workers})
@@ -120,10 +122,10 @@ def plain_app(home: Path):
     from starlette.routing import Route
     from threadpoolctl import threadpool_limits
 
-    from mlcycle.tasks.registry import load_model
+    from mlcycle.tasks.registry.versions import load_model
     from mlcycle.tasks.settings import load_settings
     from mlcycle.tasks.storage import LocalStore
-    from mlcycle.tasks.training import model_name
+    from mlcycle.tasks.training.challenger import model_name
 
     settings = load_settings(home=home)
     loaded = load_model(LocalStore(settings.store_root), model_name(settings), "champion")

@@ -112,11 +112,13 @@ def side_flow(home: Path, args) -> dict:
 
 
 def side_plain(home: Path, args) -> dict:
-    from mlcycle.tasks.evaluation import decide
-    from mlcycle.tasks.registry import promote, register_candidate
+    from mlcycle.tasks.evaluation.gate import decide
+    from mlcycle.tasks.registry.aliases import promote
+    from mlcycle.tasks.registry.versions import register_candidate
     from mlcycle.tasks.settings import load_settings
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training import compare_with_champion, select_window, train_challenger
+    from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
+    from mlcycle.tasks.training.window import select_window
 
     settings = load_settings(home=home, training=training_overrides(args))
     _warm_imports()
@@ -145,7 +147,7 @@ def side_bare(home: Path, args) -> dict:
 
     from mlcycle.tasks.features import build_pipeline, search_distributions
     from mlcycle.tasks.settings import load_settings
-    from mlcycle.tasks.training import fit_threads, search_backend
+    from mlcycle.tasks.training.search import fit_threads, search_backend
 
     settings = load_settings(home=home, training=training_overrides(args))
     spec, training = settings.dataset, settings.training
@@ -168,7 +170,7 @@ def side_bare(home: Path, args) -> dict:
         search = RandomizedSearchCV(build_pipeline(features, family, training.seed), search_distributions(family),
                                     n_iter=training.n_iter, scoring="roc_auc", cv=cv, n_jobs=training.n_jobs,
                                     random_state=training.seed, refit=True, error_score="raise")
-        with fit_threads(training), search_backend(training):  # the same thread caps as the other sides
+        with fit_threads(training), search_backend(training, settings.dask):  # the same thread caps as the other sides
             search.fit(fit_rows[spec.feature_names], y_fit)
             scores = search.best_estimator_.predict_proba(test[spec.feature_names])[:, 1]
         roc_auc = float(roc_auc_score(y_test, scores))
@@ -182,7 +184,8 @@ def side_search(home: Path, args) -> dict:
     from mlcycle.tasks.features import build_pipeline, resolve_family, training_features
     from mlcycle.tasks.settings import load_settings
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training import labels, load_rows, run_search, select_window, time_split
+    from mlcycle.tasks.training.search import run_search
+    from mlcycle.tasks.training.window import labels, load_rows, select_window, time_split
 
     settings = load_settings(home=home, training=training_overrides(args))
     store = open_store(settings)
@@ -198,7 +201,8 @@ def side_search(home: Path, args) -> dict:
         training = settings.training.model_copy(update={"n_jobs": n_jobs, "threads_per_fit": threads})
         with threadpool_limits(threads) if threads else nullcontext(), Usage() as usage:
             _, summary = run_search(build_pipeline(features, family, training.seed), family, frames, y, features,
-                                    training, primary_metric="roc_auc", n_iter=training.n_iter, seed=training.seed)
+                                    training, settings.dask, primary_metric="roc_auc", n_iter=training.n_iter,
+                                    seed=training.seed)
         out[label] = {"seconds": summary.seconds, "cpu_seconds": usage.cpu, "best_score": summary.best_score}
     return out
 

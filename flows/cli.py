@@ -236,10 +236,10 @@ def status(as_json: bool = JSON_OPT) -> None:
     from mlcycle.tasks import stack
     from mlcycle.tasks.monitor.trigger import last_decision
     from mlcycle.tasks.partitions import list_partitions
-    from mlcycle.tasks.registry import read_alias
+    from mlcycle.tasks.registry.versions import read_alias
     from mlcycle.tasks.rollout import read_current
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training import model_name
+    from mlcycle.tasks.training.challenger import model_name
 
     settings = _settings()
     running = [{**s.__dict__, "alive": s.alive()} for s in stack.services(settings)]

@@ -22,7 +22,6 @@ import datetime as dt
 
 from prefect import flow, get_run_logger
 
-from mlcycle.tasks.retry import retrying
 from mlcycle.tasks.monitor.report import report_task
 from mlcycle.tasks.monitor.trigger import decide_trigger_task, start_training_task
 from mlcycle.tasks.monitor.window import (
@@ -34,6 +33,7 @@ from mlcycle.tasks.monitor.window import (
     window_summary_task,
 )
 from mlcycle.tasks.records.monitoring import FeatureDrift, MonitorReport
+from mlcycle.tasks.retry import retrying
 from mlcycle.tasks.runners import dask_task_runner, settings_for_workers
 from mlcycle.tasks.settings import get_settings
 

@@ -22,39 +22,19 @@ import re
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from pydantic import BaseModel
 
-from mlcycle.tasks.evaluation import GateDecision, Metrics, gate_task
-from mlcycle.tasks.registry import (
-    AliasPointer,
-    ChampionChanged,
-    EvaluationReport,
-    ModelVersion,
-    promote_task,
-    register_task,
-    render_report,
-)
+from mlcycle.tasks.evaluation.gate import gate_task
+from mlcycle.tasks.records.evaluation import GateDecision
+from mlcycle.tasks.records.registry import AliasPointer, EvaluationReport, ModelVersion
+from mlcycle.tasks.records.training import TrainingOutcome
+from mlcycle.tasks.registry.aliases import ChampionChanged, promote_task
+from mlcycle.tasks.registry.report import render_report
+from mlcycle.tasks.registry.versions import load_evaluation, read_alias, register_task
 from mlcycle.tasks.retry import retrying
 from mlcycle.tasks.settings import get_settings
 from mlcycle.tasks.sources import parse_date
-from mlcycle.tasks.training import compare_task, select_window_task, train_challenger_task
-
-
-class TrainingOutcome(BaseModel):
-    """What a training run did: what ``mlcycle train --json`` prints and the monitoring flow reads."""
-
-    name: str
-    version: int
-    family: str
-    promoted: bool
-    champion: int | None  # the champion after this run
-    previous: int | None
-    decision: GateDecision
-    metrics: Metrics
-    window: str
-    test_window: str
-    note: str = ""
-    report_uri: str
+from mlcycle.tasks.storage import open_store
+from mlcycle.tasks.training.challenger import compare_task, select_window_task, train_challenger_task
 
 
 @task(name="request-rollout", cache_policy=NO_CACHE)
@@ -124,9 +104,6 @@ def train_flow(days: int | None = None, end: str | None = None, family: str | No
 
 def _outcome(version: ModelVersion, pointer: AliasPointer | None, decision: GateDecision, note: str, candidate,
              settings) -> TrainingOutcome:
-    from mlcycle.tasks.registry import read_alias
-    from mlcycle.tasks.storage import open_store
-
     store = open_store(settings)
     current = pointer or read_alias(store, version.name)
     test = candidate.split.test
@@ -150,9 +127,6 @@ def browse_uri(store, key: str) -> str:
 def report_task(settings, version: ModelVersion, outcome: TrainingOutcome) -> None:
     """The decision (markdown, plots linked) and the challenger-vs-champion table, in the Prefect UI."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    from mlcycle.tasks.registry import load_evaluation
-    from mlcycle.tasks.storage import open_store
 
     store = open_store(settings)
     report: EvaluationReport = load_evaluation(store, version.name, version.version)

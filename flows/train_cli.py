@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
 
 def _store_and_name():
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training import model_name
+    from mlcycle.tasks.training.challenger import model_name
 
     settings = _settings()
     return open_store(settings), model_name(settings)
@@ -67,7 +67,7 @@ def outcome_lines(outcome) -> str:
 def demo_training() -> tuple[dict, str]:
     """`mlcycle demo`'s training step: run the flow, then describe the champion (JSON payload, text)."""
     from mlcycle.flows.train import train_flow
-    from mlcycle.tasks.registry import load_metadata
+    from mlcycle.tasks.registry.versions import load_metadata
 
     outcome = train_flow()
     store, name = _store_and_name()
@@ -104,7 +104,7 @@ def train(
 
 def models_list(as_json: bool = JSON_OPT) -> None:
     """Every version, newest first, with its test metrics, gate verdict and aliases."""
-    from mlcycle.tasks.registry import list_versions
+    from mlcycle.tasks.registry.versions import list_versions
 
     store, name = _store_and_name()
     versions = list_versions(store, name)
@@ -123,7 +123,7 @@ def models_list(as_json: bool = JSON_OPT) -> None:
 def models_show(version: str = typer.Argument(..., help="a version number, 'champion' or 'previous'"),
                 as_json: bool = JSON_OPT) -> None:
     """One version's metadata: params, metrics, gate decision with reasons, lineage (verified)."""
-    from mlcycle.tasks.registry import load_metadata
+    from mlcycle.tasks.registry.versions import load_metadata
 
     store, name = _store_and_name()
     meta = load_metadata(store, name, _ref(version))
@@ -146,7 +146,7 @@ def models_promote(version: str = typer.Argument(..., help="the version number t
                    reason: str = typer.Option("promoted by hand", "--reason", help="recorded in the alias history"),
                    as_json: bool = JSON_OPT) -> None:
     """Make VERSION the champion (the current champion becomes previous); its files are verified first."""
-    from mlcycle.tasks.registry import promote
+    from mlcycle.tasks.registry.aliases import promote
 
     if not (version.isascii() and version.isdigit() and int(version) >= 1):
         raise UsageFailure(f"VERSION must be a version number, got {version!r}")
@@ -158,7 +158,7 @@ def models_promote(version: str = typer.Argument(..., help="the version number t
 def models_rollback(reason: str = typer.Option("rolled back by hand", "--reason", help="recorded in the history"),
                     as_json: bool = JSON_OPT) -> None:
     """Champion back to the previous one (the demoted champion becomes previous)."""
-    from mlcycle.tasks.registry import rollback
+    from mlcycle.tasks.registry.aliases import rollback
 
     store, name = _store_and_name()
     pointer = rollback(store, name, reason=reason)

@@ -189,7 +189,7 @@ def label_instruction(labels: dict[str, str]) -> str:
 
 def git_commit() -> str:
     """HEAD of the repository, with ``-dirty`` when tracked files changed."""
-    from mlcycle.tasks.registry import code_version
+    from mlcycle.tasks.registry.lineage import code_version
 
     commit, dirty = code_version()
     return f"{commit}-dirty" if dirty else commit

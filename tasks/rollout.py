@@ -522,7 +522,7 @@ def canary_check(store: ObjectStore, settings: Settings, url: str, model_name: s
     import httpx
 
     from mlcycle.tasks import serving
-    from mlcycle.tasks.registry import load_model
+    from mlcycle.tasks.registry.versions import load_model
 
     cfg = settings.serving
     loaded = load_model(store, model_name, model_version)

@@ -207,9 +207,9 @@ def import_model(store: ObjectStore, settings: Settings, ref: int | str = "champ
     from bentoml._internal.tag import Tag
     from bentoml.exceptions import NotFound
 
-    from mlcycle.tasks.registry import MODEL_FILE, load_metadata, version_prefix
+    from mlcycle.tasks.registry.versions import MODEL_FILE, load_metadata, version_prefix
     from mlcycle.tasks.storage import get_verified, sha256_file
-    from mlcycle.tasks.training import model_name
+    from mlcycle.tasks.training.challenger import model_name
 
     name = model_name(settings)
     metadata = load_metadata(store, name, ref)  # ModelNotFound / IntegrityError name the problem
@@ -521,8 +521,8 @@ class ServingCheck(BaseModel):
 
 def canary_rows(store: ObjectStore, settings: Settings, model_name: str, version: int, rows: int):
     """The first ``rows`` rows of the model's test window (its validated partitions, sha256-verified)."""
-    from mlcycle.tasks.registry import load_metadata
-    from mlcycle.tasks.training import load_test_window
+    from mlcycle.tasks.registry.versions import load_metadata
+    from mlcycle.tasks.training.window import load_test_window
 
     metadata = load_metadata(store, model_name, version)
     frame = load_test_window(store, settings.dataset, metadata.lineage.split)
@@ -631,7 +631,7 @@ def check_running(store: ObjectStore, settings: Settings, url: str, model_name: 
     """
     import httpx
 
-    from mlcycle.tasks.registry import load_model
+    from mlcycle.tasks.registry.versions import load_model
 
     cfg = settings.serving
     loaded = load_model(store, model_name, model_version)

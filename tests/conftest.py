@@ -192,14 +192,14 @@ def settings_env(env: dict[str, str], unset: tuple[str, ...] = ()) -> Iterator:
 @pytest.fixture(scope="module")
 def validated_template(tmp_path_factory):
     """Validated partitions written once per module, copied into each training test's home."""
-    from tests.test_training import make_validated_template
+    from tests.support.training import make_validated_template
 
     return make_validated_template(tmp_path_factory.mktemp("validated"))
 
 
 @pytest.fixture
 def train_env(tmp_path, validated_template):
-    from tests.test_training import copy_train_env
+    from tests.support.training import copy_train_env
 
     return copy_train_env(tmp_path, validated_template)
 

@@ -31,7 +31,7 @@ import pytest
 
 from mlcycle.tasks.storage import LocalStore
 from tests.conftest import ROOT, free_port, make_settings
-from tests.test_registry import fitted  # noqa: F401 - the fixture: a small fitted pipeline and its draft
+from tests.support.registry import fitted_model, register_fitted
 
 POLICY_DIR = ROOT / "infra" / "minio"
 ROLES = ("flows", "serving", "inference-writer")
@@ -82,18 +82,23 @@ class RecordingStore(LocalStore):
         return super().delete(key)
 
 
-def run_the_stages(settings, store, fitted, day: dt.date = DAY) -> None:  # noqa: F811
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A small fitted pipeline and the candidate describing it (tests/support/registry.py)."""
+    return fitted_model(make_settings(tmp_path_factory.mktemp("fitted")))
+
+
+def run_the_stages(settings, store, fitted, day: dt.date = DAY) -> None:
     """What the flows write, with the real functions: ingest + GX validation, a replaced batch, the registry,
     labels."""
     from mlcycle.tasks import ingest as ingest_mod
     from mlcycle.tasks.labels import write_labels
-    from mlcycle.tasks.registry import promote, register_model
+    from mlcycle.tasks.registry.aliases import promote
 
     with mock.patch.object(ingest_mod, "open_store", lambda _settings: store):  # ingest_date opens its own
         _ingest_three_ways(ingest_mod, settings, day)
-    _, _, model_bytes, draft = fitted
-    version = register_model(store, draft, {"model.joblib": model_bytes})
-    promote(store, draft.name, version.version, reason="policy test")
+    version = register_fitted(store, fitted)
+    promote(store, version.name, version.version, reason="policy test")
     outcomes = pd.DataFrame({"request_id": ["r1"], "row": [0], settings.dataset.target: [1]})
     write_labels(store, settings.dataset, outcomes)
 
@@ -144,7 +149,7 @@ def test_policies_are_valid_and_name_only_the_configured_bucket(role, settings):
     assert role in (POLICY_DIR / "setup.sh").read_text().split("for role in ")[1].split(";")[0]
 
 
-def test_the_flows_policy_grants_exactly_the_prefixes_the_flows_write(tmp_path, fitted):  # noqa: F811
+def test_the_flows_policy_grants_exactly_the_prefixes_the_flows_write(tmp_path, fitted):
     from mlcycle.tasks.inference_log import INFERENCE_PREFIX, LABELS_PREFIX
     from mlcycle.tasks.monitor.report import REPORTS
     from mlcycle.tasks.monitor.trigger import DECISIONS, TRIGGERS
@@ -169,7 +174,7 @@ def test_the_flows_policy_grants_exactly_the_prefixes_the_flows_write(tmp_path, 
 
 def test_serving_reads_only_the_registry_and_the_writer_only_appends_to_the_inference_log(settings):
     from mlcycle.tasks.inference_log import INFERENCE_PREFIX, part_key
-    from mlcycle.tasks.registry import model_root
+    from mlcycle.tasks.registry.versions import model_root
 
     bucket = f"arn:aws:s3:::{settings.s3_bucket}"
     registry = model_root("loans-default").split("/")[0]
@@ -247,7 +252,7 @@ def iam_s3(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def as_users(iam_s3, tmp_path_factory, fitted):  # noqa: F811
+def as_users(iam_s3, tmp_path_factory, fitted):
     """The flows user has run the stages and the writer has logged a request: (settings, store) per role."""
     from mlcycle.tasks.storage import open_store
 
@@ -264,7 +269,7 @@ def as_users(iam_s3, tmp_path_factory, fitted):  # noqa: F811
 def test_the_flows_user_runs_the_stages_and_reads_the_inference_log(as_users):
     from mlcycle.tasks.inference_reader import read_inference_log
     from mlcycle.tasks.partitions import list_partitions
-    from mlcycle.tasks.registry import read_alias
+    from mlcycle.tasks.registry.versions import read_alias
     from mlcycle.tasks.rollout import CURRENT_KEY
 
     settings, store = as_users["flows"]

@@ -14,25 +14,21 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from mlcycle.tasks.evaluation import (
-    ModelScores,
-    apply_gate,
+from mlcycle.tasks.evaluation.gate import apply_gate, decide
+from mlcycle.tasks.evaluation.metrics import (
     compute_metrics,
-    decide,
     paired_bootstrap,
     score_model,
     weighted_average_precision,
     weighted_roc_auc,
 )
-from mlcycle.tasks.registry import list_versions, load_metadata, promote, read_alias, register_candidate
+from mlcycle.tasks.records.evaluation import ModelScores
+from mlcycle.tasks.registry.aliases import promote
+from mlcycle.tasks.registry.versions import list_versions, load_metadata, read_alias, register_candidate
 from mlcycle.tasks.sources import _label_terms
-from mlcycle.tasks.training import (
-    compare_with_champion,
-    load_test_window,
-    select_window,
-    train_challenger,
-)
-from tests.test_training import (
+from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
+from mlcycle.tasks.training.window import load_test_window, select_window
+from tests.support.training import (
     DAYS,
     START,
     fast_settings,

@@ -239,7 +239,7 @@ def stack(tmp_path_factory):
 
 def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
     from mlcycle.tasks.inference_reader import read_inference_log
-    from mlcycle.tasks.registry import load_metadata
+    from mlcycle.tasks.registry.versions import load_metadata
     from mlcycle.tasks.traffic import send_http
 
     settings, model = stack.settings, stack.settings.training.model_name

@@ -164,14 +164,14 @@ def test_test_serving_refuses_a_bento_that_serves_another_model(champion, tmp_pa
 
     from mlcycle.tasks.schema import ServedModel
     from mlcycle.tasks.serving import PackagedModel, _model_store
-    from mlcycle.tasks.training import _dump_model
+    from mlcycle.tasks.training.challenger import dump_model
 
     loaded = champion.loaded
     # same structure, perturbed estimator; a new list, so the shared champion's pipeline is not mutated
     other = loaded.pipeline.__class__(list(loaded.pipeline.steps))
     estimator = loaded.pipeline.named_steps["model"]
     other.steps[-1] = ("model", _shifted(estimator))
-    data = _dump_model(other)
+    data = dump_model(other)
     from mlcycle.tasks.storage import sha256_bytes
 
     digest = sha256_bytes(data)

@@ -165,7 +165,8 @@ def test_a_long_key_is_refused_naming_the_limit(store):
 
 @pytest.mark.parametrize("bad", list(HOSTILE.values()), ids=list(HOSTILE))
 def test_registry_refuses_hostile_model_names_naming_them(settings, bad):
-    from mlcycle.tasks.registry import list_versions, load_metadata, promote, read_alias, rollback, sealed_versions
+    from mlcycle.tasks.registry.aliases import promote, rollback
+    from mlcycle.tasks.registry.versions import list_versions, load_metadata, read_alias, sealed_versions
     from mlcycle.tasks.storage import LocalStore, UnsafeKey
 
     store = LocalStore(settings.store_root)
@@ -179,7 +180,7 @@ def test_registry_refuses_hostile_model_names_naming_them(settings, bad):
 
 @pytest.mark.parametrize("ref", [*HOSTILE.values(), *FOREIGN_DIGITS.values(), "0", "-1", "1.5", True])
 def test_registry_refuses_anything_but_a_version_number_or_alias(ref):
-    from mlcycle.tasks.registry import ModelNotFound, parse_version
+    from mlcycle.tasks.registry.versions import ModelNotFound, parse_version
 
     with pytest.raises(ModelNotFound, match="is not a model version"):
         parse_version(ref)

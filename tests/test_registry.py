@@ -8,51 +8,38 @@ moto's server): the exclusive create behind version numbers is ``os.link`` on on
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import threading
 
 import joblib
 import pytest
 
-from mlcycle.tasks.evaluation import GateDecision, compute_metrics
-from mlcycle.tasks.features import build_pipeline, input_schema, resolve_family, training_features
-from mlcycle.tasks.partitions import PartitionRef, read_manifest
-from mlcycle.tasks.registry import (
-    ChampionChanged,
-    Lineage,
-    ModelDraft,
+from mlcycle.tasks.partitions import read_manifest
+from mlcycle.tasks.records.evaluation import GateDecision
+from mlcycle.tasks.records.registry import AliasEvent
+from mlcycle.tasks.records.training import Comparison
+from mlcycle.tasks.registry.aliases import ChampionChanged, promote, rollback
+from mlcycle.tasks.registry.versions import (
     ModelNotFound,
     RegistryError,
-    alias_history,
     alias_key,
     list_versions,
     load_metadata,
     load_model,
     load_profile,
-    promote,
     read_alias,
     register_candidate,
-    register_model,
-    rollback,
     seal_key,
     version_prefix,
 )
 from mlcycle.tasks.storage import IntegrityError, StoreUnavailable, sha256_bytes
-from mlcycle.tasks.training import (
-    Comparison,
-    SearchSummary,
-    SplitPart,
-    SplitSummary,
-    labels,
-    select_window,
-    train_challenger,
-)
+from mlcycle.tasks.training.challenger import train_challenger
+from mlcycle.tasks.training.window import select_window
 from tests.conftest import run_cli
-from tests.test_training import (
+from tests.support.registry import fitted_model, register_fitted
+from tests.support.training import (
     START,
     one_thread_per_fit,
-    simulated,
 )
 
 NAME = "loans-default"
@@ -66,47 +53,14 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    """A small fitted pipeline, its joblib bytes, and a draft describing it."""
+    """A small fitted pipeline, its joblib bytes, and the candidate describing it (tests/support/registry.py)."""
     from tests.conftest import make_settings
 
-    settings = make_settings(tmp_path_factory.mktemp("fitted"))
-    frame = simulated(settings, START, rows=600)
-    features = training_features(settings)
-    pipeline = build_pipeline(features, resolve_family(settings, "logistic_regression")[1], seed=0)
-    pipeline.fit(frame, labels(frame, settings.dataset))
-    buf = io.BytesIO()
-    joblib.dump(pipeline, buf)
-    return settings, frame, buf.getvalue(), _draft(settings, frame, pipeline)
+    return fitted_model(make_settings(tmp_path_factory.mktemp("fitted")), NAME)
 
 
-def _draft(settings, frame, pipeline) -> ModelDraft:
-    y = labels(frame, settings.dataset)
-    metrics = compute_metrics(y, pipeline.predict_proba(frame)[:, 1], 0.5)
-    ref = PartitionRef(zone="validated", date=START, data_key="validated/date=2026-10-01/data-x.parquet",
-                       data_sha256="0" * 64, rows=len(frame))
-    now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-    part = SplitPart(name="train", start=now, end=now, first_day=START, last_day=START, rows=len(frame),
-                     positives=int(y.sum()), partitions=[ref])
-    return ModelDraft(
-        name=NAME, family="logistic_regression", estimator="logistic_regression", params={"C": 1.0}, seed=0,
-        threshold=0.5, features=input_schema(training_features(settings)),
-        search=SearchSummary(strategy="random", cv="holdout", scoring="roc_auc", n_candidates=1, best_params={},
-                             best_score=0.8, candidates=[], backend="loky", n_jobs=1, seconds=0.1),
-        metrics=metrics, slices=[],
-        gate=GateDecision(promote=True, primary_metric="roc_auc", champion_version=None, rules=[],
-                          summary="promote: all 0 rules passed", decided_at=now),
-        lineage=Lineage(dataset="loans", dataset_schema_hash=settings.dataset.schema_hash(),
-                        partitions=[{**ref.model_dump(), "dataset_schema_hash": "h"}], window="test",
-                        split=SplitSummary(timestamp_column="applied_at", train=part,
-                                           validation=part.model_copy(update={"name": "validation"}),
-                                           test=part.model_copy(update={"name": "test"})),
-                        code_version="unknown", code_dirty=None, python="3.11", libraries={}, platform="test"),
-    )
-
-
-def _register(store, fitted, **extra) -> int:
-    _, _, model_bytes, draft = fitted
-    return register_model(store, draft, {"model.joblib": model_bytes, **extra}).version
+def _register(store, fitted) -> int:
+    return register_fitted(store, fitted).version
 
 
 class FailingStore:
@@ -182,7 +136,9 @@ def test_rollback_restores_the_previous_champion(store, fitted):
     assert load_model(store, NAME, "champion").version == 2
     assert load_model(store, NAME, "previous").version == 3
     assert rollback(store, NAME).version == 3  # a second rollback undoes the first
-    assert [(e.action, e.from_version, e.to_version) for e in alias_history(store, NAME)] == [
+    history = [AliasEvent.model_validate_json(store.get_bytes(key))
+               for key in store.list(f"models/{NAME}/aliases/history/")]  # every move, in time order
+    assert [(e.action, e.from_version, e.to_version) for e in history] == [
         ("promote", None, 1), ("promote", 1, 2), ("promote", 2, 3), ("rollback", 3, 2), ("rollback", 2, 3)]
     # champion and previous live in one object: one write moves both
     assert store.list(f"models/{NAME}/aliases/") == [alias_key(NAME)] + [
@@ -262,7 +218,7 @@ def test_swapped_metadata_is_detected(train_env, fitted):
 
 def test_loaded_model_predicts_and_ignores_extra_columns(train_env, fitted):
     settings, store = train_env
-    _, frame, _, _ = fitted
+    frame = fitted.frame
     v1 = _register(store, fitted)
     model = load_model(store, NAME, str(v1))
     scores = model.predict_proba(frame)  # id, timestamp and target columns included
@@ -344,5 +300,5 @@ def test_registry_refuses_unsafe_model_names(train_env, fitted):
     _, store = train_env
     with pytest.raises(UnsafeKey, match="model name"):
         list_versions(store, "../etc")
-    with pytest.raises(RegistryError, match="needs model.joblib"):
-        register_model(store, fitted[3], {})
+    with pytest.raises(RegistryError, match="needs model.joblib"):  # a candidate whose model was never staged
+        register_candidate(store, fitted.candidate, Comparison(), fitted.decision)

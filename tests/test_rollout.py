@@ -41,7 +41,7 @@ _CACHE: dict[str, Models] = {}
 
 
 def _settings(home: Path, **rollout):
-    from tests.test_training import fast_settings
+    from tests.support.training import fast_settings
 
     return fast_settings(home, training={"family": "hist_gradient_boosting"}, serving=SERVING,
                          rollout={**ROLLOUT, **rollout})
@@ -53,12 +53,14 @@ def rollout_models(tmp_path_factory) -> Models:
         return _CACHE["models"]
     from threadpoolctl import threadpool_limits
 
-    from mlcycle.tasks.evaluation import decide
-    from mlcycle.tasks.registry import promote, register_candidate
+    from mlcycle.tasks.evaluation.gate import decide
+    from mlcycle.tasks.registry.aliases import promote
+    from mlcycle.tasks.registry.versions import register_candidate
     from mlcycle.tasks.serving import build_bento, example_request, import_model
     from mlcycle.tasks.storage import LocalStore
-    from mlcycle.tasks.training import compare_with_champion, select_window, train_challenger
-    from tests.test_training import DAYS, seed_validated
+    from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
+    from mlcycle.tasks.training.window import select_window
+    from tests.support.training import DAYS, seed_validated
 
     home = tmp_path_factory.mktemp("rollout-models")
     settings = _settings(home)

@@ -52,11 +52,13 @@ def packaged_champion(tmp_path_factory) -> Champion:
         return _CACHE["champion"]
     from threadpoolctl import threadpool_limits
 
-    from mlcycle.tasks.evaluation import decide
-    from mlcycle.tasks.registry import load_model, promote, register_candidate
+    from mlcycle.tasks.evaluation.gate import decide
+    from mlcycle.tasks.registry.aliases import promote
+    from mlcycle.tasks.registry.versions import load_model, register_candidate
     from mlcycle.tasks.serving import build_bento, import_model
-    from mlcycle.tasks.training import compare_with_champion, select_window, train_challenger
-    from tests.test_training import DAYS, fast_settings, seed_validated
+    from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
+    from mlcycle.tasks.training.window import select_window
+    from tests.support.training import DAYS, fast_settings, seed_validated
 
     home = tmp_path_factory.mktemp("serving-champion")
     settings = fast_settings(home, training={"family": "hist_gradient_boosting"}, serving=SERVING)

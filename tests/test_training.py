@@ -1,8 +1,6 @@
 """Training: the window of validated days, the time split, the search, reproducibility, the flow.
 
-Also home of the small data helpers the registry and gate tests share: a few simulated days written
-straight into ``validated/`` (no Great Expectations run: validation has its own tests), and settings
-with a small search budget so every training here takes about a second.
+The small data helpers (simulated validated days, fast settings) are in ``tests/support/training.py``.
 """
 
 from __future__ import annotations
@@ -10,97 +8,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-from contextlib import contextmanager
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from mlcycle.tasks.partitions import (
-    PartitionManifest,
-    SourceRecord,
-    data_key,
-    frame_to_parquet,
-    list_partitions,
-    write_partition,
-)
+from mlcycle.tasks.partitions import list_partitions
 from mlcycle.tasks.settings import ConfigError
-from mlcycle.tasks.sources import simulate_batch
-from mlcycle.tasks.storage import LocalStore, sha256_bytes
-from mlcycle.tasks.training import (
-    TrainingDataError,
-    labels,
-    load_rows,
-    select_window,
-    time_split,
-    train_challenger,
-)
-from tests.conftest import make_settings, run_cli
-
-START = dt.date(2026, 10, 1)
-DAYS = 8
-ROWS = 1500
-
-# A small search budget, one worker, a short boosting: every training run in these tests is ~1 s.
-FAST_TRAINING = {
-    "family": "logistic_regression",
-    "n_iter": 2,
-    "n_jobs": 1,
-    "window_days": DAYS,
-    "families": {"hist_gradient_boosting": {"params": {"max_iter": 40}}},
-}
-FAST_GATE = {"bootstrap_samples": 300}
-
-
-def fast_settings(home, **overrides):
-    training = {**FAST_TRAINING, **overrides.pop("training", {})}
-    gate = {**FAST_GATE, **overrides.pop("gate", {})}
-    return make_settings(home, training=training, gate=gate, **overrides)
-
-
-def write_day(store, settings, frame: pd.DataFrame, day: dt.date, zone: str = "validated",
-              replace: bool = False) -> PartitionManifest:
-    data, schema_hash = frame_to_parquet(frame)
-    digest = sha256_bytes(data)
-    manifest = PartitionManifest(
-        dataset=settings.dataset.name, zone=zone, date=day, data_key=data_key(zone, day, digest), data_sha256=digest,
-        data_bytes=len(data), rows=len(frame), columns=[str(c) for c in frame.columns], schema_hash=schema_hash,
-        dataset_schema_hash=settings.dataset.schema_hash(), source=SourceRecord(kind="simulator"), logical_date=day,
-        ingested_at=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
-    )
-    return write_partition(store, manifest, data, replace=replace)
-
-
-def simulated(settings, day: dt.date, rows: int = ROWS) -> pd.DataFrame:
-    return simulate_batch(day, settings.simulator, settings.dataset, rows=rows).frame
-
-
-def seed_validated(store, settings, start: dt.date = START, days: int = DAYS, rows: int = ROWS):
-    return [write_day(store, settings, simulated(settings, start + dt.timedelta(days=i), rows), start + dt.timedelta(i))
-            for i in range(days)]
-
-
-def make_validated_template(root) -> object:
-    """A store root holding DAYS validated days: written once per module, copied per test."""
-    settings = make_settings(root)
-    seed_validated(LocalStore(settings.store_root), settings)
-    return settings.store_root
-
-
-def copy_train_env(tmp_path, template, **overrides):
-    """(settings, store) on a fresh local store holding the template's validated days."""
-    settings = fast_settings(tmp_path / "home", **overrides)
-    shutil.copytree(template, settings.store_root)
-    return settings, LocalStore(settings.store_root)
-
-
-@contextmanager
-def one_thread_per_fit():
-    """One OpenMP/BLAS thread per fit: on a busy 2-core machine HGB's spinning threads cost 3-4x."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        yield
+from mlcycle.tasks.storage import LocalStore
+from mlcycle.tasks.training.challenger import train_challenger
+from mlcycle.tasks.training.window import TrainingDataError, labels, load_rows, select_window, time_split
+from tests.conftest import run_cli
+from tests.support.training import DAYS, ROWS, START, fast_settings, one_thread_per_fit, simulated, write_day
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -194,7 +112,7 @@ def test_unknown_family_or_parameter_fails_before_reading_data(train_env, monkey
 
     settings, store = train_env
     window = select_window(store, days=DAYS)
-    monkeypatch.setattr("mlcycle.tasks.training.load_rows", lambda *a, **k: pytest.fail("data was read"))
+    monkeypatch.setattr("mlcycle.tasks.training.challenger.load_rows", lambda *a, **k: pytest.fail("data was read"))
     with pytest.raises(ConfigError, match=r"unknown model family 'forest'; configured families"):
         train_challenger(store, settings, window, family="forest")
     bad = fast_settings(settings.home, training={"families": {"logistic_regression": {
@@ -306,7 +224,7 @@ def test_train_flow_promotes_first_model_then_refuses_an_identical_one(env_setti
     from prefect.artifacts import Artifact
 
     from mlcycle.flows.train import train_flow
-    from mlcycle.tasks.registry import list_versions, load_model, read_alias
+    from mlcycle.tasks.registry.versions import list_versions, load_model, read_alias
     from mlcycle.tasks.storage import open_store
 
     shutil.copytree(validated_template, tmp_path / "home" / "store")

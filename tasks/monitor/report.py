@@ -134,7 +134,7 @@ def save_html(store: ObjectStore, report: MonitorReport, page: str) -> str:
 
 def write_report(store: ObjectStore, report: MonitorReport, spec, thresholds: dict) -> MonitorReport:
     """The HTML report and the decision into the store; the report, now with its ``report_key``."""
-    from mlcycle.tasks.registry import load_profile
+    from mlcycle.tasks.registry.versions import load_profile
 
     rows = window_rows(store, report.window, spec)
     profile = load_profile(store, report.window.model, report.window.champion_version)

@@ -161,7 +161,7 @@ def summarize_window(store: ObjectStore, window: MonitorWindow, champion_metrics
 
 def window_feature_drift(store: ObjectStore, window: MonitorWindow, spec, feature: str) -> FeatureDrift | None:
     """One feature of the window against the champion's reference: reads that column and the profile only."""
-    from mlcycle.tasks.registry import load_profile
+    from mlcycle.tasks.registry.versions import load_profile
 
     declared = spec.feature(feature)
     profile = load_profile(store, window.model, window.champion_version)
@@ -170,7 +170,7 @@ def window_feature_drift(store: ObjectStore, window: MonitorWindow, spec, featur
 
 def window_prediction_drift(store: ObjectStore, window: MonitorWindow,
                             prediction_column: str = "probability") -> FeatureDrift | None:
-    from mlcycle.tasks.registry import load_profile
+    from mlcycle.tasks.registry.versions import load_profile
 
     profile = load_profile(store, window.model, window.champion_version)
     return prediction_drift(profile, window_columns(store, window, [prediction_column])[prediction_column])
@@ -190,7 +190,7 @@ def report_from_parts(summary: WindowSummary, features: list[FeatureDrift | None
 
 def nothing_to_monitor(store: ObjectStore, name: str) -> str | None:
     """Why there is nothing to monitor (model ``name`` has no champion yet), as a sentence; None otherwise."""
-    from mlcycle.tasks.registry import read_alias
+    from mlcycle.tasks.registry.versions import read_alias
 
     if read_alias(store, name) is not None:
         return None
@@ -212,7 +212,7 @@ def nothing_to_monitor_task(settings: Settings) -> str | None:
     from prefect.artifacts import create_markdown_artifact
 
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training import model_name
+    from mlcycle.tasks.training.challenger import model_name
 
     reason = nothing_to_monitor(open_store(settings), model_name(settings))
     if reason is not None:
@@ -224,9 +224,9 @@ def nothing_to_monitor_task(settings: Settings) -> str | None:
 @task(name="evaluate-window", cache_policy=NO_CACHE)
 def evaluate_window_task(settings: Settings, hours: int, end: dt.datetime | None,
                          start: dt.datetime | None = None) -> MonitorReport:
-    from mlcycle.tasks.registry import load_metadata, load_profile
+    from mlcycle.tasks.registry.versions import load_metadata, load_profile
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training import model_name
+    from mlcycle.tasks.training.challenger import model_name
 
     store = open_store(settings)
     name = model_name(settings)
@@ -240,9 +240,9 @@ def evaluate_window_task(settings: Settings, hours: int, end: dt.datetime | None
 @task(name="window-summary", cache_policy=NO_CACHE)
 def window_summary_task(settings: Settings, hours: int, end: dt.datetime | None,
                         start: dt.datetime | None = None) -> WindowSummary:
-    from mlcycle.tasks.registry import load_metadata
+    from mlcycle.tasks.registry.versions import load_metadata
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training import model_name
+    from mlcycle.tasks.training.challenger import model_name
 
     store = open_store(settings)
     name = model_name(settings)

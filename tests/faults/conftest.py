@@ -298,7 +298,7 @@ def copy_store(source, target) -> int:
 
 
 def seed_store(template: Path, settings) -> None:
-    """The validated template of tests/test_training.py in the store ``settings`` name."""
+    """The validated template of tests/support/training.py in the store ``settings`` name."""
     from mlcycle.tasks.storage import LocalStore, open_store
 
     if settings.store == "local":

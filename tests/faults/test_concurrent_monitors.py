@@ -44,7 +44,7 @@ def _train_runs(deployment_id: str, since: dt.datetime) -> list:
 @pytest.fixture(scope="module")
 def drifted_world(prefect_harness, validated_template, tmp_path_factory):
     from mlcycle.flows.train import train_flow
-    from mlcycle.tasks.registry import load_model
+    from mlcycle.tasks.registry.versions import load_model
     from mlcycle.tasks.traffic import log_in_process
 
     home = tmp_path_factory.mktemp("monitors") / "home"

@@ -17,7 +17,7 @@ import shutil
 import pytest
 
 from mlcycle.tasks.partitions import list_partitions, manifest_key, read_manifest, read_partition
-from mlcycle.tasks.registry import list_versions, load_metadata, load_model, version_prefix
+from mlcycle.tasks.registry.versions import list_versions, load_metadata, load_model, version_prefix
 from mlcycle.tasks.storage import IntegrityError, LocalStore, open_store
 from tests.conftest import run_cli
 from tests.faults.conftest import copy_store, flow_settings, s3_env
@@ -74,7 +74,7 @@ def _unaffected(store, settings, except_day: dt.date | None = None) -> None:
 def test_flipped_byte_in_a_validated_partition_is_refused_by_training_and_reported(
         damaged_env, monkeypatch, capsys):
     from mlcycle.flows.train import train_flow
-    from mlcycle.tasks.training import load_rows, select_window
+    from mlcycle.tasks.training.window import load_rows, select_window
 
     settings, store = damaged_env
     manifest = read_manifest(store, "validated", BAD_DAY)

@@ -152,7 +152,7 @@ def test_ingest_killed_after_its_raw_partition_then_retried_equals_a_clean_run(
 def test_training_killed_mid_registration_then_retried_registers_one_version_like_a_clean_run(
         work_pool, tmp_path, validated_template):
     from mlcycle.flows.train import train_flow
-    from mlcycle.tasks.registry import list_versions, load_metadata, load_model
+    from mlcycle.tasks.registry.versions import list_versions, load_metadata, load_model
 
     clean_home = tmp_path / "clean" / "home"
     shutil.copytree(validated_template, clean_home / "store")

@@ -122,7 +122,7 @@ def _registry_keys(store) -> list[str]:
 def test_registration_rides_out_an_outage_and_registers_exactly_one_whole_version(
         backend, request, tmp_path, outages, monkeypatch, validated_template, prefect_harness):
     from mlcycle.flows.train import train_flow
-    from mlcycle.tasks.registry import list_versions, load_model, read_alias
+    from mlcycle.tasks.registry.versions import list_versions, load_model, read_alias
 
     server = request.getfixturevalue("s3_running") if backend == "minio" else None
     with flow_settings(tmp_path / "home", RETRIES__TRAINING__RETRIES="5", **_env(backend, server)) as settings:
@@ -148,7 +148,7 @@ def test_registration_rides_out_an_outage_and_registers_exactly_one_whole_versio
 def test_registration_outage_beyond_the_retries_leaves_no_half_version_and_a_rerun_adds_one(
         backend, request, tmp_path, outages, monkeypatch, capsys, validated_template, prefect_harness):
     from mlcycle.flows.train import train_flow
-    from mlcycle.tasks.registry import ModelNotFound, list_versions, load_model, read_alias
+    from mlcycle.tasks.registry.versions import ModelNotFound, list_versions, load_model, read_alias
 
     server = request.getfixturevalue("s3_running") if backend == "minio" else None
     with flow_settings(tmp_path / "home", RETRIES__TRAINING__RETRIES="1", **_env(backend, server)) as settings:

@@ -1,18 +1,4 @@
-"""The model registry, kept in the object store: versions, their lineage, and the champion alias.
-
-Layout::
-
-    models/<name>/versions/<n>.claim           exclusive claim of version number n (create_exclusive)
-    models/<name>/<n>/model.joblib             the fitted scikit-learn Pipeline (preprocessing + estimator)
-    models/<name>/<n>/reference_profile.json   the training data's profile, for the drift monitor
-    models/<name>/<n>/evaluation.json          challenger vs champion, bootstrap, gate decision
-    models/<name>/<n>/report.md                the same, for humans; plots/*.png beside it
-    models/<name>/<n>/test_predictions.parquet the challenger's test-window scores (id, y, score)
-    models/<name>/<n>/metadata.json            ModelVersion: params, metrics, gate, lineage, every sha256
-    models/<name>/versions/<n>.json            the seal: version + sha256 of metadata.json and model.joblib
-    models/<name>/aliases/champion.json        AliasPointer: champion and previous, in one object
-    models/<name>/aliases/history/<ts>.json    every alias move, with its reason
-    models/<name>/staging/<token>/...          a candidate before registration (not a version)
+"""Model versions: claiming a number, writing and sealing a version, and every verified read.
 
 Invariants:
 
@@ -30,13 +16,10 @@ Invariants:
   ``model.joblib`` against the metadata, all *before* unpickling. A joblib file is code: the
   registry only ever unpickles bytes whose sha256 it recorded itself. Through an alias, the alias's
   own record of both hashes is checked too, so swapping a version's metadata is detected.
-* **Atomic alias moves.** ``champion.json`` holds the champion *and* the previous champion, so both move
-  in one object write; moves are serialised by a lock object (exclusive create; a lock older than two
-  minutes is considered abandoned). :func:`promote` can insist that the champion is still the one the
-  gate compared against (``expected_champion``), so a promotion never overrides a concurrent one by
-  accident. :func:`rollback` swaps champion and previous (a second rollback undoes the first).
 
-Secrets never enter metadata: lineage records the data, the code commit and library versions only.
+Reading the champion pointer (:func:`read_alias`) is here, not in ``aliases.py``: every read resolves
+``champion`` or ``previous`` to a version (:func:`resolve`), and ``aliases.py``, which moves the
+pointer, imports this module (never the reverse).
 """
 
 from __future__ import annotations
@@ -44,30 +27,32 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import platform
-import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ValidationError
 
-from mlcycle.tasks.evaluation import (
-    BootstrapResult,
-    FeatureImportance,
-    GateDecision,
-    Metrics,
-    ModelScores,
-    SliceMetrics,
-    comparison_table,
-)
-from mlcycle.tasks.features import InputColumn, model_input
+from mlcycle.tasks.evaluation.gate import comparison_table
+from mlcycle.tasks.features import model_input
 from mlcycle.tasks.profile import PROFILE_FILE, ReferenceProfile
+from mlcycle.tasks.records.evaluation import GateDecision
+from mlcycle.tasks.records.registry import (
+    AliasPointer,
+    AliasTarget,
+    ArtifactRecord,
+    EvaluationReport,
+    Lineage,
+    ModelDraft,
+    ModelVersion,
+    VersionListing,
+    VersionSeal,
+)
+from mlcycle.tasks.records.training import Candidate, Comparison
+from mlcycle.tasks.registry.lineage import code_version, environment
+from mlcycle.tasks.registry.report import render_report
 from mlcycle.tasks.storage import (
     IntegrityError,
     ObjectNotFound,
@@ -75,14 +60,12 @@ from mlcycle.tasks.storage import (
     check_segment,
     delete_prefix,
     get_verified,
+    open_store,
     sha256_bytes,
 )
-from mlcycle.tasks.training import Candidate, Comparison, InputPartition, SearchSummary, SplitSummary
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
-LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "joblib", "prefect")
-LOCK_STALE_SECONDS = 120.0
 
 Ref = int | str  # a version number, or "champion" / "previous"
 
@@ -93,125 +76,6 @@ class RegistryError(RuntimeError):
 
 class ModelNotFound(RegistryError, LookupError):
     """No such model, version or alias."""
-
-
-class ChampionChanged(RegistryError):
-    """The champion moved since the gate compared against it; the promotion was not made."""
-
-
-# --------------------------------------------------------------------------------------------------
-# records
-# --------------------------------------------------------------------------------------------------
-
-
-class ArtifactRecord(BaseModel):
-    key: str
-    sha256: str
-    bytes: int
-
-
-class Lineage(BaseModel):
-    """Where a version came from: exactly the partitions it read, the code, and the libraries."""
-
-    dataset: str
-    dataset_schema_hash: str
-    partitions: list[InputPartition]
-    window: str
-    split: SplitSummary
-    code_version: str  # git commit, or "unknown"
-    code_dirty: bool | None  # uncommitted changes in the working tree when it was trained
-    python: str
-    libraries: dict[str, str]
-    platform: str
-    flow_run_id: str | None = None
-
-
-class ModelDraft(BaseModel):
-    """Everything a training run says about a model before it gets a version number."""
-
-    name: str
-    family: str
-    estimator: str
-    params: dict[str, Any]
-    seed: int
-    threshold: float
-    features: list[InputColumn]
-    search: SearchSummary
-    metrics: Metrics  # on the test window
-    slices: list[SliceMetrics]
-    gate: GateDecision
-    lineage: Lineage
-
-
-class ModelVersion(ModelDraft):
-    """``metadata.json`` of a version."""
-
-    version: int
-    created_at: dt.datetime
-    model_sha256: str
-    artifacts: dict[str, ArtifactRecord]  # name within the version -> key, sha256, bytes
-
-    def to_json_bytes(self) -> bytes:
-        return json.dumps(self.model_dump(mode="json"), indent=1, sort_keys=True).encode()
-
-
-class VersionSeal(BaseModel):
-    name: str
-    version: int
-    metadata_sha256: str
-    model_sha256: str
-    sealed_at: dt.datetime
-
-
-class AliasTarget(BaseModel):
-    version: int
-    model_sha256: str
-    metadata_sha256: str
-
-
-class AliasPointer(AliasTarget):
-    """``aliases/champion.json``: the champion, and the champion it replaced (``previous``)."""
-
-    alias: Literal["champion"] = "champion"
-    set_at: dt.datetime
-    reason: str
-    previous: AliasTarget | None = None
-
-
-class AliasEvent(BaseModel):
-    action: Literal["promote", "rollback"]
-    name: str
-    from_version: int | None
-    to_version: int
-    reason: str
-    at: dt.datetime
-
-
-class EvaluationReport(BaseModel):
-    """``evaluation.json``: the challenger and the champion on the same test window, and the decision."""
-
-    name: str
-    version: int
-    test_window: str
-    challenger: ModelScores
-    champion_version: int | None
-    champion: ModelScores | None
-    champion_error: str | None
-    bootstrap: BootstrapResult | None
-    decision: GateDecision
-    comparison: list[dict[str, Any]]
-    importances: list[FeatureImportance]
-    plots: list[str]
-
-
-class VersionListing(BaseModel):
-    version: int
-    created_at: dt.datetime | None = None
-    family: str | None = None
-    metrics: dict[str, float | None] = Field(default_factory=dict)
-    gate: str | None = None  # "promote" | "refused"
-    aliases: list[str] = Field(default_factory=list)
-    status: str = "ok"  # or what is wrong with its files
 
 
 @dataclass
@@ -259,12 +123,9 @@ def staging_prefix(name: str, token: str) -> str:
     return f"{model_root(name)}staging/{check_segment(token, 'staging token')}/"
 
 
-def _lock_key(name: str) -> str:
-    return f"{model_root(name)}aliases/champion.lock"
-
-
-def _dump(model: BaseModel) -> bytes:
-    return json.dumps(model.model_dump(mode="json"), indent=1, sort_keys=True).encode()
+def record_bytes(record: BaseModel) -> bytes:
+    """A record as the registry stores it: JSON, keys sorted (seals, reports, the alias pointer, events)."""
+    return json.dumps(record.model_dump(mode="json"), indent=1, sort_keys=True).encode()
 
 
 def _now() -> dt.datetime:
@@ -311,7 +172,7 @@ def write_version(store: ObjectStore, draft: ModelDraft, version: int, artifacts
     store.put_bytes(prefix + METADATA_FILE, payload)
     seal = VersionSeal(name=draft.name, version=version, metadata_sha256=sha256_bytes(payload),
                        model_sha256=metadata.model_sha256, sealed_at=_now())
-    if not store.create_exclusive(seal_key(draft.name, version), _dump(seal)):
+    if not store.create_exclusive(seal_key(draft.name, version), record_bytes(seal)):
         raise RegistryError(f"model {draft.name!r} version {version} was sealed by another writer; its claim "
                             f"{store.uri(claim_key(draft.name, version))} was not respected")
     return metadata
@@ -330,11 +191,6 @@ def run_claim(store: ObjectStore, name: str, flow_run_id: str) -> tuple[int, dic
         if isinstance(record, dict) and record.get("flow_run_id") == flow_run_id:
             return version, record
     return None
-
-
-def register_model(store: ObjectStore, draft: ModelDraft, artifacts: dict[str, bytes]) -> ModelVersion:
-    """Claim a number and write the version (see :func:`write_version`)."""
-    return write_version(store, draft, allocate_version(store, draft.name), artifacts)
 
 
 def register_candidate(store: ObjectStore, candidate: Candidate, comparison: Comparison, decision: GateDecision,
@@ -380,7 +236,7 @@ def register_candidate(store: ObjectStore, candidate: Candidate, comparison: Com
         comparison=comparison_table(candidate.scores, comparison.champion_scores),
         importances=candidate.importances, plots=plots,
     )
-    artifacts["evaluation.json"] = _dump(report)
+    artifacts["evaluation.json"] = record_bytes(report)
     artifacts["report.md"] = render_report(report, {p: p for p in plots}).encode()
     metadata = write_version(store, draft, version, artifacts)
     _drop_staging(store, candidate.staging_prefix, earlier[1].get("staging") if earlier else None)
@@ -394,30 +250,6 @@ def _drop_staging(store: ObjectStore, *prefixes: str | None) -> None:
         if len(parts) == 5 and parts[0] == "models" and parts[2] == "staging" and parts[4] == "":
             with suppress(Exception):
                 delete_prefix(store, prefix)
-
-
-def environment() -> tuple[str, dict[str, str], str]:
-    """Python version, versions of the libraries a pickled pipeline depends on, and the platform."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    libraries = {}
-    for lib in LIBRARIES:
-        with suppress(PackageNotFoundError):
-            libraries[lib] = version(lib)
-    return sys.version.split()[0], libraries, platform.platform()
-
-
-def code_version() -> tuple[str, bool | None]:
-    """The git commit of the code (and whether the tree had changes), or ("unknown", None)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=5, check=True).stdout
-        return commit or "unknown", bool(status.strip())
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -556,147 +388,11 @@ def list_versions(store: ObjectStore, name: str, metrics: tuple[str, ...] = ("ro
 
 
 # --------------------------------------------------------------------------------------------------
-# aliases
+# Prefect task: thin wrapper
 # --------------------------------------------------------------------------------------------------
-
-_ANY: Any = object()
-
-
-@contextmanager
-def _alias_lock(store: ObjectStore, name: str, timeout: float = 30.0) -> Iterator[None]:
-    key = _lock_key(name)
-    token = uuid.uuid4().hex
-    deadline = time.monotonic() + timeout
-    while not store.create_exclusive(key, json.dumps({"token": token, "at": _now().isoformat()}).encode()):
-        try:
-            held_at = dt.datetime.fromisoformat(json.loads(store.get_bytes(key))["at"])
-            age = (_now() - held_at).total_seconds()
-        except ObjectNotFound:
-            continue
-        except (ValueError, KeyError, TypeError):
-            age = float("inf")
-        if age > LOCK_STALE_SECONDS:  # its holder died: break it
-            store.delete(key)
-            continue
-        if time.monotonic() > deadline:
-            raise RegistryError(f"the aliases of model {name!r} are locked by another promotion since "
-                                f"{held_at:%Y-%m-%d %H:%M:%S} UTC ({store.uri(key)}); retry later")
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        with suppress(Exception):
-            if json.loads(store.get_bytes(key)).get("token") == token:
-                store.delete(key)
-
-
-def _verified_target(store: ObjectStore, name: str, version: int) -> AliasTarget:
-    """The target for an alias, after checking the version's metadata and model bytes are intact."""
-    target = resolve(store, name, version)
-    metadata = load_metadata(store, name, version)
-    get_verified(store, metadata.artifacts[MODEL_FILE].key, metadata.model_sha256)
-    return target
-
-
-def _record(store: ObjectStore, event: AliasEvent) -> None:
-    stamp = event.at.strftime("%Y%m%dT%H%M%S.%fZ")
-    store.put_bytes(f"{model_root(event.name)}aliases/history/{stamp}-{uuid.uuid4().hex[:8]}.json", _dump(event))
-
-
-def promote(store: ObjectStore, name: str, version: Ref, *, reason: str,
-            expected_champion: int | None = _ANY) -> AliasPointer:
-    """Make ``version`` the champion (the current one becomes previous), after verifying its files.
-
-    With ``expected_champion`` (a version, or None for "no champion"), refuse with
-    :class:`ChampionChanged` if the champion is no longer that one.
-    """
-    number = parse_version(version)
-    with _alias_lock(store, name):
-        current = read_alias(store, name)
-        now_champion = current.version if current else None
-        if expected_champion is not _ANY and now_champion != expected_champion:
-            raise ChampionChanged(
-                f"model {name!r}: the champion is now v{now_champion}, not v{expected_champion} as when the gate "
-                f"compared v{number} against it; v{number} was not promoted (promote it by hand if wanted)")
-        target = _verified_target(store, name, number)
-        if current is not None and current.version == number:
-            return current
-        previous = AliasTarget(**current.model_dump(include=set(AliasTarget.model_fields))) if current else None
-        pointer = AliasPointer(**target.model_dump(), set_at=_now(), reason=reason, previous=previous)
-        store.put_bytes(alias_key(name), _dump(pointer))
-    _record(store, AliasEvent(action="promote", name=name, from_version=now_champion, to_version=number,
-                              reason=reason, at=pointer.set_at))
-    return pointer
-
-
-def rollback(store: ObjectStore, name: str, *, reason: str = "rollback") -> AliasPointer:
-    """Champion back to previous; the demoted champion becomes previous (so rollback again undoes it)."""
-    with _alias_lock(store, name):
-        current = read_alias(store, name)
-        if current is None or current.previous is None:
-            raise ModelNotFound(f"model {name!r} has no previous champion to roll back to"
-                                + ("" if current else " (nothing was promoted yet)"))
-        target = _verified_target(store, name, current.previous.version)
-        demoted = AliasTarget(**current.model_dump(include=set(AliasTarget.model_fields)))
-        pointer = AliasPointer(**target.model_dump(), set_at=_now(), reason=reason, previous=demoted)
-        store.put_bytes(alias_key(name), _dump(pointer))
-    _record(store, AliasEvent(action="rollback", name=name, from_version=demoted.version, to_version=target.version,
-                              reason=reason, at=pointer.set_at))
-    return pointer
-
-
-def alias_history(store: ObjectStore, name: str) -> list[AliasEvent]:
-    prefix = f"{model_root(name)}aliases/history/"
-    return [AliasEvent.model_validate_json(store.get_bytes(k)) for k in store.list(prefix)]
-
-
-# --------------------------------------------------------------------------------------------------
-# the report (stored as report.md, and shown as a Prefect artifact)
-# --------------------------------------------------------------------------------------------------
-
-
-def render_report(report: EvaluationReport, plot_links: dict[str, str]) -> str:
-    d = report.decision
-    verdict = "PROMOTED to champion" if d.promote else "NOT promoted"
-    against = f"champion v{report.champion_version}" if report.champion_version else "no champion (floors only)"
-    lines = [f"# {report.name} v{report.version}: {verdict}", "",
-             f"Test window {report.test_window}; compared with {against}.", "", f"**Decision**: {d.summary}", "",
-             "| rule | passed | observed | required | detail |", "|---|---|---|---|---|"]
-    for r in d.rules:
-        observed = "" if r.observed is None else f"{r.observed:.4f}"
-        lines.append(f"| {r.rule} | {'yes' if r.passed else '**NO**'} | {observed} | {r.required} | {r.detail} |")
-    lines += ["", "| scope | metric | challenger | champion | improvement |", "|---|---|---|---|---|"]
-    for row in report.comparison:
-        if row["scope"] == "overall" or row["metric"] == d.primary_metric:
-            lines.append(f"| {row['scope']} | {row['metric']} | {_fmt(row['challenger'])} | {_fmt(row['champion'])} "
-                         f"| {_fmt(row['improvement'])} |")
-    if plot_links:
-        lines += ["", "Plots: " + " · ".join(f"[{Path(p).stem}]({link})" for p, link in sorted(plot_links.items()))]
-    return "\n".join(lines) + "\n"
-
-
-def _fmt(x: float | None) -> str:
-    return "" if x is None else f"{x:.4f}"
-
-
-# --------------------------------------------------------------------------------------------------
-# Prefect tasks: thin wrappers
-# --------------------------------------------------------------------------------------------------
-
-from prefect import task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 
 @task(name="register-model", cache_policy=NO_CACHE)
 def register_task(settings, candidate: Candidate, comparison: Comparison, decision: GateDecision,
                   flow_run_id: str | None = None) -> ModelVersion:
-    from mlcycle.tasks.storage import open_store
-
     return register_candidate(open_store(settings), candidate, comparison, decision, flow_run_id=flow_run_id)
-
-
-@task(name="promote-model", cache_policy=NO_CACHE)
-def promote_task(settings, name: str, version: int, reason: str, expected_champion: int | None) -> AliasPointer:
-    from mlcycle.tasks.storage import open_store
-
-    return promote(open_store(settings), name, version, reason=reason, expected_champion=expected_champion)

@@ -1,0 +1,91 @@
+"""The records of evaluation: a model's metrics on a test window (overall and per slice), the paired
+bootstrap of an improvement, permutation importances, and the gate's decision with every rule's result.
+
+Computed by ``tasks/evaluation/`` (metrics.py, gate.py), stored by the registry with each version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, Field
+
+
+class Metrics(BaseModel):
+    rows: int
+    positives: int
+    threshold: float
+    roc_auc: float | None
+    pr_auc: float | None
+    log_loss: float
+    brier: float
+    f1: float
+    recall: float
+    precision: float
+
+    def get(self, metric: str) -> float | None:
+        return getattr(self, metric)
+
+
+class SliceMetrics(BaseModel):
+    feature: str
+    value: str
+    metrics: Metrics
+
+    @property
+    def name(self) -> str:
+        return f"{self.feature}={self.value}"
+
+
+class ModelScores(BaseModel):
+    """One model's metrics on a test window: overall and per slice."""
+
+    overall: Metrics
+    slices: list[SliceMetrics] = Field(default_factory=list)
+
+    def slice(self, feature: str, value: str) -> SliceMetrics | None:
+        return next((s for s in self.slices if s.feature == feature and s.value == value), None)
+
+
+class BootstrapResult(BaseModel):
+    """Paired bootstrap of the improvement of ``metric`` (positive: the challenger is better)."""
+
+    metric: str
+    samples: int
+    seed: int
+    confidence: float
+    observed: float  # the improvement on the test window itself
+    mean: float
+    low: float
+    high: float
+    valid_samples: int  # resamples where the metric was defined (both classes drawn)
+
+
+class RuleResult(BaseModel):
+    rule: str  # floor:roc_auc | ceiling:brier | champion | min_delta | bootstrap_ci | slice:region=south
+    passed: bool
+    observed: float | None = None
+    required: str = ""  # e.g. ">= 0.7"
+    detail: str = ""
+
+
+class GateDecision(BaseModel):
+    """The outcome of the gate, with every rule's result: stored with the version, shown in the UI."""
+
+    promote: bool
+    primary_metric: str
+    champion_version: int | None
+    rules: list[RuleResult]
+    summary: str
+    decided_at: dt.datetime
+    bootstrap: BootstrapResult | None = None
+
+    @property
+    def failed(self) -> list[RuleResult]:
+        return [r for r in self.rules if not r.passed]
+
+
+class FeatureImportance(BaseModel):
+    feature: str
+    importance: float  # mean drop of ROC AUC when the feature is permuted
+    std: float

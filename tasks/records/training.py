@@ -1,0 +1,139 @@
+"""The records of a training run: the window of validated partitions, the time split, the search, the
+staged challenger with its test scores, the champion's scores on the same rows, and the run's outcome.
+
+Built by ``tasks/training/`` and passed between the tasks of ``flows/train.py``: references and small
+summaries, never DataFrames or fitted models (those are staged in the object store, see
+:class:`StagedArtifact`). :class:`TrainingOutcome` is what ``mlcycle train --json`` prints and the
+monitoring flow reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+# PartitionRef and InputColumn are records too, still kept beside their logic (partitions, features)
+from mlcycle.tasks.features import InputColumn
+from mlcycle.tasks.partitions import PartitionRef
+from mlcycle.tasks.records.evaluation import BootstrapResult, FeatureImportance, GateDecision, Metrics, ModelScores
+
+SplitName = Literal["train", "validation", "test"]
+
+
+class InputPartition(PartitionRef):
+    """A validated partition used for training, with the dataset declaration it was validated under."""
+
+    dataset_schema_hash: str
+
+
+class TrainingWindow(BaseModel):
+    partitions: list[InputPartition]
+    first_day: dt.date
+    last_day: dt.date
+    requested: str  # how the window was asked for, e.g. "last 10 validated days up to 2026-10-14"
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.partitions)
+
+
+class SplitPart(BaseModel):
+    name: SplitName
+    start: dt.datetime  # inclusive
+    end: dt.datetime  # exclusive
+    first_day: dt.date
+    last_day: dt.date
+    rows: int
+    positives: int
+    partitions: list[PartitionRef]  # the partitions holding its rows
+
+    @property
+    def positive_rate(self) -> float:
+        return self.positives / self.rows if self.rows else 0.0
+
+
+class SplitSummary(BaseModel):
+    timestamp_column: str
+    train: SplitPart
+    validation: SplitPart
+    test: SplitPart
+
+
+class CandidateScore(BaseModel):
+    params: dict[str, Any]
+    mean_score: float
+    std_score: float
+    rank: int
+
+
+class SearchSummary(BaseModel):
+    strategy: str  # random | halving
+    cv: str
+    scoring: str
+    n_candidates: int
+    best_params: dict[str, Any]
+    best_score: float
+    candidates: list[CandidateScore]
+    backend: str
+    n_jobs: int
+    seconds: float
+
+
+class StagedArtifact(BaseModel):
+    key: str
+    sha256: str
+    bytes: int
+
+
+class Candidate(BaseModel):
+    """A trained, scored, not yet registered model: what the train task hands to the rest of the flow."""
+
+    model_name: str
+    staging_prefix: str
+    family: str
+    estimator: str
+    params: dict[str, Any]  # the estimator's parameters: fixed ones and the search's best
+    seed: int
+    threshold: float
+    features: list[InputColumn]
+    dataset: str
+    dataset_schema_hash: str
+    window: TrainingWindow
+    split: SplitSummary
+    search: SearchSummary
+    scores: ModelScores  # on the test window
+    importances: list[FeatureImportance]
+    artifacts: dict[str, StagedArtifact] = Field(default_factory=dict)  # name in the version -> staged object
+    seconds: dict[str, float] = Field(default_factory=dict)
+
+
+class Comparison(BaseModel):
+    """The champion on the challenger's test rows, and the paired bootstrap of the improvement."""
+
+    champion_version: int | None = None
+    # test days the champion was itself fitted on: its scores there are optimistic (the comparison is
+    # then conservative: it can only make promotion harder)
+    champion_fitted_on_test_days: list[dt.date] = Field(default_factory=list)
+    champion_scores: ModelScores | None = None
+    champion_error: str | None = None
+    bootstrap: BootstrapResult | None = None
+    artifacts: dict[str, StagedArtifact] = Field(default_factory=dict)
+
+
+class TrainingOutcome(BaseModel):
+    """What a training run did: what ``mlcycle train --json`` prints and the monitoring flow reads."""
+
+    name: str
+    version: int
+    family: str
+    promoted: bool
+    champion: int | None  # the champion after this run
+    previous: int | None
+    decision: GateDecision
+    metrics: Metrics
+    window: str
+    test_window: str
+    note: str = ""
+    report_uri: str

@@ -1,0 +1,208 @@
+"""The challenger: trained on the window, scored on its test days, staged; then the champion on the same rows.
+
+:func:`train_challenger` loads the window's partitions (sha256-verified), splits them in time
+(:mod:`~mlcycle.tasks.training.window`), runs the search (:mod:`~mlcycle.tasks.training.search`), scores the
+refitted pipeline on the test window (overall and per slice), computes permutation importance and the
+reference profile, and stages model, test predictions, profile and importance plot under
+``models/<name>/staging/<token>/``: a typed :class:`~mlcycle.tasks.records.training.Candidate`, not yet a
+version. An unknown family or parameter is a :class:`~mlcycle.tasks.settings.ConfigError` before any data
+is read.
+
+:func:`compare_with_champion` scores the champion on exactly those test rows, bootstraps the improvement
+and stages the ROC and calibration plots: a :class:`~mlcycle.tasks.records.training.Comparison`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from mlcycle.tasks.evaluation.metrics import paired_bootstrap, permutation_importances, score_model
+from mlcycle.tasks.evaluation.plots import calibration_plot, importance_plot, roc_plot
+from mlcycle.tasks.features import build_pipeline, input_schema, model_input, resolve_family, training_features
+from mlcycle.tasks.profile import PROFILE_FILE, build_profile
+from mlcycle.tasks.records.training import Candidate, Comparison, StagedArtifact, TrainingWindow
+from mlcycle.tasks.registry.aliases import read_alias
+from mlcycle.tasks.registry.versions import load_model, staging_prefix
+from mlcycle.tasks.settings import ConfigError, Settings
+from mlcycle.tasks.storage import ObjectStore, get_verified, open_store
+from mlcycle.tasks.training.search import fit_threads, plain_params, run_search
+from mlcycle.tasks.training.window import (
+    TrainingDataError,
+    labels,
+    load_rows,
+    load_test_window,
+    select_window,
+    time_split,
+)
+
+
+def model_name(settings: Settings) -> str:
+    return settings.training.model_name or f"{settings.dataset.name}-{settings.dataset.target}"
+
+
+def slice_features(settings: Settings) -> list[str]:
+    """The categorical columns the test window is sliced by (whether or not a model reads them)."""
+    return settings.gate.slice_features or [f.name for f in settings.dataset.categorical_features]
+
+
+def train_challenger(store: ObjectStore, settings: Settings, window: TrainingWindow, *, family: str | None = None,
+                     n_iter: int | None = None, seed: int | None = None) -> Candidate:
+    """Load the window, split it, search, score on the test window, profile, and stage the result."""
+    training = settings.training
+    family_name, family_spec = resolve_family(settings, family)  # fails before any data is read
+    seed = training.seed if seed is None else seed
+    n_iter = training.n_iter if n_iter is None else n_iter
+    if n_iter < 1:
+        raise ConfigError(f"the search budget must be at least 1 candidate, got {n_iter}")
+    features = training_features(settings)
+    with fit_threads(training):
+        return _train_challenger(store, settings, window, family_name, family_spec, features, n_iter, seed)
+
+
+def _train_challenger(store: ObjectStore, settings: Settings, window: TrainingWindow, family_name: str, family_spec,
+                      features, n_iter: int, seed: int) -> Candidate:
+    spec, training = settings.dataset, settings.training
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    frame = load_rows(store, spec, window.partitions)
+    split, frames = time_split(frame, spec, training, window.partitions)
+    del frame
+    y = {name: labels(part, spec) for name, part in frames.items()}
+    seconds["load_and_split"] = time.perf_counter() - clock
+
+    pipeline, search = run_search(build_pipeline(features, family_spec, seed), family_spec, frames, y, features,
+                                  training, settings.dask, primary_metric=settings.gate.primary_metric,
+                                  n_iter=n_iter, seed=seed)
+    seconds["search"] = search.seconds
+
+    clock = time.perf_counter()
+    test = frames["test"]
+    scores = pipeline.predict_proba(model_input(test, features))[:, 1]
+    test_scores = score_model(test, y["test"], scores, slice_features(settings), training.threshold)
+    importances = permutation_importances(pipeline, model_input(test, features), y["test"], seed=seed)
+    fitted = pd.concat([frames["train"], frames["validation"]], ignore_index=True)
+    profile = build_profile(fitted, features, np.concatenate([y["train"], y["validation"]]), scores,
+                            dataset=spec.name, dataset_schema_hash=spec.schema_hash(),
+                            n_bins=training.profile_bins, created_at=dt.datetime.now(dt.UTC),
+                            sample_size=settings.drift.reference_sample_size, seed=seed)
+    seconds["evaluate"] = time.perf_counter() - clock
+
+    name = model_name(settings)
+    prefix = staging_prefix(name, uuid.uuid4().hex)
+    staged = {
+        "model.joblib": dump_model(pipeline),
+        PROFILE_FILE: profile.to_json_bytes(),
+        "test_predictions.parquet": _predictions_parquet(test[spec.id_column], y["test"], scores),
+        "plots/feature_importance.png": importance_plot(importances, f"{name}: permutation importance (test)"),
+    }
+    artifacts = {}
+    for rel, data in staged.items():
+        info = store.put_bytes(prefix + rel, data)
+        artifacts[rel] = StagedArtifact(key=info.key, sha256=info.sha256, bytes=info.size)
+    estimator = pipeline.named_steps["model"]
+    return Candidate(
+        model_name=name, staging_prefix=prefix, family=family_name, estimator=family_spec.estimator,
+        params=plain_params({k: v for k, v in estimator.get_params().items() if _jsonable(v)}), seed=seed,
+        threshold=training.threshold, features=input_schema(features), dataset=spec.name,
+        dataset_schema_hash=spec.schema_hash(), window=window, split=split, search=search, scores=test_scores,
+        importances=importances, artifacts=artifacts, seconds={k: round(v, 3) for k, v in seconds.items()},
+    )
+
+
+def compare_with_champion(store: ObjectStore, settings: Settings, candidate: Candidate) -> Comparison:
+    """Score the champion on the challenger's test rows; bootstrap the improvement; plot both.
+
+    A champion whose files fail their sha256 check raises :class:`~mlcycle.tasks.storage.IntegrityError` (an
+    alarm, not a reason to replace it quietly). A champion that cannot score these rows (e.g. it reads a
+    column the dataset no longer declares) is recorded as ``champion_error``, which blocks promotion.
+    """
+    spec, gate = settings.dataset, settings.gate
+    test = load_test_window(store, spec, candidate.split)
+    staged = pd.read_parquet(io.BytesIO(_read_staged(store, candidate, "test_predictions.parquet")))
+    if not np.array_equal(staged["id"].astype(str).to_numpy(), test[spec.id_column].astype(str).to_numpy()):
+        raise TrainingDataError("the test window's rows changed since the challenger was scored "
+                                f"({candidate.split.test.first_day}..{candidate.split.test.last_day}); re-run training")
+    y, challenger = staged["y"].to_numpy(), staged["score"].to_numpy()
+    curves = {"challenger": challenger}
+    comparison = Comparison()
+    if read_alias(store, candidate.model_name) is not None:
+        champion = load_model(store, candidate.model_name, "champion")
+        comparison.champion_version = champion.version
+        test_days = {p.date for p in candidate.split.test.partitions}
+        comparison.champion_fitted_on_test_days = sorted(
+            p.date for p in champion.metadata.lineage.partitions if p.date in test_days)
+        try:
+            with fit_threads(settings.training):
+                champion_scores = champion.predict_proba(test)
+        except Exception as exc:  # noqa: BLE001 - any failure to score is recorded and blocks promotion
+            comparison.champion_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        else:
+            comparison.champion_scores = score_model(test, y, champion_scores,
+                                                     slice_features(settings),
+                                                     champion.metadata.threshold)
+            comparison.bootstrap = paired_bootstrap(y, challenger, champion_scores, gate.primary_metric,
+                                                    samples=gate.bootstrap_samples, seed=gate.bootstrap_seed,
+                                                    confidence=gate.confidence)
+            curves[f"champion v{champion.version}"] = champion_scores
+    title = f"{candidate.model_name}: test {candidate.split.test.first_day}..{candidate.split.test.last_day}"
+    for rel, data in (("plots/roc.png", roc_plot(y, curves, f"ROC, {title}")),
+                      ("plots/calibration.png", calibration_plot(y, curves, f"calibration, {title}"))):
+        info = store.put_bytes(candidate.staging_prefix + rel, data)
+        comparison.artifacts[rel] = StagedArtifact(key=info.key, sha256=info.sha256, bytes=info.size)
+    return comparison
+
+
+def dump_model(pipeline) -> bytes:
+    """The joblib bytes of a fitted pipeline, as staged and registered (``model.joblib``)."""
+    import joblib
+
+    buf = io.BytesIO()
+    joblib.dump(pipeline, buf, compress=3)
+    return buf.getvalue()
+
+
+def _predictions_parquet(ids, y, scores) -> bytes:
+    frame = pd.DataFrame({"id": pd.Series(ids).astype(str).to_numpy(), "y": y, "score": scores})
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def _read_staged(store: ObjectStore, candidate: Candidate, rel: str) -> bytes:
+    artifact = candidate.artifacts[rel]
+    return get_verified(store, artifact.key, artifact.sha256)
+
+
+def _jsonable(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str, np.generic))
+
+
+# --------------------------------------------------------------------------------------------------
+# Prefect tasks: thin wrappers
+# --------------------------------------------------------------------------------------------------
+
+
+@task(name="select-window", cache_policy=NO_CACHE)
+def select_window_task(settings: Settings, days: int | None = None, end: dt.date | None = None,
+                       start: dt.date | None = None) -> TrainingWindow:
+    return select_window(open_store(settings), days=days, end=end, start=start)
+
+
+@task(name="train-challenger", cache_policy=NO_CACHE)
+def train_challenger_task(settings: Settings, window: TrainingWindow, family: str | None = None,
+                          n_iter: int | None = None, seed: int | None = None) -> Candidate:
+    return train_challenger(open_store(settings), settings, window, family=family, n_iter=n_iter, seed=seed)
+
+
+@task(name="score-champion", cache_policy=NO_CACHE)
+def compare_task(settings: Settings, candidate: Candidate) -> Comparison:
+    return compare_with_champion(open_store(settings), settings, candidate)
