@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
 import os
 import shutil
@@ -42,7 +43,8 @@ offline_environment()
 
 def start_to_ready(settings, target_name: str, record_like, n: int) -> list[float]:
     """Start ``n`` candidates of ``record_like`` one after the other; seconds from start to /readyz 200."""
-    from mlcycle.tasks.rollout import free_port, make_target
+    from mlcycle.tasks.rollout.targets import make_target
+    from mlcycle.tasks.serving.process import free_port
 
     target = make_target(settings, target_name)
     seconds = []
@@ -60,8 +62,8 @@ def start_to_ready(settings, target_name: str, record_like, n: int) -> list[floa
 
 def switches(settings, store, models, target_name: str, n: int) -> list[dict]:
     """``n`` rollouts alternating v2/v1 under continuous traffic through the stable URL."""
-    from mlcycle.tasks.endpoint import endpoint_url
-    from mlcycle.tasks.rollout import rollout
+    from mlcycle.tasks.rollout.endpoint import endpoint_url
+    from mlcycle.tasks.rollout.orchestrate import rollout
     from tests.test_rollout import traffic
 
     rollout(settings, store, bento_tag=models.v1.tag, target=target_name)
@@ -98,18 +100,19 @@ def main() -> None:
 
     from docker.errors import ImageNotFound
 
-    from mlcycle.tasks import images
-    from mlcycle.tasks.rollout import Deployment, _now, teardown
+    from mlcycle.tasks.records.rollout import Deployment
+    from mlcycle.tasks.rollout import images
+    from mlcycle.tasks.rollout.orchestrate import teardown
     from mlcycle.tasks.storage import LocalStore
     from tests.conftest import free_port
-    from tests.test_rollout import _settings, rollout_models
+    from tests.test_rollout import rollout_models, rollout_settings
 
     root = Path(tempfile.mkdtemp(prefix="mlcycle-bench-rollout-"))
     stamp = time.strftime("%Y%m%d%H%M%S")
     began = time.time()
     results: dict = {"machine": f"{os.cpu_count()} cores", "storage_driver": None}
     models = rollout_models(Folders(root))
-    settings = _settings(models.home, endpoint_port=free_port(), wheelhouse_dir=root / "wheelhouse",
+    settings = rollout_settings(models.home, endpoint_port=free_port(), wheelhouse_dir=root / "wheelhouse",
                          base_image=f"local/python-base:bench-{stamp}", image_name="mlcycle-bench")
     store = LocalStore(settings.store_root)
     try:
@@ -127,7 +130,7 @@ def main() -> None:
                 "v2_build_deps_cached_s": v2.build_seconds, "size_mb": round(v1.size_bytes / 1e6)}
             print("image:", json.dumps(results["image"]), flush=True)
         like = Deployment(id="bench", target="process", bento_tag=models.v1.tag, model_name=models.v1.model_name,
-                          model_version="1", endpoint_url="-", requested_at=_now())
+                          model_version="1", endpoint_url="-", requested_at=dt.datetime.now(dt.UTC))
         for target in targets:
             sample = like.model_copy(update={"target": target,
                                              "image": images.image_tag(settings, models.v1.tag) if target == "docker"

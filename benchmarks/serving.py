@@ -71,7 +71,7 @@ def prepare(home: Path, family: str, workers: int):
     from mlcycle.tasks.evaluation.gate import decide
     from mlcycle.tasks.registry.aliases import promote
     from mlcycle.tasks.registry.versions import register_candidate
-    from mlcycle.tasks.serving import build_bento, import_model
+    from mlcycle.tasks.serving.packaging import build_bento, import_model
     from mlcycle.tasks.settings import load_settings
     from mlcycle.tasks.sources import simulate_batch
     from mlcycle.tasks.storage import LocalStore
@@ -97,7 +97,7 @@ def prepare(home: Path, family: str, workers: int):
 
 def request_bodies(settings, store, model, work: Path) -> tuple[Path, Path, Path]:
     """(single-row /predict body, 1,000-row /predict_batch body, 1,000-row records body) from the test window."""
-    from mlcycle.tasks.serving import canary_rows, columns_payload, records_payload
+    from mlcycle.tasks.serving.client import canary_rows, columns_payload, records_payload
 
     frame, _ = canary_rows(store, settings, model.name, model.version, 1000)
     features = json.loads((Path(model.path) / "served_model.json").read_text())["features"]
@@ -213,7 +213,8 @@ class BentoBatching:
 
 
 def start_bentoml_batching(settings, model, work: Path, latency: int, port: int):
-    from mlcycle.tasks.serving import ServeProcess, bentoml_env
+    from mlcycle.tasks.serving.packaging import bentoml_env
+    from mlcycle.tasks.serving.process import ServeProcess
 
     folder = work / f"bentoml-batching-{latency}"
     folder.mkdir()
@@ -272,7 +273,7 @@ def main() -> None:
 
     import httpx
 
-    from mlcycle.tasks.serving import free_port, start_serving, wait_ready
+    from mlcycle.tasks.serving.process import free_port, start_serving, wait_ready
 
     home = Path(tempfile.mkdtemp(prefix="mlcycle-bench-serving-"))
     work = home / "bench"

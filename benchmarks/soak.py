@@ -4,7 +4,7 @@ rollout in the middle: no failed request, memory flat, every answered request in
 Two model versions are trained and packaged exactly as ``mlcycle package`` does (the helpers of
 tests/test_rollout.py, as benchmarks/rollout.py uses them), in a temporary home. Then, on 127.0.0.1:
 
-1. **v1 goes live** behind the stable endpoint (``tasks.rollout.rollout``, process target, nginx);
+1. **v1 goes live** behind the stable endpoint (``tasks.rollout.orchestrate.rollout``, process target, nginx);
 2. **capacity**: wrk (benchmarks/serving.py's runner) at increasing connections against the stable URL's
    ``/predict``, single-row requests (the best req/s of a run without errors or non-2xx), and the soak's
    own client offered twice that with as many requests in flight as wrk's largest run; capacity = the
@@ -145,7 +145,7 @@ class RssSampler(threading.Thread):
         self.started_at = time.monotonic()
 
     def sample(self) -> None:
-        from mlcycle.tasks.rollout import read_current
+        from mlcycle.tasks.rollout.orchestrate import read_current
 
         current = read_current(self.store)
         if current is not None and current.backend is not None and current.backend.pid:
@@ -250,19 +250,19 @@ def main() -> int:  # noqa: PLR0915 - one linear story, top to bottom
     if not 0 < args.load <= 1 or args.minutes <= 0:
         parser.error("--load must be in (0, 1] and --minutes > 0")
 
-    from mlcycle.tasks.endpoint import endpoint_url
     from mlcycle.tasks.inference_reader import read_inference_log
-    from mlcycle.tasks.rollout import rollout, teardown
+    from mlcycle.tasks.rollout.endpoint import endpoint_url
+    from mlcycle.tasks.rollout.orchestrate import rollout, teardown
     from mlcycle.tasks.storage import LocalStore
     from tests.conftest import free_port
-    from tests.test_rollout import _settings, rollout_models
+    from tests.test_rollout import rollout_models, rollout_settings
 
     root = Path(tempfile.mkdtemp(prefix="mlcycle-bench-soak-"))
     work = root / "soak"
     work.mkdir()
     began = time.monotonic()
     models = rollout_models(Folders(root))
-    settings = _settings(models.home, endpoint_port=free_port())
+    settings = rollout_settings(models.home, endpoint_port=free_port())
     store = LocalStore(settings.store_root)
     print(f"two versions packaged in {time.monotonic() - began:.0f}s: v1 {models.v1.tag}, v2 {models.v2.tag}",
           flush=True)

@@ -22,8 +22,9 @@
   3. **admission control**: with ``max_in_flight`` API requests of this worker already in flight, the
      next one gets 503 with ``Retry-After`` at once, instead of queueing until it times out (BentoML's
      ``traffic.max_concurrency`` answers 429 without Retry-After, and counts every path). The limit is
-     per worker process, like the middleware itself; the default (128) is 4x the benchmark's wrk
-     concurrency and about 0.15 s of queue at the measured ~900 single-row requests/s per worker;
+     per worker process, like the middleware itself; the default (512) is 16x the benchmark's wrk
+     concurrency and about 0.6 s of queue at the measured ~900 single-row requests/s per worker (128
+     shed 4.4% of a 10-minute soak at 70% of capacity: benchmarks/README.md);
   4. JSON whatever the Content-Type, BentoML's 400 body rewritten so ``error`` names each field and
      problem, ``GET /metadata`` answered like POST.
 

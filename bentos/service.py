@@ -1,7 +1,7 @@
 """The BentoML service: the packaged registry model behind typed endpoints. Imports no Prefect.
 
 Which model: the bento argument ``model_tag`` (set by ``mlcycle package`` at build time), a model in the
-BentoML store that ``tasks.serving.import_model`` created from a registry version. Its
+BentoML store that ``tasks.serving.packaging.import_model`` created from a registry version. Its
 ``served_model.json`` carries the registry version, the artifact's sha256, the threshold and the
 dataset declaration the request schema is generated from (``tasks.schema``). Runtime settings
 (workers, limits, batching, the inference log's store) come from the same settings model as the rest

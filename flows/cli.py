@@ -223,10 +223,11 @@ def monitor(
 @app.command()
 def down(as_json: bool = JSON_OPT) -> None:
     """Stop what `mlcycle up` / `make demo` started, and only that."""
-    from mlcycle.tasks import rollout, stack
+    from mlcycle.tasks import stack
+    from mlcycle.tasks.rollout.orchestrate import teardown
 
     settings = _settings()
-    stopped = rollout.teardown(settings) + stack.down(settings)
+    stopped = teardown(settings) + stack.down(settings)
     _emit(as_json, {"stopped": stopped}, f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
@@ -237,7 +238,7 @@ def status(as_json: bool = JSON_OPT) -> None:
     from mlcycle.tasks.monitor.trigger import last_decision
     from mlcycle.tasks.partitions import list_partitions
     from mlcycle.tasks.registry.versions import read_alias
-    from mlcycle.tasks.rollout import read_current
+    from mlcycle.tasks.rollout.orchestrate import read_current
     from mlcycle.tasks.storage import open_store
     from mlcycle.tasks.training.challenger import model_name
 
@@ -333,14 +334,15 @@ def demo(as_json: bool = JSON_OPT) -> None:
     info["prefect_ui"] = os.environ.get("PREFECT_API_URL", "").removesuffix("/api") or None
     info["background"] = [s.__dict__ for s in stack.services(settings)]
     say("5/5 where to look")
-    from mlcycle.tasks.serving import curl_example, example_request
+    from mlcycle.tasks.serving.client import curl_example, example_request
 
     url = deployment.endpoint_url
+    example = example_request(store, settings, deployment.model_name, int(deployment.model_version))
     lines = [
         f"ingest:    {info['ingested']}",
         f"training:  {training_text}",
         f"serving:   {url}  (model v{deployment.model_version}, bento {deployment.bento_tag})",
-        f"           {curl_example(url, example_request(settings), bearer=settings.api_token is not None)}",
+        f"           {curl_example(url, example, bearer=settings.api_token is not None)}",
     ]
     for step in info["monitoring"]:
         lines.append(f"monitor:   {step['label']}: {step['drift']} -> trigger {step['trigger']}")
@@ -364,7 +366,7 @@ def _chained_rollout(settings, version: int | None, since: dt.datetime):
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.exceptions import ObjectNotFound
 
-    from mlcycle.tasks.rollout import read_current
+    from mlcycle.tasks.rollout.orchestrate import read_current
     from mlcycle.tasks.storage import open_store
 
     with get_client(sync_client=True) as client:

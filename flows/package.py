@@ -18,31 +18,12 @@ import re
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
 
+from mlcycle.tasks.records.serving import BentoRef, PackagedModel, PackageOutcome, ServingCheck
 from mlcycle.tasks.retry import retrying
-from mlcycle.tasks.serving import (
-    BentoRef,
-    PackagedModel,
-    ServingCheck,
-    build_bento_task,
-    import_model_task,
-    verify_serving_task,
-)
+from mlcycle.tasks.serving.client import verify_serving_task
+from mlcycle.tasks.serving.packaging import build_bento_task, import_model_task
 from mlcycle.tasks.settings import get_settings
-
-
-class PackageOutcome(BaseModel):
-    """What a packaging run produced: what ``mlcycle package --json`` prints and the rollout reads."""
-
-    model_name: str
-    model_version: int
-    model_sha256: str
-    bento_model_tag: str
-    bento_tag: str
-    bento_path: str
-    built: bool  # False: an identical bento already existed
-    check: ServingCheck
 
 
 @flow(name="package", log_prints=True)

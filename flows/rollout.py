@@ -1,6 +1,6 @@
 """The rollout flow: a test-served bento goes live behind the stable endpoint, blue/green.
 
-``rollout`` (deployment ``rollout/after-package`` and ``rollout/rollback``)::
+``rollout`` (deployments ``rollout/on-demand``, which every promotion starts, and ``rollout/rollback``)::
 
     [package (subflow), unless a bento or image is given] ─▶ rollout ─▶ deployment-report
                                                                │ build image (docker) · start candidate ·
@@ -17,7 +17,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from mlcycle.tasks.rollout import Deployment, RolloutFailed, deployment_report_task, rollback_task, rollout_task
+from mlcycle.tasks.records.rollout import Deployment
+from mlcycle.tasks.rollout.orchestrate import RolloutFailed, rollback_task, rollout_task
+from mlcycle.tasks.rollout.report import deployment_report_task
 from mlcycle.tasks.settings import get_settings
 from mlcycle.tasks.storage import UnsafeKey, check_segment
 

@@ -76,7 +76,7 @@ def deployments_list(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Every rollout attempt, newest first: live, retired and failed ones (with the reason)."""
-    from mlcycle.tasks.rollout import history
+    from mlcycle.tasks.rollout.orchestrate import history
 
     _, store = _store()
     records = history(store, limit=limit)
@@ -87,7 +87,7 @@ def deployments_list(
 
 def deployments_current(as_json: bool = JSON_OPT) -> None:
     """The live deployment, the stable endpoint's URL, and whether both actually run."""
-    from mlcycle.tasks.rollout import current_status
+    from mlcycle.tasks.rollout.orchestrate import current_status
 
     settings, store = _store()
     status = current_status(settings, store)

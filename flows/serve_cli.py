@@ -72,18 +72,20 @@ def serve(
 
     Packages it first if needed (import + build; `mlcycle package` also test-serves).
     """
-    from mlcycle.tasks import serving
+    from mlcycle.tasks.serving.client import curl_example, example_request
+    from mlcycle.tasks.serving.packaging import build_bento, import_model
+    from mlcycle.tasks.serving.process import serve_in_background, start_serving, wait_ready
     from mlcycle.tasks.storage import open_store
 
     ref, port = _version(version), _port(port)
     settings = _settings()
     store = open_store(settings)
-    model = serving.import_model(store, settings, ref)
-    bento = serving.build_bento(settings, model)
-    example = serving.curl_example("{url}", serving.example_request(settings, _features(Path(model.path))),
-                                  bearer=settings.api_token is not None)
+    model = import_model(store, settings, ref)
+    bento = build_bento(settings, model)
+    example = curl_example("{url}", example_request(store, settings, model.name, model.version),
+                           bearer=settings.api_token is not None)
     if background:
-        service = serving.serve_in_background(settings, bento.tag, port)
+        service = serve_in_background(settings, bento.tag, port)
         info = {"url": service.url, "pid": service.pid, "log": service.log, "bento": bento.tag,
                 "model_version": model.version, "example": example.replace("{url}", service.url)}
         _emit(as_json, info, f"{model.name} v{model.version} ({bento.tag}) serving at {service.url} "
@@ -91,14 +93,14 @@ def serve(
                              f"try: {info['example']}")
         return
     port = settings.serving.port if port is None else port
-    process = serving.start_serving(settings, bento.tag, port=port, host=settings.serving.host)
+    process = start_serving(settings, bento.tag, port=port, host=settings.serving.host)
 
     def on_signal(_signum, _frame):  # SIGTERM and Ctrl-C: stop `bentoml serve` gracefully (it flushes the log)
         raise KeyboardInterrupt
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        serving.wait_ready(process, settings.serving.readiness_timeout_seconds)
+        wait_ready(process, settings.serving.readiness_timeout_seconds)
         info = {"url": process.url, "pid": process.pid, "log": str(process.log_path), "bento": bento.tag,
                 "model_version": model.version, "example": example.replace("{url}", process.url)}
         _emit(as_json, info, f"{model.name} v{model.version} ({bento.tag}) serving at {process.url}\n"
@@ -127,14 +129,16 @@ def package_and_serve(port: int | None = None) -> tuple[dict, str]:
     Returns (what --json prints, the human lines). Stopped by `mlcycle down` like the rest of the stack.
     """
     from mlcycle.flows.package import package_flow
-    from mlcycle.tasks import serving
+    from mlcycle.tasks.serving.client import curl_example, example_request
+    from mlcycle.tasks.serving.process import serve_in_background
+    from mlcycle.tasks.storage import open_store
 
     settings = _settings()
     outcome = package_flow()
-    service = serving.serve_in_background(settings, outcome.bento_tag, port)
-    features = _features(_model_path(settings, outcome.bento_model_tag))
-    example = serving.curl_example(service.url, serving.example_request(settings, features),
-                                  bearer=settings.api_token is not None)
+    service = serve_in_background(settings, outcome.bento_tag, port)
+    example = curl_example(service.url, example_request(open_store(settings), settings, outcome.model_name,
+                                                        outcome.model_version),
+                           bearer=settings.api_token is not None)
     info = {"url": service.url, "bento": outcome.bento_tag, "model_version": outcome.model_version,
             "example": example, "check": outcome.check.model_dump(mode="json")}
     lat = outcome.check.latency
@@ -143,20 +147,6 @@ def package_and_serve(port: int | None = None) -> tuple[dict, str]:
             f"try:     {example}\n"
             f"docs:    {service.url}/   metadata: {service.url}/metadata   metrics: {service.url}/metrics")
     return info, text
-
-
-def _model_path(settings, tag: str) -> Path:
-    from mlcycle.tasks.serving import bentoml_home
-
-    name, _, version = tag.partition(":")
-    return bentoml_home(settings) / "models" / name / version
-
-
-def _features(model_dir: Path) -> list[str]:
-    """The features the packaged model reads (its served_model.json in the BentoML model store)."""
-    from mlcycle.tasks.schema import ServedModel
-
-    return ServedModel.model_validate_json((Path(model_dir) / "served_model.json").read_text()).features
 
 
 def labels(

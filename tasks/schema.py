@@ -39,7 +39,7 @@ ID_MAX_LENGTH = 128
 
 
 # --------------------------------------------------------------------------------------------------
-# what a served model is (stored in the BentoML model's metadata by tasks.serving.import_model)
+# what a served model is (stored in the BentoML model by tasks.serving.packaging.import_model)
 # --------------------------------------------------------------------------------------------------
 
 

@@ -153,7 +153,8 @@ def test_the_flows_policy_grants_exactly_the_prefixes_the_flows_write(tmp_path, 
     from mlcycle.tasks.inference_log import INFERENCE_PREFIX, LABELS_PREFIX
     from mlcycle.tasks.monitor.report import REPORTS
     from mlcycle.tasks.monitor.trigger import DECISIONS, TRIGGERS
-    from mlcycle.tasks.rollout import CURRENT_KEY, HISTORY_PREFIX, LOCK_KEY
+    from mlcycle.tasks.records.rollout import CURRENT_KEY, HISTORY_PREFIX
+    from mlcycle.tasks.rollout.orchestrate import LOCK_KEY
 
     settings = make_settings(tmp_path / "home")
     store = RecordingStore(settings.store_root)
@@ -269,8 +270,8 @@ def as_users(iam_s3, tmp_path_factory, fitted):
 def test_the_flows_user_runs_the_stages_and_reads_the_inference_log(as_users):
     from mlcycle.tasks.inference_reader import read_inference_log
     from mlcycle.tasks.partitions import list_partitions
+    from mlcycle.tasks.records.rollout import CURRENT_KEY
     from mlcycle.tasks.registry.versions import read_alias
-    from mlcycle.tasks.rollout import CURRENT_KEY
 
     settings, store = as_users["flows"]
     assert list_partitions(store, "validated") == [DAY]
@@ -281,7 +282,7 @@ def test_the_flows_user_runs_the_stages_and_reads_the_inference_log(as_users):
 
 
 def test_the_serving_user_pulls_the_champion_but_cannot_change_the_registry(as_users):
-    from mlcycle.tasks.serving import import_model
+    from mlcycle.tasks.serving.packaging import import_model
     from mlcycle.tasks.storage import StoreAuthError
 
     settings, store = as_users["serving"]

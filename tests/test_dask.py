@@ -324,7 +324,7 @@ def test_monitor_on_dask_with_an_empty_window_decides_nothing_like_the_local_run
 def test_training_search_runs_on_the_dask_address_with_the_same_result(train_env, cluster):
     from mlcycle.tasks.training.challenger import train_challenger
     from mlcycle.tasks.training.window import select_window
-    from tests.test_training import fast_settings
+    from tests.support.training import fast_settings
 
     local_cluster, client = cluster
     settings, store = train_env

@@ -81,7 +81,7 @@ class EchoServer:
         raise AssertionError(f"echo {self.version} not ready: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        from mlcycle.tasks.rollout import stop_process_tree
+        from mlcycle.tasks.rollout.targets import stop_process_tree
 
         stop_process_tree(self.process.pid, 10)
         self.process.wait(10)
@@ -105,13 +105,13 @@ def echo_pair(tmp_path_factory):
 def ep_settings(tmp_path):
     settings = make_settings(tmp_path / "home", rollout={"endpoint_port": free_port(), "drain_seconds": 15})
     yield settings
-    from mlcycle.tasks import endpoint
+    from mlcycle.tasks.rollout import endpoint
 
     endpoint.stop_endpoint(settings)
 
 
 def upstream(server, deployment_id: str):
-    from mlcycle.tasks.endpoint import Upstream
+    from mlcycle.tasks.rollout.endpoint import Upstream
 
     return Upstream(deployment_id=deployment_id, port=server.port)
 
@@ -169,7 +169,7 @@ class Client:
 
 
 def test_switch_under_continuous_traffic_fails_no_request(echo_pair, ep_settings):
-    from mlcycle.tasks import endpoint
+    from mlcycle.tasks.rollout import endpoint
 
     blue, green = echo_pair
     endpoint.start_endpoint(ep_settings, upstream(blue, "blue"))
@@ -192,7 +192,7 @@ def test_switch_under_continuous_traffic_fails_no_request(echo_pair, ep_settings
 def test_forty_switches_under_four_busy_clients_fail_no_request(echo_pair, ep_settings):
     """The keep-alive race (an idle connection closed by a retiring worker) cannot happen: the endpoint
     closes client connections after each response (rollout.endpoint_keepalive_seconds: 0)."""
-    from mlcycle.tasks import endpoint
+    from mlcycle.tasks.rollout import endpoint
 
     blue, green = echo_pair
     endpoint.start_endpoint(ep_settings, upstream(blue, "blue"))
@@ -211,7 +211,7 @@ def test_forty_switches_under_four_busy_clients_fail_no_request(echo_pair, ep_se
 
 
 def test_a_request_in_flight_during_the_switch_finishes_on_the_old_backend(echo_pair, ep_settings):
-    from mlcycle.tasks import endpoint
+    from mlcycle.tasks.rollout import endpoint
 
     blue, green = echo_pair
     endpoint.start_endpoint(ep_settings, upstream(blue, "blue"))
@@ -233,7 +233,7 @@ def test_a_request_in_flight_during_the_switch_finishes_on_the_old_backend(echo_
 
 
 def test_a_configuration_nginx_rejects_leaves_the_previous_backend_serving(echo_pair, ep_settings):
-    from mlcycle.tasks import endpoint
+    from mlcycle.tasks.rollout import endpoint
 
     blue, _ = echo_pair
     endpoint.start_endpoint(ep_settings, upstream(blue, "blue"))
@@ -244,14 +244,15 @@ def test_a_configuration_nginx_rejects_leaves_the_previous_backend_serving(echo_
 
 
 def test_unsafe_deployment_ids_never_reach_the_configuration(ep_settings):
-    from mlcycle.tasks import endpoint
+    from mlcycle.tasks.rollout import endpoint
 
     with pytest.raises(endpoint.EndpointError, match="not allowed"):
         endpoint.render_upstream(endpoint.Upstream(deployment_id='x"; }  server evil', port=1234))
 
 
 def test_the_endpoint_is_a_stack_service_that_down_stops(echo_pair, ep_settings):
-    from mlcycle.tasks import endpoint, stack
+    from mlcycle.tasks import stack
+    from mlcycle.tasks.rollout import endpoint
 
     blue, _ = echo_pair
     service = endpoint.start_endpoint(ep_settings, upstream(blue, "blue"))

@@ -25,7 +25,7 @@ def require_engine(settings) -> None:
 
     An engine this test session starts (infra/docker-engine.sh) is stopped when the session ends.
     """
-    from mlcycle.tasks.images import ImageError, engine_available, ensure_engine
+    from mlcycle.tasks.rollout.images import ImageError, engine_available, ensure_engine
 
     running = engine_available()
     try:
@@ -47,14 +47,14 @@ def _stop_engine(pidfile: Path) -> None:
 def serving_image(tmp_path_factory, which: str = "v1"):
     """The serving image of the v1 (or v2) bento of tests/test_rollout.py, built once per session (again
     if a module removed it meanwhile: tests/test_rollout_docker.py cleans up the images it used)."""
-    from mlcycle.tasks.images import build_serving_image, image_info
+    from mlcycle.tasks.rollout.images import build_serving_image, image_info
 
     if which in _IMAGES and image_info(_IMAGES[which].tag) is not None:
         return _IMAGES[which]
-    from tests.test_rollout import _settings, rollout_models
+    from tests.test_rollout import rollout_models, rollout_settings
 
     models = rollout_models(tmp_path_factory)
-    settings = _settings(models.home, wheelhouse_dir=wheelhouse_dir(tmp_path_factory))
+    settings = rollout_settings(models.home, wheelhouse_dir=wheelhouse_dir(tmp_path_factory))
     require_engine(settings)
     bento = models.v1 if which == "v1" else models.v2
     _IMAGES[which] = build_serving_image(settings, bento.tag)
@@ -72,7 +72,7 @@ def never_ready_image(settings, like) -> str:
     import contextlib
     import io
 
-    from mlcycle.tasks.images import docker_client, image_info, label_instruction
+    from mlcycle.tasks.rollout.images import docker_client, image_info, label_instruction
 
     tag = f"{settings.rollout.image_name}:never-ready"
     if image_info(tag) is None:
@@ -91,13 +91,13 @@ def never_ready_image(settings, like) -> str:
 
 
 def test_the_image_tag_is_derived_from_the_bento_tag(settings):
-    from mlcycle.tasks.images import image_tag
+    from mlcycle.tasks.rollout.images import image_tag
 
     assert image_tag(settings, "mlcycle-model:v3-0a1b2c3d4e5f") == "mlcycle-serving:mlcycle-model-v3-0a1b2c3d4e5f"
 
 
 def test_a_moving_bento_tag_is_refused(settings):
-    from mlcycle.tasks.images import ImageError, image_tag
+    from mlcycle.tasks.rollout.images import ImageError, image_tag
 
     for tag in ("mlcycle-model:latest", "mlcycle-model"):
         with pytest.raises(ImageError, match="exact version"):
@@ -105,7 +105,7 @@ def test_a_moving_bento_tag_is_refused(settings):
 
 
 def test_labels_are_one_instruction_with_quoted_values():
-    from mlcycle.tasks.images import image_labels, label_instruction
+    from mlcycle.tasks.rollout.images import image_labels, label_instruction
 
     line = label_instruction(image_labels("m:v1-x", "loans", "1", 'abc"def'))
     assert line.startswith("LABEL ") and line.count("LABEL") == 1
@@ -118,7 +118,7 @@ def test_labels_are_one_instruction_with_quoted_values():
 
 
 def test_the_base_image_is_built_once_and_then_found_by_tag(settings):
-    from mlcycle.tasks.images import ensure_base_image, image_info
+    from mlcycle.tasks.rollout.images import ensure_base_image, image_info
 
     require_engine(settings)
     first = ensure_base_image(settings)  # builds it on a fresh machine (debootstrap), else finds it
@@ -130,7 +130,7 @@ def test_the_base_image_is_built_once_and_then_found_by_tag(settings):
 
 @pytest.mark.slow
 def test_the_serving_image_runs_as_non_root_with_a_readiness_healthcheck_and_labels(tmp_path_factory):
-    from mlcycle.tasks.images import image_info
+    from mlcycle.tasks.rollout.images import image_info
     from tests.test_rollout import rollout_models
 
     image = serving_image(tmp_path_factory)
@@ -149,8 +149,8 @@ def test_the_serving_image_runs_as_non_root_with_a_readiness_healthcheck_and_lab
 def test_the_image_holds_the_bento_and_its_model_and_builds_no_twice(tmp_path_factory):
     import contextlib
 
-    from mlcycle.tasks.images import build_serving_image, docker_client
-    from tests.test_rollout import _settings, rollout_models
+    from mlcycle.tasks.rollout.images import build_serving_image, docker_client
+    from tests.test_rollout import rollout_models, rollout_settings
 
     image = serving_image(tmp_path_factory)
     models = rollout_models(tmp_path_factory)
@@ -161,6 +161,6 @@ def test_the_image_holds_the_bento_and_its_model_and_builds_no_twice(tmp_path_fa
         listing = client.containers.run(image.tag, ["sh", "-c", script], network_mode="host", remove=True).decode()
     assert listing.split()[0] == "10001"
     assert "model.joblib" in listing and "served_model.json" in listing and "1.4.39" in listing
-    settings = _settings(models.home, wheelhouse_dir=wheelhouse_dir(tmp_path_factory))
+    settings = rollout_settings(models.home, wheelhouse_dir=wheelhouse_dir(tmp_path_factory))
     again = build_serving_image(settings, models.v1.tag)
     assert again.built is False and again.id == image.id

@@ -372,9 +372,11 @@ def test_serving_pod_security_context_runs_on_the_real_image(tmp_path_factory, s
     from minio import Minio
 
     from tests.test_images import serving_image
+    from tests.test_rollout import rollout_models
 
     image = serving_image(tmp_path_factory)  # skips or fails (CI) without an engine, like the image tests
-    from mlcycle.tasks.images import docker_client
+    request = rollout_models(tmp_path_factory).request  # a row of the served model's own test window
+    from mlcycle.tasks.rollout.images import docker_client
 
     deployment = k8s_resources()["Deployment/mlcycle-serving"]
     pod, container = deployment["spec"]["template"]["spec"], serving_container(deployment)
@@ -404,17 +406,14 @@ def test_serving_pod_security_context_runs_on_the_real_image(tmp_path_factory, s
             cap_drop=context["capabilities"]["drop"], security_opt=["no-new-privileges"],
             tmpfs={m["mountPath"]: "mode=1777" for m in container["volumeMounts"]}, init=True)
         try:
-            _check_serving_container(started, port, bucket, s3_running)
+            _check_serving_container(started, port, bucket, s3_running, request)
         finally:
             started.remove(force=True)
 
 
-def _check_serving_container(container, port: int, bucket: str, s3_running) -> None:
+def _check_serving_container(container, port: int, bucket: str, s3_running, request: dict) -> None:
     import httpx
     from minio import Minio
-
-    from mlcycle.tasks.serving import example_request
-    from mlcycle.tasks.settings import load_settings
 
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -428,7 +427,7 @@ def _check_serving_container(container, port: int, bucket: str, s3_running) -> N
     else:
         pytest.fail(f"not ready within 180 s: {container.logs(tail=40).decode(errors='replace')}")
     assert httpx.get(f"{base}/livez", timeout=5).status_code == 200
-    answer = httpx.post(f"{base}/predict", json=example_request(load_settings()), timeout=30)
+    answer = httpx.post(f"{base}/predict", json=request, timeout=30)
     assert answer.status_code == 200, answer.text
     assert 0 <= answer.json()["predictions"][0]["probability"] <= 1
     # the inference log reaches the bucket (flushed every few seconds) from the read-only container

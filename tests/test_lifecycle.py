@@ -185,7 +185,7 @@ class Stack:
         return open_store(self.settings)
 
     def current_deployment(self):
-        from mlcycle.tasks.rollout import read_current
+        from mlcycle.tasks.rollout.orchestrate import read_current
 
         return read_current(self.store())
 
@@ -213,12 +213,14 @@ def flow_run_id(cli_output: str) -> str:
     return found.group(1)
 
 
-def predict_version(url: str, settings) -> int:
+def predict_version(url: str, settings, store) -> int:
+    """The model version that answers v1's first canary row (every version here reads the same features)."""
     import httpx
 
-    from mlcycle.tasks.serving import example_request
+    from mlcycle.tasks.serving.client import example_request
+    from mlcycle.tasks.training.challenger import model_name
 
-    response = httpx.post(f"{url}/predict", json=example_request(settings), timeout=30)
+    response = httpx.post(f"{url}/predict", json=example_request(store, settings, model_name(settings), 1), timeout=30)
     assert response.status_code == 200, response.text
     return int(response.json()["model_version"])
 
@@ -297,7 +299,7 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
     assert live.status == "live" and live.model_version == "1" and live.flow_run_id == str(chained[0].id)
     url = live.endpoint_url
     assert url == f"http://127.0.0.1:{settings.rollout.endpoint_port}"
-    assert predict_version(url, settings) == 1
+    assert predict_version(url, settings, stack.store()) == 1
 
     laps("CI train (refused + champion), chained rollout")
 
@@ -308,7 +310,7 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
     again = stack.current_deployment()
     assert again.flow_run_id == rolled and again.previous_id == live.id and again.model_version == "1"
     assert stack.artifacts("deployment", rolled)
-    assert predict_version(url, settings) == 1
+    assert predict_version(url, settings, stack.store()) == 1
 
     laps("package, rollout by hand")
 
@@ -365,7 +367,7 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
     if challenger.gate.promote:  # the promotion rolled v2 out, as it did v1
         rollout_v2 = [r for r in stack.runs_of("rollout/on-demand") if r.parameters == {"version": 2}]
         assert len(rollout_v2) == 1 and stack.wait_final(str(rollout_v2[0].id)).state.is_completed()
-        assert predict_version(url, settings) == 2
+        assert predict_version(url, settings, stack.store()) == 2
 
     laps("monitor x3, retraining through the gate")
 
@@ -373,12 +375,12 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
     before = stack.current_deployment()
     rolled_back = stack.run("rollout/rollback")
     after = stack.current_deployment()
-    from mlcycle.tasks.rollout import find
+    from mlcycle.tasks.rollout.orchestrate import find
 
     previous = find(stack.store(), before.previous_id)
     assert after.kind == "rollback" and after.rollback_of == before.id and after.flow_run_id == rolled_back
     assert after.bento_tag == previous.bento_tag and after.model_version == previous.model_version
-    assert predict_version(url, settings) == int(previous.model_version)
+    assert predict_version(url, settings, stack.store()) == int(previous.model_version)
 
     laps("rollback")
 

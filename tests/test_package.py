@@ -12,19 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlcycle.tasks.serving import (
-    BENTOFILE,
-    BuildFailed,
-    CanaryFailed,
-    ServeFailed,
-    ServeProcess,
-    bentoml_env,
-    build_bento,
-    import_model,
-    start_serving,
-    verify_serving,
-    wait_ready,
-)
+from mlcycle.tasks.serving.client import CanaryFailed, verify_serving
+from mlcycle.tasks.serving.packaging import BENTOFILE, BuildFailed, bentoml_env, build_bento, import_model
+from mlcycle.tasks.serving.process import ServeFailed, ServeProcess, start_serving, wait_ready
 from mlcycle.tasks.storage import sha256_file
 from tests.conftest import ROOT
 from tests.test_serving import packaged_champion
@@ -105,7 +95,7 @@ def test_the_bento_tag_and_labels_carry_the_registry_version_and_rebuilding_reus
 
 def test_an_older_bento_gets_only_the_serving_keys_its_bundled_config_declares(tmp_path):
     """Serving a bento built before a settings key existed (a rollback) must not fail on that key."""
-    from mlcycle.tasks.serving import serving_overrides
+    from mlcycle.tasks.serving.packaging import serving_overrides
     from tests.conftest import make_settings
 
     bundled = tmp_path / "mlcycle.yaml"
@@ -118,7 +108,8 @@ def test_an_older_bento_gets_only_the_serving_keys_its_bundled_config_declares(t
 
 def test_a_bento_build_failure_names_the_tail_of_bentomls_output(champion, tmp_path):
     broken = tmp_path / "bentofile.yaml"
-    broken.write_text(BENTOFILE.read_text().replace("mlcycle.bentos.service:ModelService", "mlcycle.bentos.service:NoSuchService"))
+    broken.write_text(BENTOFILE.read_text().replace("mlcycle.bentos.service:ModelService",
+                                                    "mlcycle.bentos.service:NoSuchService"))
     with pytest.raises(BuildFailed, match=r"bentoml build of mlcycle-model:v\d+-\w+ failed \(exit code 1\): "
                                           r".*NoSuchService"):
         build_bento(champion.settings, champion.model, bentofile=broken)
@@ -159,11 +150,12 @@ def test_test_serving_refuses_a_bento_whose_model_file_was_altered(champion):
 
 def test_test_serving_refuses_a_bento_that_serves_another_model(champion, tmp_path):
     """A bento whose (self-consistent) model is not the registry version: the canaries catch it."""
-    import bentoml
-    from bentoml._internal.tag import Tag
 
+
+    from mlcycle.tasks.records.serving import PackagedModel
     from mlcycle.tasks.schema import ServedModel
-    from mlcycle.tasks.serving import PackagedModel, _model_store
+    from mlcycle.tasks.serving.packaging import save_bento_model
+    from mlcycle.tasks.storage import sha256_bytes
     from mlcycle.tasks.training.challenger import dump_model
 
     loaded = champion.loaded
@@ -172,18 +164,14 @@ def test_test_serving_refuses_a_bento_that_serves_another_model(champion, tmp_pa
     estimator = loaded.pipeline.named_steps["model"]
     other.steps[-1] = ("model", _shifted(estimator))
     data = dump_model(other)
-    from mlcycle.tasks.storage import sha256_bytes
-
     digest = sha256_bytes(data)
     served = ServedModel.model_validate_json((Path(champion.model.path) / "served_model.json").read_text())
     served = served.model_copy(update={"model_sha256": digest})
     tag = f"loans-default:v{champion.model.version}-impostor{digest[:6]}"
-    store = _model_store(champion.settings)
-    with bentoml.models.create(Tag.from_taglike(tag), _model_store=store) as m:
-        Path(m.path_of("model.joblib")).write_bytes(data)
-        Path(m.path_of("served_model.json")).write_text(served.model_dump_json())
+    path = save_bento_model(champion.settings, tag, {"model.joblib": data,
+                                                     "served_model.json": served.model_dump_json().encode()})
     impostor = PackagedModel(tag=tag, name=champion.model.name, version=champion.model.version, model_sha256=digest,
-                             path=store.get(tag).path, imported=True)
+                             path=path, imported=True)
     bento = build_bento(champion.settings, impostor)
     with pytest.raises(CanaryFailed, match=r"disagrees with the in-process pipeline on \d+ of 120 canary rows of the "
                                            r"test window .* \(tolerance 1e-09\): worst row"):

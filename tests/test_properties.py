@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from mlcycle.tasks.features import model_input
 from mlcycle.tasks.schema import build_schema, error_message
-from mlcycle.tasks.serving import columns_payload, records_payload
+from mlcycle.tasks.serving.client import columns_payload, records_payload
 from mlcycle.tasks.settings import DatasetSpec, FeatureSpec
 from tests.conftest import make_settings
 

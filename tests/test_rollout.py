@@ -31,7 +31,7 @@ SERVING = {"canary_rows": 120, "latency_requests": 20}
 @dataclass
 class Models:
     home: Path
-    v1: object      # tasks.serving.BentoRef
+    v1: object      # tasks.records.serving.BentoRef
     v2: object
     broken: str     # a bento tag whose model file does not match the registry's sha256
     request: dict   # one valid /predict body
@@ -40,7 +40,8 @@ class Models:
 _CACHE: dict[str, Models] = {}
 
 
-def _settings(home: Path, **rollout):
+def rollout_settings(home: Path, **rollout):
+    """Settings of the rollout tests on ``home``: fast training, few canaries, patient readiness."""
     from tests.support.training import fast_settings
 
     return fast_settings(home, training={"family": "hist_gradient_boosting"}, serving=SERVING,
@@ -56,14 +57,15 @@ def rollout_models(tmp_path_factory) -> Models:
     from mlcycle.tasks.evaluation.gate import decide
     from mlcycle.tasks.registry.aliases import promote
     from mlcycle.tasks.registry.versions import register_candidate
-    from mlcycle.tasks.serving import build_bento, example_request, import_model
+    from mlcycle.tasks.serving.client import example_request
+    from mlcycle.tasks.serving.packaging import build_bento, import_model
     from mlcycle.tasks.storage import LocalStore
     from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
     from mlcycle.tasks.training.window import select_window
     from tests.support.training import DAYS, seed_validated
 
     home = tmp_path_factory.mktemp("rollout-models")
-    settings = _settings(home)
+    settings = rollout_settings(home)
     store = LocalStore(settings.store_root)
     bentos = []
     with threadpool_limits(1):
@@ -77,14 +79,14 @@ def rollout_models(tmp_path_factory) -> Models:
                 promote(store, version.name, 1, reason="rollout tests")
             bentos.append(build_bento(settings, import_model(store, settings, version.version)))
     models = Models(home=home, v1=bentos[0], v2=bentos[1], broken=corrupt_bento(settings, bentos[0]),
-                    request=example_request(settings))
+                    request=example_request(store, settings, bentos[0].model_name, bentos[0].model_version))
     _CACHE["models"] = models
     return models
 
 
 def corrupt_bento(settings, bento) -> str:
     """A copy of ``bento`` serving a copy of its model whose model.joblib was altered (sha256 mismatch)."""
-    from mlcycle.tasks.serving import bento_dir, bentoml_home
+    from mlcycle.tasks.serving.packaging import bento_dir, bentoml_home
 
     name, version = bento.model_tag.split(":")
     models = bentoml_home(settings) / "models" / name
@@ -106,7 +108,7 @@ def corrupt_bento(settings, bento) -> str:
 def clone_home(models: Models, dest: Path, **rollout):
     """Settings on a copy of the models' home (registry, BentoML store) with a fresh endpoint port."""
     shutil.copytree(models.home, dest, ignore=shutil.ignore_patterns("run", "deployments", "logs", "cache"))
-    return _settings(dest, endpoint_port=free_port(), **rollout)
+    return rollout_settings(dest, endpoint_port=free_port(), **rollout)
 
 
 def predict(url: str, body: dict) -> dict:
@@ -132,7 +134,7 @@ class Scenario:
         self.live: dict[str, object] = {}
 
     def rollout(self, bento_tag: str | None = None, **kw):
-        from mlcycle.tasks.rollout import rollout
+        from mlcycle.tasks.rollout.orchestrate import rollout
 
         return rollout(self.settings, self.store, bento_tag=bento_tag, target=self.target, **kw)
 
@@ -148,7 +150,7 @@ class Scenario:
 
     def roll_back_under_traffic(self):
         """Roll back from v2 while a client keeps sending; every answer switched from v2 to v1 at go-live."""
-        from mlcycle.tasks.rollout import rollback
+        from mlcycle.tasks.rollout.orchestrate import rollback
 
         with traffic(self.url, self.models.request) as client:
             time.sleep(0.5)
@@ -159,12 +161,12 @@ class Scenario:
 
     @property
     def url(self) -> str:
-        from mlcycle.tasks.endpoint import endpoint_url
+        from mlcycle.tasks.rollout.endpoint import endpoint_url
 
         return endpoint_url(self.settings)
 
     def teardown(self) -> None:
-        from mlcycle.tasks.rollout import teardown
+        from mlcycle.tasks.rollout.orchestrate import teardown
 
         teardown(self.settings)
 
@@ -183,7 +185,7 @@ def scenario(tmp_path_factory):
 
 
 def test_first_rollout_serves_v1_through_the_stable_url(scenario):
-    from mlcycle.tasks.rollout import read_current
+    from mlcycle.tasks.rollout.orchestrate import read_current
 
     record = scenario.rollout(scenario.models.v1.tag)
     assert record.status == "live" and record.model_version == "1" and record.previous_id is None
@@ -198,7 +200,7 @@ def test_first_rollout_serves_v1_through_the_stable_url(scenario):
 
 def test_v2_replaces_v1_under_continuous_traffic_without_a_failed_request(scenario):
     from mlcycle.tasks import stack
-    from mlcycle.tasks.rollout import find, history, read_current
+    from mlcycle.tasks.rollout.orchestrate import find, history, read_current
 
     v1 = scenario.live["v1"]
     record, client = scenario.roll_v2_under_traffic()
@@ -214,7 +216,7 @@ def test_v2_replaces_v1_under_continuous_traffic_without_a_failed_request(scenar
 
 def test_a_candidate_that_never_becomes_ready_leaves_v2_serving_and_is_recorded(scenario):
     from mlcycle.tasks import stack
-    from mlcycle.tasks.rollout import RolloutFailed, history, read_current
+    from mlcycle.tasks.rollout.orchestrate import RolloutFailed, history, read_current
 
     v2 = scenario.live["v2"]
     with traffic(scenario.url, scenario.models.request) as client, pytest.raises(RolloutFailed) as failed:
@@ -230,7 +232,7 @@ def test_a_candidate_that_never_becomes_ready_leaves_v2_serving_and_is_recorded(
 
 
 def test_a_candidate_over_the_latency_budget_is_refused(scenario):
-    from mlcycle.tasks.rollout import RolloutFailed, read_current, rollout
+    from mlcycle.tasks.rollout.orchestrate import RolloutFailed, read_current, rollout
 
     strict = scenario.settings.model_copy(update={"serving": scenario.settings.serving.model_copy(
         update={"latency_budget_ms": 0.01})})
@@ -243,7 +245,7 @@ def test_a_candidate_over_the_latency_budget_is_refused(scenario):
 
 
 def test_rollback_returns_to_v1_and_a_second_rollback_to_v2(scenario):
-    from mlcycle.tasks.rollout import read_current, rollback
+    from mlcycle.tasks.rollout.orchestrate import read_current, rollback
 
     v2 = scenario.live["v2"]
     back = scenario.roll_back_under_traffic()
@@ -255,7 +257,7 @@ def test_rollback_returns_to_v1_and_a_second_rollback_to_v2(scenario):
 
 
 def test_current_status_reports_the_stable_url_and_what_runs(scenario):
-    from mlcycle.tasks.rollout import current_status
+    from mlcycle.tasks.rollout.orchestrate import current_status
 
     status = current_status(scenario.settings, scenario.store)
     assert status.endpoint_url == scenario.url and status.endpoint_running and status.backend_alive
@@ -268,7 +270,8 @@ def test_current_status_reports_the_stable_url_and_what_runs(scenario):
 
 
 def test_rollback_with_nothing_before_names_the_problem(settings):
-    from mlcycle.tasks.rollout import RolloutError, rollback
+    from mlcycle.tasks.rollout.orchestrate import rollback
+    from mlcycle.tasks.rollout.targets import RolloutError
     from mlcycle.tasks.storage import open_store
 
     with pytest.raises(RolloutError, match="nothing to roll back"):
@@ -276,7 +279,8 @@ def test_rollback_with_nothing_before_names_the_problem(settings):
 
 
 def test_a_second_rollout_waits_for_the_lock_of_a_live_one(settings):
-    from mlcycle.tasks.rollout import RolloutError, deployment_lock
+    from mlcycle.tasks.rollout.orchestrate import deployment_lock
+    from mlcycle.tasks.rollout.targets import RolloutError
     from mlcycle.tasks.storage import open_store
 
     store = open_store(settings)
@@ -290,7 +294,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(settings):
     import json
     import socket
 
-    from mlcycle.tasks.rollout import LOCK_KEY, deployment_lock
+    from mlcycle.tasks.rollout.orchestrate import LOCK_KEY, deployment_lock
     from mlcycle.tasks.storage import open_store
 
     store = open_store(settings)
@@ -302,7 +306,8 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(settings):
 
 
 def test_an_image_needs_the_docker_target(settings):
-    from mlcycle.tasks.rollout import RolloutError, rollout
+    from mlcycle.tasks.rollout.orchestrate import rollout
+    from mlcycle.tasks.rollout.targets import RolloutError
     from mlcycle.tasks.storage import open_store
 
     with pytest.raises(RolloutError, match="--target docker"):

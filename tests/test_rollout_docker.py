@@ -31,7 +31,7 @@ def scenario(tmp_path_factory):
     s.live["images"] = {"v1": serving_image(tmp_path_factory, "v1"), "v2": serving_image(tmp_path_factory, "v2")}
     yield s
     s.teardown()
-    from mlcycle.tasks.images import remove_image
+    from mlcycle.tasks.rollout.images import remove_image
 
     for image in s.live["images"].values():  # bento versions change with the code: do not pile them up
         if image.built:                       # (the virtualenv layers stay cached for the next build)
@@ -39,14 +39,14 @@ def scenario(tmp_path_factory):
 
 
 def container(record):
-    from mlcycle.tasks.images import docker_client
+    from mlcycle.tasks.rollout.images import docker_client
 
     with contextlib.closing(docker_client()) as client:
         return client.containers.get(record.backend.container_id)
 
 
 def test_first_docker_rollout_serves_v1_from_its_image(scenario):
-    from mlcycle.tasks.rollout import read_current
+    from mlcycle.tasks.rollout.orchestrate import read_current
 
     image = scenario.live["images"]["v1"]
     record = scenario.rollout(scenario.models.v1.tag)
@@ -69,7 +69,7 @@ def test_first_docker_rollout_serves_v1_from_its_image(scenario):
 def test_v2_container_replaces_v1_under_continuous_traffic_without_a_failed_request(scenario):
     from docker.errors import NotFound
 
-    from mlcycle.tasks.rollout import find, read_current
+    from mlcycle.tasks.rollout.orchestrate import find, read_current
 
     v1 = scenario.live["v1"]
     record, _ = scenario.roll_v2_under_traffic()
@@ -82,7 +82,7 @@ def test_v2_container_replaces_v1_under_continuous_traffic_without_a_failed_requ
 
 
 def test_an_image_that_never_becomes_ready_leaves_v2_serving_and_is_recorded(scenario):
-    from mlcycle.tasks.rollout import RolloutFailed, read_current, rollout
+    from mlcycle.tasks.rollout.orchestrate import RolloutFailed, read_current, rollout
 
     image = never_ready_image(scenario.settings, scenario.live["images"]["v1"])
     impatient = scenario.settings.model_copy(update={"rollout": scenario.settings.rollout.model_copy(
@@ -101,7 +101,7 @@ def test_an_image_that_never_becomes_ready_leaves_v2_serving_and_is_recorded(sce
 
 
 def test_an_image_that_cannot_be_built_leaves_v2_serving_and_is_recorded(scenario):
-    from mlcycle.tasks.rollout import RolloutFailed, history, read_current, rollout
+    from mlcycle.tasks.rollout.orchestrate import RolloutFailed, history, read_current, rollout
 
     unbuildable = scenario.settings.model_copy(update={"rollout": scenario.settings.rollout.model_copy(update={
         "image_name": "mlcycle-serving-unbuildable", "base_image": "local/no-such-base:1", "build_base_image": False})})
@@ -114,7 +114,7 @@ def test_an_image_that_cannot_be_built_leaves_v2_serving_and_is_recorded(scenari
 
 
 def test_rollback_starts_the_v1_image_again_and_switches_without_a_failed_request(scenario):
-    from mlcycle.tasks.rollout import current_status
+    from mlcycle.tasks.rollout.orchestrate import current_status
 
     v2 = scenario.live["v2"]
     back = scenario.roll_back_under_traffic()
@@ -137,7 +137,9 @@ def test_the_container_is_locked_down_and_reads_its_secrets_from_files_not_its_e
     from pydantic import SecretStr
 
     from mlcycle.tasks.inference_reader import read_inference_log
-    from mlcycle.tasks.rollout import CONTAINER_UID, Deployment, DockerTarget, free_port
+    from mlcycle.tasks.records.rollout import Deployment
+    from mlcycle.tasks.rollout.targets import CONTAINER_UID, DockerTarget
+    from mlcycle.tasks.serving.process import free_port
     from mlcycle.tasks.storage import open_store
     from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY, minio_overrides
 
@@ -200,8 +202,8 @@ def test_the_container_is_locked_down_and_reads_its_secrets_from_files_not_its_e
 
 
 def test_teardown_removes_the_containers_of_this_home(scenario):
-    from mlcycle.tasks.images import docker_client
-    from mlcycle.tasks.rollout import HOME_LABEL, home_label
+    from mlcycle.tasks.rollout.images import docker_client
+    from mlcycle.tasks.rollout.targets import HOME_LABEL, home_label
 
     scenario.teardown()
     with contextlib.closing(docker_client()) as client:

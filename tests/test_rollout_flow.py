@@ -18,7 +18,7 @@ def flow_home(tmp_path_factory):
     models = rollout_models(tmp_path_factory)
     settings = clone_home(models, tmp_path_factory.mktemp("flow") / "home")
     yield models, settings
-    from mlcycle.tasks.rollout import teardown
+    from mlcycle.tasks.rollout.orchestrate import teardown
 
     teardown(settings)
 
@@ -45,7 +45,7 @@ def flow_env(flow_home, monkeypatch, prefect_harness):
 
 def test_the_flow_packages_the_champion_then_rolls_it_out(flow_env):
     from mlcycle.flows.rollout import rollout_flow
-    from mlcycle.tasks.rollout import read_current
+    from mlcycle.tasks.rollout.orchestrate import read_current
     from mlcycle.tasks.storage import open_store
 
     models, settings = flow_env
@@ -57,7 +57,7 @@ def test_the_flow_packages_the_champion_then_rolls_it_out(flow_env):
 
 def test_a_failed_rollout_fails_the_flow_run_and_v1_keeps_serving(flow_env):
     from mlcycle.flows.rollout import rollout_flow
-    from mlcycle.tasks.rollout import RolloutFailed, history
+    from mlcycle.tasks.rollout.orchestrate import RolloutFailed, history
     from mlcycle.tasks.storage import open_store
 
     models, settings = flow_env

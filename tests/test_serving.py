@@ -8,6 +8,7 @@ few simulated validated days, promoted, imported into BentoML and built as a ben
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from unittest import mock
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
 from mlcycle.tasks.storage import LocalStore
@@ -38,8 +40,8 @@ SERVING = {"max_body_bytes": 64 * 1024, "max_records": 100, "canary_rows": 120, 
 class Champion:
     settings: object
     store: LocalStore
-    model: object  # tasks.serving.PackagedModel
-    bento: object  # tasks.serving.BentoRef
+    model: object  # tasks.records.serving.PackagedModel
+    bento: object  # tasks.records.serving.BentoRef
     loaded: object  # tasks.registry.LoadedModel
 
 
@@ -55,7 +57,7 @@ def packaged_champion(tmp_path_factory) -> Champion:
     from mlcycle.tasks.evaluation.gate import decide
     from mlcycle.tasks.registry.aliases import promote
     from mlcycle.tasks.registry.versions import load_model, register_candidate
-    from mlcycle.tasks.serving import build_bento, import_model
+    from mlcycle.tasks.serving.packaging import build_bento, import_model
     from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
     from mlcycle.tasks.training.window import select_window
     from tests.support.training import DAYS, fast_settings, seed_validated
@@ -84,7 +86,7 @@ def champion(tmp_path_factory) -> Champion:
 @contextmanager
 def _serving(champion, env: dict[str, str]) -> Iterator:
     """`bentoml serve` of the champion's bento with ``env`` added to its environment, ready, then stopped."""
-    from mlcycle.tasks.serving import start_serving, wait_ready
+    from mlcycle.tasks.serving.process import start_serving, wait_ready
 
     process = start_serving(champion.settings, champion.bento.tag, env=env)
     try:
@@ -110,7 +112,7 @@ def guarded_server(champion):
 
 @pytest.fixture(scope="module")
 def canaries(champion):
-    from mlcycle.tasks.serving import canary_rows, records_payload
+    from mlcycle.tasks.serving.client import canary_rows, records_payload
 
     frame, _ = canary_rows(champion.store, champion.settings, champion.model.name, champion.model.version, 120)
     features = [c.name for c in champion.loaded.metadata.features]
@@ -312,19 +314,19 @@ def test_the_openapi_document_declares_the_bearer_scheme_and_the_refusals(server
 
 
 def test_every_client_of_the_service_sends_the_configured_token(champion, guarded_server):
-    """Test-serving canaries, the rollout's canary check and the simulated traffic all authenticate."""
+    """Test-serving's canary check (the rollout's too: it runs the same check_running) and the simulated
+    traffic all authenticate."""
     from pydantic import SecretStr
 
-    from mlcycle.tasks.rollout import canary_check
-    from mlcycle.tasks.serving import CanaryFailed, check_running
+    from mlcycle.tasks.rollout import orchestrate
+    from mlcycle.tasks.serving.client import CanaryFailed, check_running
     from mlcycle.tasks.traffic import send_http
 
+    assert inspect.signature(orchestrate.rollout).parameters["canary"].default is check_running
     with_token = champion.settings.model_copy(update={"api_token": SecretStr(TOKEN)})
     name, version = champion.model.name, champion.model.version
     canary, latency = check_running(champion.store, with_token, guarded_server.url, name, version)
     assert canary.mismatches == 0 and latency.requests == with_token.serving.latency_requests
-    summary = canary_check(champion.store, with_token, guarded_server.url, name, version)
-    assert summary.max_abs_diff <= summary.tolerance
     sent = send_http(guarded_server.url, with_token, [dt.date(2026, 10, 9)], rows_per_day=40)
     assert sent == {"requests": 2, "failed": 0, "rows": 40}
     with pytest.raises(CanaryFailed, match="HTTP 401"):
@@ -436,7 +438,7 @@ CLI = "from mlcycle.flows.cli import app, main; from mlcycle.flows.serve_cli imp
 
 def test_mlcycle_serve_logs_every_request_and_flushes_on_sigterm(champion, monkeypatch, capsys):
     from mlcycle.tasks.inference_reader import read_inference_log
-    from mlcycle.tasks.serving import free_port
+    from mlcycle.tasks.serving.process import free_port
     from mlcycle.tasks.sources import simulate_batch
 
     settings = champion.settings
@@ -453,7 +455,7 @@ def test_mlcycle_serve_logs_every_request_and_flushes_on_sigterm(champion, monke
         _wait_ready(url, proc)
         day = dt.date(2026, 10, 9)
         frame = simulate_batch(day, settings.simulator, settings.dataset).frame.head(150)
-        from mlcycle.tasks.serving import records_payload
+        from mlcycle.tasks.serving.client import records_payload
 
         records = records_payload(frame, settings.dataset, settings.dataset.feature_names)
         answers: list[tuple[str, int]] = []
@@ -532,3 +534,86 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
             pass
         time.sleep(0.3)
     raise AssertionError(f"mlcycle serve not ready at {url}")
+
+
+# --------------------------------------------------------------------------------------------------
+# example requests: from the model's own stored rows, for any dataset declaration
+# --------------------------------------------------------------------------------------------------
+
+MACHINES = """\
+dataset:
+  name: machines
+  id_column: reading_id
+  timestamp_column: measured_at
+  target: failed
+  features:
+    - {name: temperature_c, kind: numeric, dtype: float, min: -40, max: 200}
+    - {name: vibration_mm_s, kind: numeric, dtype: float, min: 0, max: 100, nullable: true}
+    - {name: load_pct, kind: numeric, dtype: int, min: 0, max: 100}
+    - {name: line, kind: categorical, categories: [press, lathe, mill]}
+"""
+
+
+def machine_readings(day: dt.date, rows: int, rng) -> pd.DataFrame:
+    """A day of sensor readings whose failures depend on temperature, vibration and the line."""
+    temperature = rng.normal(80, 25, rows).clip(-40, 200).round(2)
+    vibration = rng.gamma(2.0, 4.0, rows).clip(0, 100).round(3)
+    vibration[rng.random(rows) < 0.05] = np.nan
+    load = rng.integers(0, 101, rows)
+    line = rng.choice(["press", "lathe", "mill"], rows)
+    logit = 0.04 * (temperature - 80) + 0.15 * (np.nan_to_num(vibration, nan=8.0) - 8) + (line == "press") - 1.0
+    start = pd.Timestamp(day, tz="UTC")
+    return pd.DataFrame({
+        "reading_id": [f"{day:%Y%m%d}-m{i:05d}" for i in range(rows)],
+        "measured_at": start + pd.to_timedelta(np.sort(rng.integers(0, 86_400, rows)), unit="s"),
+        "temperature_c": temperature, "vibration_mm_s": vibration, "load_pct": load, "line": line,
+        "failed": (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int),
+    })
+
+
+def test_the_example_request_comes_from_the_models_own_rows_for_any_dataset(tmp_path, monkeypatch):
+    """A dataset that shares no column with the demo's: the example is the model's first canary row (its
+    test window), it names only that dataset's columns, and the schema the service builds from the packaged
+    model's served_model.json accepts it."""
+    from threadpoolctl import threadpool_limits
+
+    from mlcycle.tasks.evaluation.gate import decide
+    from mlcycle.tasks.registry.versions import register_candidate
+    from mlcycle.tasks.schema import ServedModel, build_schema
+    from mlcycle.tasks.serving.client import canary_rows, curl_example, example_request
+    from mlcycle.tasks.serving.packaging import import_model
+    from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
+    from mlcycle.tasks.training.window import select_window
+    from tests.conftest import make_settings
+    from tests.support.training import DAYS, START, write_day
+
+    config = tmp_path / "mlcycle.yaml"
+    config.write_text(MACHINES)
+    monkeypatch.setenv("MLCYCLE_CONFIG", str(config))
+    settings = make_settings(tmp_path / "home", gate={"bootstrap_samples": 300}, training={
+        "family": "logistic_regression", "n_iter": 2, "n_jobs": 1, "window_days": DAYS})
+    assert settings.dataset.name == "machines"
+    store = LocalStore(settings.store_root)
+    rng = np.random.default_rng(7)
+    days = [START + dt.timedelta(days=i) for i in range(DAYS)]
+    for day in days:
+        write_day(store, settings, machine_readings(day, 400, rng), day)
+    with threadpool_limits(1):
+        candidate = train_challenger(store, settings, select_window(store, days=DAYS))
+        comparison = compare_with_champion(store, settings, candidate)
+        version = register_candidate(store, candidate, comparison, decide(settings.gate, candidate, comparison))
+
+    body = example_request(store, settings, version.name, version.version)
+    (record,) = body["records"]
+    first, _ = canary_rows(store, settings, version.name, version.version, 1)
+    assert record["reading_id"] == first["reading_id"][0]  # the model's own first test-window row
+    assert set(record) == {"reading_id", "temperature_c", "vibration_mm_s", "load_pct", "line"}
+    assert record["line"] in ("press", "lathe", "mill") and isinstance(record["load_pct"], int)
+
+    packaged = import_model(store, settings, version.version)
+    served = ServedModel.model_validate_json((Path(packaged.path) / "served_model.json").read_text())
+    schema = build_schema(served.dataset, served.features, max_batch_rows=settings.serving.max_batch_request_rows)
+    wire = json.loads(json.dumps(body))  # what curl sends
+    validated = schema.record.model_validate(wire["records"][0])
+    assert schema.record_ids([validated]) == [record["reading_id"]]
+    assert json.loads(curl_example("http://x", body).split("-d '", 1)[1].rstrip("'")) == body

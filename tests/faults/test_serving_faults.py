@@ -42,7 +42,7 @@ def champion(tmp_path_factory):
 @pytest.fixture(scope="module")
 def small_server(champion):
     """One worker admitting MAX_IN_FLIGHT requests at a time (the limit set through MLCYCLE_SERVING__*)."""
-    from mlcycle.tasks.serving import start_serving, wait_ready
+    from mlcycle.tasks.serving.process import start_serving, wait_ready
 
     settings = champion.settings.model_copy(update={"serving": champion.settings.serving.model_copy(update={
         "workers": 1, "max_in_flight": MAX_IN_FLIGHT, "retry_after_seconds": RETRY_AFTER})})

@@ -15,7 +15,7 @@ model version and the git commit.
 
 An image is tagged ``<rollout.image_name>:<bento name>-<bento version>``; building the same bento twice
 returns the existing image (bento versions are content-unique). Docker clients live only here and in
-tasks.rollout's docker target.
+the docker target (tasks/rollout/targets.py).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pydantic import BaseModel
 
 from mlcycle.tasks.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 DOCKERFILE = INFRA / "Dockerfile.serving"
 LOCK_FILE = ROOT / "requirements.lock"
@@ -224,8 +224,8 @@ def remove_image(tag: str) -> bool:
 
 def bento_dir(settings: Settings, bento_tag: str) -> Path:
     """The bento's folder in mlcycle's BentoML store (serving.bentoml_home)."""
-    from mlcycle.tasks.serving import bento_dir as serving_bento_dir
-    from mlcycle.tasks.serving import bentoml_home
+    from mlcycle.tasks.serving.packaging import bento_dir as serving_bento_dir
+    from mlcycle.tasks.serving.packaging import bentoml_home
 
     path = serving_bento_dir(settings, bento_tag)
     if not (path / "bento.yaml").is_file():
