@@ -72,7 +72,7 @@ def prepare(home: Path, family: str, workers: int):
     from mlcycle.tasks.registry import promote, register_candidate
     from mlcycle.tasks.serving import build_bento, import_model
     from mlcycle.tasks.settings import load_settings
-    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.simulator import simulate_batch
     from mlcycle.tasks.storage import LocalStore
     from mlcycle.tasks.training import compare_with_champion, select_window, train_challenger
     from tests.test_training import write_day

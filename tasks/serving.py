@@ -672,7 +672,7 @@ def verify_serving(store: ObjectStore, settings: Settings, bento: BentoRef, *,
 
 def example_request(settings: Settings, features: list[str] | None = None) -> dict[str, Any]:
     """One valid /predict body (a simulated record), for the printed curl example."""
-    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.simulator import simulate_batch
 
     spec = settings.dataset
     names = features or spec.feature_names

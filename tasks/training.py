@@ -67,7 +67,8 @@ from mlcycle.tasks.features import (
     search_distributions,
     training_features,
 )
-from mlcycle.tasks.partitions import PartitionRef, list_partitions, read_manifest, read_partition
+from mlcycle.tasks.partitions import list_partitions, read_manifest, read_partition
+from mlcycle.tasks.records.data import PartitionRef
 from mlcycle.tasks.settings import ConfigError, DatasetSpec, Settings, TrainingSettings
 from mlcycle.tasks.storage import ObjectStore, get_verified
 

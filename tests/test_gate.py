@@ -25,7 +25,7 @@ from mlcycle.tasks.evaluation import (
     weighted_roc_auc,
 )
 from mlcycle.tasks.registry import list_versions, load_metadata, promote, read_alias, register_candidate
-from mlcycle.tasks.sources import _label_terms
+from mlcycle.tasks.simulator import default_log_odds
 from mlcycle.tasks.training import (
     compare_with_champion,
     load_test_window,
@@ -151,7 +151,7 @@ def test_slice_degradation_blocks_promotion_naming_the_slice(train_env):
     settings, store = train_env
     test = simulated(settings, START + dt.timedelta(days=DAYS + 3), rows=4000)
     y = test[settings.dataset.target].to_numpy()
-    true_logit = -1.95 + sum(_label_terms(test).values())
+    true_logit = default_log_odds(test)
     rng = np.random.default_rng(1)
     champion = 1 / (1 + np.exp(-(true_logit + rng.normal(0, 1.2, len(y)))))  # a noisy, weaker model
     challenger = 1 / (1 + np.exp(-true_logit))  # the simulator's own probability...

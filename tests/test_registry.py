@@ -17,7 +17,8 @@ import pytest
 
 from mlcycle.tasks.evaluation import GateDecision, compute_metrics
 from mlcycle.tasks.features import build_pipeline, input_schema, resolve_family, training_features
-from mlcycle.tasks.partitions import PartitionRef, read_manifest
+from mlcycle.tasks.partitions import read_manifest
+from mlcycle.tasks.records.data import PartitionRef
 from mlcycle.tasks.registry import (
     ChampionChanged,
     Lineage,

@@ -16,16 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlcycle.tasks.partitions import (
-    PartitionManifest,
-    SourceRecord,
-    data_key,
-    frame_to_parquet,
-    list_partitions,
-    write_partition,
-)
+from mlcycle.tasks.partitions import data_key, frame_to_parquet, list_partitions, write_partition
+from mlcycle.tasks.records.data import PartitionManifest, SourceRecord
 from mlcycle.tasks.settings import ConfigError
-from mlcycle.tasks.sources import simulate_batch
+from mlcycle.tasks.simulator import simulate_batch
 from mlcycle.tasks.storage import LocalStore, sha256_bytes
 from mlcycle.tasks.training import (
     TrainingDataError,
