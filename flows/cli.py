@@ -116,8 +116,9 @@ def ingest(
 def _backfill_with_progress(start, end, source, concurrency, replace, show: bool):
     """Run the backfill in a worker thread while the bar follows its run's progress artifact in Prefect.
 
-    The run gets a unique name, so its ``backfill-progress`` artifact (the one the UI shows) is found by
-    that name; the bar polls it until the thread ends, then returns the flow's result or raises its error.
+    The run gets a unique name, so its ``backfill-progress`` artifact (the one the UI shows: percent of
+    the tasks done, and the last date finished) is found by that name; the bar polls it until the thread
+    ends, then this returns the flow's result or raises its error.
     """
     import contextvars
     import threading
@@ -126,12 +127,10 @@ def _backfill_with_progress(start, end, source, concurrency, replace, show: bool
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterName
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     from mlcycle.flows.ingest import PROGRESS_ARTIFACT, backfill_flow
-    from mlcycle.tasks.sources import date_range, parse_date
 
-    total = len(date_range(parse_date(start), parse_date(end)))
     run_name = f"backfill-{start}-{end}-{uuid.uuid4().hex[:8]}"
     ended: dict[str, Any] = {}
 
@@ -146,16 +145,15 @@ def _backfill_with_progress(start, end, source, concurrency, replace, show: bool
     worker = threading.Thread(target=contextvars.copy_context().run, args=(run,), name=run_name, daemon=True)
     progress = ArtifactFilter(key=ArtifactFilterKey(any_=[PROGRESS_ARTIFACT]))
     this_run = FlowRunFilter(name=FlowRunFilterName(any_=[run_name]))
-    with Progress(TextColumn("backfill"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), disable=not show, transient=False,
-                  console=Console(stderr=True)) as bar, get_client(sync_client=True) as client:
-        job = bar.add_task("", total=total)
+    with Progress(BarColumn(), TaskProgressColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
+                  disable=not show, transient=False, console=Console(stderr=True)) as bar, \
+            get_client(sync_client=True) as client:
+        job = bar.add_task(f"backfill {start}..{end}", total=100)
         worker.start()
         while True:
             finished = not worker.is_alive()  # read before polling, so the last poll sees the last update
             for artifact in client.read_artifacts(artifact_filter=progress, flow_run_filter=this_run, limit=1):
-                bar.update(job, completed=round(total * float(artifact.data) / 100),
-                           description=artifact.description or "")
+                bar.update(job, completed=float(artifact.data), description=artifact.description or "")
             if finished:
                 break
             worker.join(timeout=0.5)

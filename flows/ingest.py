@@ -7,7 +7,7 @@
                                                                          └─ failed: quarantine/ and the run fails
 
 ``backfill`` maps the same three tasks over every date of a range, updating a progress artifact
-(``backfill-progress``) as dates finish; it completes every date before failing with the list of dates
+(``backfill-progress``) as tasks and dates finish; it completes every date before failing with the list of dates
 that were quarantined or could not be ingested. The mapped tasks run in the subflow ``backfill-dates``,
 on a thread pool of ``concurrency`` threads (``ingest.backfill_concurrency`` by default), or, with
 ``dask.address`` set, on that Dask cluster through a DaskTaskRunner (tasks/runners.py), whose workers
@@ -119,8 +119,10 @@ def backfill_dates_flow(start: str, end: str, source: str | None, run_id: str | 
     """The backfill's per-date tasks, mapped over the dates on the task runner ``backfill`` gives it.
 
     Each step's futures feed the next: a date's validation waits for its raw partition, its publication
-    for its verdict. The progress artifact moves as dates finish, naming the last one. One outcome per
-    date, in completion order.
+    for its verdict. A thread pool runs tasks in the order they were mapped (every ingest, then every
+    validation, then every publication), so the progress artifact counts finished tasks, not only
+    finished dates; its description names the last date that finished and how. One outcome per date, in
+    completion order.
     """
     from prefect.artifacts import update_progress_artifact
     from prefect.futures import as_completed
@@ -132,14 +134,15 @@ def backfill_dates_flow(start: str, end: str, source: str | None, run_id: str | 
     checks = validate.map(unmapped(settings), raws)
     published = publish.map(unmapped(settings), checks, replace)
 
-    position = {future: i for i, future in enumerate(published)}
+    steps = [*raws, *checks, *published]
+    date_of = {future: i % len(days) for i, future in enumerate(steps)}
     outcomes: list[DateOutcome] = []
-    for done in as_completed(list(published)):
-        i = position[done]
-        outcome = date_outcome(days[i], raws[i], checks[i], done)
-        if outcome.status == "quarantined":
-            validation_artifact_task(checks[i].result())
-        outcomes.append(outcome)
-        update_progress_artifact(progress_id, progress=100.0 * len(outcomes) / len(days),
-                                 description=f"backfill {days[0]}..{days[-1]}, last: {days[i]} {outcome.status}")
+    for finished, done in enumerate(as_completed(steps), start=1):
+        i, description = date_of[done], None
+        if done is published[i]:  # the date's last step
+            outcomes.append(date_outcome(days[i], raws[i], checks[i], done))
+            if outcomes[-1].status == "quarantined":
+                validation_artifact_task(checks[i].result())
+            description = f"backfill {days[0]}..{days[-1]}, last: {days[i]} {outcomes[-1].status}"
+        update_progress_artifact(progress_id, progress=100.0 * finished / len(steps), description=description)
     return outcomes

@@ -80,8 +80,8 @@ def test_backfill_json_lists_every_date(monkeypatch, capsys, env_settings, prefe
 @pytest.mark.flow
 def test_backfill_progress_bar_follows_the_runs_progress_artifact(monkeypatch, capsys, env_settings,
                                                                   prefect_harness, tmp_path):
-    """The bar is fed from Prefect (the run's `backfill-progress` artifact) while the flow runs in a worker
-    thread; a backfill that fails still moves the bar to the end, then exits 1 naming the bad date."""
+    """The bar shows Prefect's own progress (the run's `backfill-progress` artifact) while the flow runs in a
+    worker thread; a backfill that fails still moves the bar to the end, then exits 1 naming the bad date."""
     import datetime as dt
 
     from prefect.client.orchestration import get_client
@@ -107,12 +107,11 @@ def test_backfill_progress_bar_follows_the_runs_progress_artifact(monkeypatch, c
     monkeypatch.setattr(Progress, "update", recording)
     code, _, err = run_cli(monkeypatch, capsys, "ingest", "--start", "2026-10-01", "--end", "2026-10-03",
                            "--source", "landing")
-
     assert code == 1
     assert "backfill incomplete: 2 validated, 0 quarantined, 1 failed of 3 dates" in err
     assert "2026-10-03 failed: ingest: no data for 2026-10-03" in err
     completed = [fields["completed"] for fields in shown]
-    assert completed and completed == sorted(completed) and completed[-1] == 3
+    assert completed and completed == sorted(completed) and completed[-1] == 100.0
     with get_client(sync_client=True) as client:
         (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
             any_=["backfill-progress"])), sort=ArtifactSort.CREATED_DESC, limit=1)

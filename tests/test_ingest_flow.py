@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 
@@ -128,7 +129,7 @@ def test_backfill_runs_every_date_and_reports_the_bad_ones(flow_env, tmp_path):
     progress = _artifacts("backfill-progress")
     assert progress and progress[0].data == 100.0
     assert progress[0].description.startswith(f"backfill {days[0]}..{days[-1]}, last: 2026-10-0")
-    verdicts = {row["date"]: row["verdict"] for row in _artifacts("backfill-validation")[0].data}
+    verdicts = {row["date"]: row["verdict"] for row in json.loads(_artifacts("backfill-validation")[0].data)}
     assert verdicts == {str(days[0]): "validated", str(days[1]): "quarantined", str(days[2]): "validated",
                         str(days[3]): "failed"}
     verdict = _artifacts(f"validation-verdict-{days[1]}")[0].data  # a quarantined date's own artifacts
