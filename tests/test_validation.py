@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlcycle.tasks.settings import DatasetSpec, load_settings
 from mlcycle.tasks.records.data import ValidationReport
+from mlcycle.tasks.settings import DatasetSpec, load_settings
 from mlcycle.tasks.validation.runner import validate_frame
 from mlcycle.tasks.validation.suite import build_expectations, suite_hash
 
