@@ -89,7 +89,7 @@ def ingest(
     start: str = typer.Option(None, "--start", help="backfill: first date YYYY-MM-DD"),
     end: str = typer.Option(None, "--end", help="backfill: last date YYYY-MM-DD (inclusive)"),
     source: str = typer.Option(None, "--source", help="simulator | landing (default: config)"),
-    concurrency: int = typer.Option(None, "--concurrency", help="backfill: dates in flight at once"),
+    concurrency: int = typer.Option(None, "--concurrency", help="backfill: tasks running at once (threads)"),
     replace: bool = typer.Option(False, "--replace", help="supersede a partition holding different data"),
     as_json: bool = JSON_OPT,
 ) -> None:
