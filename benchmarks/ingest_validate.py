@@ -162,7 +162,7 @@ def main() -> None:
         return
 
     from mlcycle.tasks.settings import load_settings
-    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.simulator import simulate_batch
 
     settings = load_settings(home=Path(tempfile.mkdtemp()))
     frame = simulate_batch(DAY, settings.simulator, settings.dataset, rows=args.rows).frame

@@ -73,7 +73,7 @@ def prepare(home: Path, family: str, workers: int):
     from mlcycle.tasks.registry.versions import register_candidate
     from mlcycle.tasks.serving.packaging import build_bento, import_model
     from mlcycle.tasks.settings import load_settings
-    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.simulator import simulate_batch
     from mlcycle.tasks.storage import LocalStore
     from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
     from mlcycle.tasks.training.window import select_window

@@ -61,9 +61,10 @@ def training_overrides(args) -> dict:
 
 
 def make_template(root: Path, rows: int, days: int) -> None:
-    from mlcycle.tasks.partitions import PartitionManifest, SourceRecord, data_key, frame_to_parquet, write_partition
+    from mlcycle.tasks.partitions import data_key, frame_to_parquet, write_partition
+    from mlcycle.tasks.records.data import PartitionManifest, SourceRecord
     from mlcycle.tasks.settings import load_settings
-    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.simulator import simulate_batch
     from mlcycle.tasks.storage import LocalStore, sha256_bytes
 
     settings = load_settings(home=root)

@@ -89,7 +89,7 @@ def ingest(
     start: str = typer.Option(None, "--start", help="backfill: first date YYYY-MM-DD"),
     end: str = typer.Option(None, "--end", help="backfill: last date YYYY-MM-DD (inclusive)"),
     source: str = typer.Option(None, "--source", help="simulator | landing (default: config)"),
-    concurrency: int = typer.Option(None, "--concurrency", help="backfill: dates in flight at once"),
+    concurrency: int = typer.Option(None, "--concurrency", help="backfill: tasks running at once (threads)"),
     replace: bool = typer.Option(False, "--replace", help="supersede a partition holding different data"),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -114,27 +114,52 @@ def ingest(
 
 
 def _backfill_with_progress(start, end, source, concurrency, replace, show: bool):
+    """Run the backfill in a worker thread while the bar follows its run's progress artifact in Prefect.
+
+    The run gets a unique name, so its ``backfill-progress`` artifact (the one the UI shows: percent of
+    the tasks done, and the last date finished) is found by that name; the bar polls it until the thread
+    ends, then this returns the flow's result or raises its error.
+    """
+    import contextvars
+    import threading
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterName
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-    from mlcycle.flows.ingest import backfill_flow
-    from mlcycle.tasks.ingest import progress_listeners
-    from mlcycle.tasks.sources import date_range, parse_date
+    from mlcycle.flows.ingest import PROGRESS_ARTIFACT, backfill_flow
 
-    total = len(date_range(parse_date(start), parse_date(end)))
-    with Progress(TextColumn("backfill"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), disable=not show, transient=False,
-                  console=Console(stderr=True)) as bar:
-        job = bar.add_task("", total=total)
+    run_name = f"backfill-{start}-{end}-{uuid.uuid4().hex[:8]}"
+    ended: dict[str, Any] = {}
 
-        def on_progress(done: int, _total: int, day, status: str) -> None:
-            bar.update(job, completed=done, description=f"{day} {status}")
-
-        progress_listeners.append(on_progress)
+    def run() -> None:
         try:
-            return backfill_flow(start=start, end=end, source=source, concurrency=concurrency, replace=replace)
-        finally:
-            progress_listeners.remove(on_progress)
+            ended["report"] = backfill_flow.with_options(flow_run_name=run_name)(
+                start=start, end=end, source=source, concurrency=concurrency, replace=replace)
+        except BaseException as exc:  # handed to the caller's thread below
+            ended["error"] = exc
+
+    # The thread runs in a copy of this context, so it talks to the same Prefect API as the polling below.
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(run,), name=run_name, daemon=True)
+    progress = ArtifactFilter(key=ArtifactFilterKey(any_=[PROGRESS_ARTIFACT]))
+    this_run = FlowRunFilter(name=FlowRunFilterName(any_=[run_name]))
+    with Progress(BarColumn(), TaskProgressColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
+                  disable=not show, transient=False, console=Console(stderr=True)) as bar, \
+            get_client(sync_client=True) as client:
+        job = bar.add_task(f"backfill {start}..{end}", total=100)
+        worker.start()
+        while True:
+            finished = not worker.is_alive()  # read before polling, so the last poll sees the last update
+            for artifact in client.read_artifacts(artifact_filter=progress, flow_run_filter=this_run, limit=1):
+                bar.update(job, completed=float(artifact.data), description=artifact.description or "")
+            if finished:
+                break
+            worker.join(timeout=0.5)
+    if "error" in ended:
+        raise ended["error"]
+    return ended["report"]
 
 
 @app.command()

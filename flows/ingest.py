@@ -6,12 +6,13 @@
                                                                          ├─ passed: validated/
                                                                          └─ failed: quarantine/ and the run fails
 
-``backfill`` runs the same three tasks for every date of a range, at most ``concurrency`` dates at a
-time, updating a progress artifact as dates finish; it completes every date before failing with the
-list of dates that were quarantined or could not be ingested. The tasks run on the flow's thread pool,
-or, with ``dask.address`` set, on that Dask cluster: the subflow ``backfill-dates`` with a DaskTaskRunner
-(tasks/runners.py). Each task gets the settings and a ``PartitionRef`` and reads its data from the store
-on the worker, so the store ends up the same either way.
+``backfill`` maps the same three tasks over every date of a range, updating a progress artifact
+(``backfill-progress``) as tasks and dates finish; it completes every date before failing with the list of dates
+that were quarantined or could not be ingested. The mapped tasks run in the subflow ``backfill-dates``,
+on a thread pool of ``concurrency`` threads (``ingest.backfill_concurrency`` by default), or, with
+``dask.address`` set, on that Dask cluster through a DaskTaskRunner (tasks/runners.py), whose workers
+set the width. Each task gets the settings and a ``PartitionRef`` and reads its data from the store on
+the worker, so the store ends up the same either way.
 """
 
 from __future__ import annotations
@@ -19,24 +20,25 @@ from __future__ import annotations
 import datetime as dt
 from uuid import UUID
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, unmapped
 from prefect.runtime import flow_run
-from pydantic import BaseModel
 
 from mlcycle.tasks.ingest import (
     ValidationFailed,
+    date_outcome,
     ingest_raw_task,
-    progress_listeners,
     publish_task,
     raw_partition_task,
     validate_task,
     validation_artifact_task,
 )
-from mlcycle.tasks.partitions import PartitionManifest
+from mlcycle.tasks.records.data import BackfillReport, DateOutcome, PartitionManifest
 from mlcycle.tasks.retry import retrying
 from mlcycle.tasks.runners import dask_task_runner, settings_for_workers
-from mlcycle.tasks.settings import Settings, get_settings
+from mlcycle.tasks.settings import get_settings
 from mlcycle.tasks.sources import date_range, parse_date
+
+PROGRESS_ARTIFACT = "backfill-progress"  # the progress bar of a backfill run, in the UI and in `mlcycle ingest`
 
 
 def logical_date(date: str | None) -> dt.date:
@@ -83,49 +85,26 @@ def _validate_and_publish(settings, raw, replace: bool) -> PartitionManifest:
     return manifest
 
 
-class DateOutcome(BaseModel):
-    date: dt.date
-    status: str  # validated | quarantined | failed
-    detail: str
-    manifest: PartitionManifest | None = None
-
-
-class BackfillReport(BaseModel):
-    outcomes: list[DateOutcome]
-
-    def count(self, status: str) -> int:
-        return sum(o.status == status for o in self.outcomes)
-
-    def summary(self) -> str:
-        bad = [f"{o.date} {o.status}: {o.detail}" for o in self.outcomes if o.status != "validated"]
-        head = (f"{self.count('validated')} validated, {self.count('quarantined')} quarantined, "
-                f"{self.count('failed')} failed of {len(self.outcomes)} dates")
-        return head + ("; " + "; ".join(bad) if bad else "")
-
-
 @flow(name="backfill", log_prints=True)
 def backfill_flow(start: str, end: str, source: str | None = None, concurrency: int | None = None,
                   replace: bool = False) -> BackfillReport:
-    """Ingest every date from ``start`` to ``end`` (inclusive), ``concurrency`` dates at a time."""
+    """Ingest every date from ``start`` to ``end`` (inclusive), ``concurrency`` tasks at a time."""
     from prefect.artifacts import create_progress_artifact, create_table_artifact
+    from prefect.task_runners import ThreadPoolTaskRunner
 
     settings = get_settings()
     days = date_range(parse_date(start), parse_date(end))
     width = concurrency or settings.ingest.backfill_concurrency
     run_id = str(flow_run.id) if flow_run.id else None
-    runner = dask_task_runner(settings)  # None without dask.address; an unreachable scheduler fails here
-    progress_id = create_progress_artifact(progress=0.0, key="backfill-progress",
+    # A Dask cluster (dask.address) sets its own width; an unreachable scheduler fails here, before any work.
+    runner = dask_task_runner(settings) or ThreadPoolTaskRunner(max_workers=width)
+    progress_id = create_progress_artifact(progress=0.0, key=PROGRESS_ARTIFACT,
                                            description=f"backfill {days[0]}..{days[-1]}")
-    if runner is None:
-        outcomes = _ingest_dates(settings, days, source, width, run_id, replace, progress_id)
-    else:
-        outcomes = backfill_dates_flow.with_options(task_runner=runner)(start, end, source, width, run_id, replace,
-                                                                        progress_id)
+    outcomes = backfill_dates_flow.with_options(task_runner=runner)(start, end, source, run_id, replace, progress_id)
 
     report = BackfillReport(outcomes=sorted(outcomes, key=lambda o: o.date))
     create_table_artifact(
-        key="backfill-validation", table=[{"date": o.date.isoformat(), "verdict": o.status, "detail": o.detail}
-                                          for o in report.outcomes],
+        key="backfill-validation", table=report.table(),
         description=f"validation verdict per date, {days[0]}..{days[-1]} (quarantined dates also get "
                     f"validation-<date> with every expectation)")
     if report.count("validated") != len(days):
@@ -135,52 +114,36 @@ def backfill_flow(start: str, end: str, source: str | None = None, concurrency: 
 
 
 @flow(name="backfill-dates", log_prints=True)
-def backfill_dates_flow(start: str, end: str, source: str | None, width: int, run_id: str | None, replace: bool,
+def backfill_dates_flow(start: str, end: str, source: str | None, run_id: str | None, replace: bool,
                         progress_id: UUID) -> list[DateOutcome]:
-    """The backfill's per-date tasks; ``backfill`` runs this subflow with the Dask task runner."""
-    settings = settings_for_workers(get_settings())
-    days = date_range(parse_date(start), parse_date(end))
-    return _ingest_dates(settings, days, source, width, run_id, replace, progress_id)
+    """The backfill's per-date tasks, mapped over the dates on the task runner ``backfill`` gives it.
 
-
-def _ingest_dates(settings: Settings, days: list[dt.date], source: str | None, width: int, run_id: str | None,
-                  replace: bool, progress_id: UUID) -> list[DateOutcome]:
-    """Submit ingest -> validate -> publish for each date, at most ``width`` dates in flight, on the
-    current flow's task runner; one outcome per date, in completion order."""
+    Each step's futures feed the next: a date's validation waits for its raw partition, its publication
+    for its verdict. A thread pool runs tasks in the order they were mapped (every ingest, then every
+    validation, then every publication), so the progress artifact counts finished tasks, not only
+    finished dates; its description names the last date that finished and how. One outcome per date, in
+    completion order.
+    """
     from prefect.artifacts import update_progress_artifact
     from prefect.futures import as_completed
 
+    settings = settings_for_workers(get_settings())
+    days = date_range(parse_date(start), parse_date(end))
     ingest_raw, validate, publish = (retrying(t, settings.retries.ingest)
                                      for t in (ingest_raw_task, validate_task, publish_task))
-    pending = list(days)
-    in_flight: dict = {}  # final future of each date -> (date, raw future, validation future)
+    raws = ingest_raw.map(unmapped(settings), days, source, run_id, replace)
+    checks = validate.map(unmapped(settings), raws)
+    published = publish.map(unmapped(settings), checks, replace)
+
+    steps = [*raws, *checks, *published]
+    date_of = {future: i % len(days) for i, future in enumerate(steps)}
     outcomes: list[DateOutcome] = []
-    while pending or in_flight:
-        while pending and len(in_flight) < width:
-            day = pending.pop(0)
-            raw = ingest_raw.submit(settings, day, source, run_id, replace)
-            checked = validate.submit(settings, raw)
-            published = publish.submit(settings, checked, replace)
-            in_flight[published] = (day, raw, checked)
-        done = next(as_completed(list(in_flight)))
-        day, raw, checked = in_flight.pop(done)
-        outcomes.append(_date_outcome(day, raw, checked, done))
-        update_progress_artifact(progress_id, progress=100.0 * len(outcomes) / len(days))
-        for listener in progress_listeners:
-            listener(len(outcomes), len(days), day, outcomes[-1].status)
+    for finished, done in enumerate(as_completed(steps), start=1):
+        i, description = date_of[done], None
+        if done is published[i]:  # the date's last step
+            outcomes.append(date_outcome(days[i], raws[i], checks[i], done))
+            if outcomes[-1].status == "quarantined":
+                validation_artifact_task(checks[i].result())
+            description = f"backfill {days[0]}..{days[-1]}, last: {days[i]} {outcomes[-1].status}"
+        update_progress_artifact(progress_id, progress=100.0 * finished / len(steps), description=description)
     return outcomes
-
-
-def _date_outcome(day: dt.date, raw, checked, published) -> DateOutcome:
-    """Classify one date from its three futures, naming the first step that failed."""
-    values = []
-    for step, future in (("ingest", raw), ("validate", checked), ("publish", published)):
-        value = future.result(raise_on_failure=False)
-        if isinstance(value, BaseException):
-            return DateOutcome(date=day, status="failed", detail=f"{step}: {value}")
-        values.append(value)
-    _, outcome, manifest = values
-    if outcome.record.success:
-        return DateOutcome(date=day, status="validated", detail=f"{outcome.raw.rows} rows", manifest=manifest)
-    validation_artifact_task(outcome)
-    return DateOutcome(date=day, status="quarantined", detail=outcome.summary, manifest=manifest)

@@ -6,6 +6,8 @@ The plain functions here hold the logic; the ``@task`` wrappers at the bottom ar
     fetch_batch ─▶ write_raw (raw/, idempotent) ─▶ validate_raw (GX checkpoint, result + Data Docs
     uploaded to validation/) ─▶ publish: validated/ if it passed, quarantine/ if not
 
+A backfill runs that path for every date of a range; :func:`date_outcome` says how each date ended.
+
 Only object-store faults are retried (:class:`~tasks.storage.StoreUnavailable`, exponential backoff);
 a bad batch, bad credentials or a conflict fail at once with a message naming the problem. Because
 every write is idempotent and manifest-last, a retried or re-run date converges to the same store.
@@ -15,50 +17,44 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
+from mlcycle.tasks.landing import landing_zone
 from mlcycle.tasks.partitions import (
-    PartitionManifest,
-    PartitionRef,
-    SourceFileRecord,
-    SourceRecord,
-    ValidationRecord,
     data_key,
     find_manifest,
     frame_to_parquet,
-    partition_prefix,
+    read_manifest,
     read_partition,
     read_partition_bytes,
     write_partition,
 )
+from mlcycle.tasks.records.data import (
+    DateOutcome,
+    ExpectationRow,
+    PartitionManifest,
+    PartitionRef,
+    SourceFileRecord,
+    SourceRecord,
+    ValidationOutcome,
+    ValidationRecord,
+)
 from mlcycle.tasks.settings import Settings
-from mlcycle.tasks.sources import Batch, SourceError, landing_zone, simulate_batch
+from mlcycle.tasks.simulator import simulate_batch
+from mlcycle.tasks.sources import Batch, chosen_source
 from mlcycle.tasks.storage import MinioStore, ObjectStore, StoreError, open_store, sha256_bytes
+from mlcycle.tasks.validation.runner import validate_frame
+from mlcycle.tasks.validation.suite import suite_hash
+
+if TYPE_CHECKING:
+    from prefect.futures import PrefectFuture
 
 
 class ValidationFailed(RuntimeError):
     """A batch failed validation and was quarantined; the message names the failed expectations."""
-
-
-class ExpectationRow(BaseModel):
-    expectation: str
-    column: str | None
-    success: bool
-    details: str
-
-
-class ValidationOutcome(BaseModel):
-    """What validate_raw hands to publish: the raw partition, the verdict, and its evidence."""
-
-    raw: PartitionRef
-    record: ValidationRecord
-    rows: list[ExpectationRow]
-    docs_uri: str | None
-    summary: str
 
 
 def now_utc() -> dt.datetime:
@@ -72,15 +68,10 @@ def now_utc() -> dt.datetime:
 
 def fetch_batch(settings: Settings, day: dt.date, source: str | None = None, rows: int | None = None) -> Batch:
     """The batch for ``day`` from the configured (or given) source."""
-    kind = source or settings.ingest.source
-    if kind == "simulator":
+    if chosen_source(settings, source) == "simulator":
         return simulate_batch(day, settings.simulator, settings.dataset, rows=rows)
-    if kind == "landing":
-        if not settings.landing_path:
-            raise SourceError("source 'landing' needs MLCYCLE_LANDING_PATH (a folder or s3://bucket/prefix)")
-        zone = landing_zone(settings.landing_path, lambda bucket: MinioStore.from_settings(settings, bucket))
-        return zone.fetch(day, settings.dataset)
-    raise SourceError(f"unknown source {kind!r}: expected 'simulator' or 'landing'")
+    zone = landing_zone(settings.landing_path, lambda bucket: MinioStore.from_settings(settings, bucket))
+    return zone.fetch(day, settings.dataset)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,13 +136,8 @@ def validate_raw(store: ObjectStore, settings: Settings, raw: PartitionRef) -> V
     after that attempt's run time, are removed before the outcome is written, so a retried or re-run
     validation leaves the same keys as one that never failed.
     """
-    import json
-
-    from mlcycle.tasks.validation import suite_hash as compute_suite_hash
-    from mlcycle.tasks.validation import validate_frame
-
     spec = settings.dataset
-    vid = validation_id(raw.data_sha256, compute_suite_hash(spec))
+    vid = validation_id(raw.data_sha256, suite_hash(spec))
     prefix = f"validation/date={raw.date.isoformat()}/{vid}/"
     outcome_key = prefix + "outcome.json"
     if store.exists(outcome_key):
@@ -254,12 +240,28 @@ def ingest_date(
     return publish(store, outcome, replace=replace), outcome
 
 
-def partition_listing(store: ObjectStore, day: dt.date) -> dict[str, list[str]]:
-    """Every key under each zone for a date (for tests and `mlcycle` output)."""
-    return {zone: store.list(partition_prefix(zone, day)) for zone in ("raw", "validated", "quarantine")}
+# --------------------------------------------------------------------------------------------------
+# backfill
+# --------------------------------------------------------------------------------------------------
 
 
-ProgressCallback = Callable[[int, int, dt.date, str], None]
+def date_outcome(day: dt.date, raw: PrefectFuture, checked: PrefectFuture, published: PrefectFuture) -> DateOutcome:
+    """Classify one date of a backfill from the futures of its three steps (ingest, validate, publish).
+
+    A date is ``failed`` at the first step that raised (the detail names the step and the error; the
+    steps after it never ran, so their futures are not read), else ``validated`` or ``quarantined`` by
+    the validation verdict, with the manifest that publish wrote.
+    """
+    values = []
+    for step, future in (("ingest", raw), ("validate", checked), ("publish", published)):
+        value = future.result(raise_on_failure=False)
+        if isinstance(value, BaseException):
+            return DateOutcome(date=day, status="failed", detail=f"{step}: {value}")
+        values.append(value)
+    _, outcome, manifest = values
+    if outcome.record.success:
+        return DateOutcome(date=day, status="validated", detail=f"{outcome.raw.rows} rows", manifest=manifest)
+    return DateOutcome(date=day, status="quarantined", detail=outcome.summary, manifest=manifest)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -268,9 +270,6 @@ ProgressCallback = Callable[[int, int, dt.date, str], None]
 
 from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
-
-# Process-local observers of backfill progress (the CLI's progress bar); the Prefect UI gets an artifact.
-progress_listeners: list[ProgressCallback] = []
 
 
 @task(name="ingest-raw", cache_policy=NO_CACHE, task_run_name="ingest-raw-{day}")
@@ -282,8 +281,6 @@ def ingest_raw_task(settings: Settings, day: dt.date, source: str | None = None,
 
 @task(name="raw-partition", cache_policy=NO_CACHE, task_run_name="raw-partition-{day}")
 def raw_partition_task(settings: Settings, day: dt.date) -> PartitionRef:
-    from mlcycle.tasks.partitions import read_manifest
-
     return read_manifest(open_store(settings), "raw", day).ref()
 
 

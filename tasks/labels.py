@@ -124,11 +124,11 @@ def read_labels(store: ObjectStore, dates: list[dt.date] | None = None) -> pd.Da
 def simulator_labels(store: ObjectStore, settings: Settings, dates: list[dt.date]) -> pd.DataFrame:
     """Outcomes of the predictions logged on ``dates`` whose id the simulator generated.
 
-    Simulator ids are ``YYYYMMDD-nnnnnnn`` (day and row of ``tasks.sources.simulate_batch`` at
+    Simulator ids are ``YYYYMMDD-nnnnnnn`` (day and row of ``tasks.simulator.simulate_batch`` at
     ``simulator.rows_per_day`` rows); the day's batch is regenerated and the target looked up by id.
     Predictions without such an id are skipped.
     """
-    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.simulator import simulate_batch
 
     spec = settings.dataset
     logged = read_inference_log(store, dates)

@@ -15,7 +15,7 @@ Invariants:
 * **Manifest last.** A partition exists only once its ``manifest.json`` is written, after its data;
   readers look for the manifest first, so a crash mid-write leaves no visible partition.
 * **Verified reads.** Reading a partition checks the data's sha256 against the manifest and refuses
-  corrupted or tampered bytes with :class:`~tasks.storage.IntegrityError`. The manifest checks itself:
+  corrupted or tampered bytes with :class:`~mlcycle.tasks.storage.IntegrityError`. The manifest checks itself:
   ``manifest.json`` carries ``manifest_sha256``, the sha256 of its other fields in canonical JSON, so a
   flipped byte anywhere in it (a row count, a date, a key) is refused too, not just unparseable JSON.
 * **Idempotent writes.** Writing the same bytes again is a no-op that returns the existing manifest,
@@ -25,7 +25,8 @@ Invariants:
 * **Deterministic bytes.** :func:`frame_to_parquet` writes the same bytes for the same frame, which is
   what makes re-ingesting a simulated date byte-identical.
 
-Between tasks we pass :class:`PartitionRef` (key, sha256, rows), never DataFrames.
+Between tasks we pass a ``PartitionRef`` (key, sha256, rows), never DataFrames; it and the
+``PartitionManifest`` are records (``tasks/records/data.py``).
 """
 
 from __future__ import annotations
@@ -34,14 +35,12 @@ import datetime as dt
 import hashlib
 import io
 import json
-from typing import Literal
 
 import pandas as pd
-from pydantic import BaseModel, Field
 
+from mlcycle.tasks.records.data import PartitionManifest, PartitionRef
 from mlcycle.tasks.storage import IntegrityError, ObjectNotFound, ObjectStore, get_verified, sha256_bytes
 
-Zone = Literal["raw", "validated", "quarantine"]
 MANIFEST_FILE = "manifest.json"
 MANIFEST_CHECKSUM = "manifest_sha256"  # the manifest's own checksum, a top-level field of its JSON
 
@@ -52,68 +51,6 @@ class PartitionConflict(RuntimeError):
 
 class PartitionNotFound(LookupError):
     """No partition (no manifest) for this zone and date."""
-
-
-class SourceFileRecord(BaseModel):
-    name: str
-    sha256: str
-    bytes: int
-
-
-class SourceRecord(BaseModel):
-    kind: str
-    seed: int | None = None
-    files: list[SourceFileRecord] = Field(default_factory=list)
-    notes: list[str] = Field(default_factory=list)
-
-
-class ValidationRecord(BaseModel):
-    """What validation concluded about a partition (attached to validated/quarantine manifests)."""
-
-    success: bool
-    suite_name: str
-    suite_hash: str
-    evaluated: int
-    failed: list[str] = Field(default_factory=list)  # one line per failed expectation
-    result_key: str
-    docs_key: str | None = None
-    validated_at: dt.datetime
-
-
-class PartitionManifest(BaseModel):
-    dataset: str
-    zone: Zone
-    date: dt.date
-    data_key: str
-    data_sha256: str
-    data_bytes: int
-    rows: int
-    columns: list[str]
-    schema_hash: str  # of the Parquet (Arrow) schema actually stored
-    dataset_schema_hash: str  # of the dataset declaration in force when it was written
-    source: SourceRecord
-    logical_date: dt.date
-    ingested_at: dt.datetime
-    flow_run_id: str | None = None
-    validation: ValidationRecord | None = None
-
-    def ref(self) -> PartitionRef:
-        return PartitionRef(zone=self.zone, date=self.date, data_key=self.data_key,
-                            data_sha256=self.data_sha256, rows=self.rows)
-
-
-class PartitionRef(BaseModel):
-    """A small, typed pointer to a partition's data: what tasks pass to each other."""
-
-    zone: Zone
-    date: dt.date
-    data_key: str
-    data_sha256: str
-    rows: int
-
-    @property
-    def manifest_key(self) -> str:
-        return manifest_key(self.zone, self.date)
 
 
 def partition_prefix(zone: str, date: dt.date) -> str:

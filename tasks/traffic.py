@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mlcycle.tasks.settings import Settings
-from mlcycle.tasks.sources import simulate_batch
+from mlcycle.tasks.simulator import simulate_batch
 from mlcycle.tasks.storage import ObjectStore
 
 

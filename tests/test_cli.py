@@ -54,7 +54,7 @@ def test_quarantined_ingest_exits_1_naming_the_expectation(monkeypatch, capsys, 
                                                            tmp_path):
     import datetime as dt
 
-    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.simulator import simulate_batch
 
     settings = env_settings(simulator__rows_per_day="300")
     frame = simulate_batch(dt.date(2026, 10, 1), settings.simulator, settings.dataset).frame
@@ -75,6 +75,48 @@ def test_backfill_json_lists_every_date(monkeypatch, capsys, env_settings, prefe
                              "--json")
     assert code == 0, err
     assert [o["status"] for o in json.loads(out)] == ["validated"] * 3
+
+
+@pytest.mark.flow
+def test_backfill_progress_bar_follows_the_runs_progress_artifact(monkeypatch, capsys, env_settings,
+                                                                  prefect_harness, tmp_path):
+    """The bar shows Prefect's own progress (the run's `backfill-progress` artifact) while the flow runs in a
+    worker thread; a backfill that fails still moves the bar to the end, then exits 1 naming the bad date."""
+    import datetime as dt
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+    from rich.progress import Progress
+
+    from mlcycle.tasks.simulator import simulate_batch
+
+    settings = env_settings(simulator__rows_per_day="300")
+    (tmp_path / "in").mkdir()
+    for day in (dt.date(2026, 10, 1), dt.date(2026, 10, 2)):  # 2026-10-03 has no file
+        frame = simulate_batch(day, settings.simulator, settings.dataset).frame
+        frame.to_parquet(tmp_path / "in" / f"date={day}.parquet")
+    env_settings(simulator__rows_per_day="300", landing_path=str(tmp_path / "in"))
+    shown = []
+    update = Progress.update
+
+    def recording(self, task_id, **fields):
+        shown.append(fields)
+        return update(self, task_id, **fields)
+
+    monkeypatch.setattr(Progress, "update", recording)
+    code, _, err = run_cli(monkeypatch, capsys, "ingest", "--start", "2026-10-01", "--end", "2026-10-03",
+                           "--source", "landing")
+    assert code == 1
+    assert "backfill incomplete: 2 validated, 0 quarantined, 1 failed of 3 dates" in err
+    assert "2026-10-03 failed: ingest: no data for 2026-10-03" in err
+    completed = [fields["completed"] for fields in shown]
+    assert completed and completed == sorted(completed) and completed[-1] == 100.0
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=["backfill-progress"])), sort=ArtifactSort.CREATED_DESC, limit=1)
+    assert artifact.data == 100.0 and shown[-1]["description"] == artifact.description
+    assert artifact.description.startswith("backfill 2026-10-01..2026-10-03, last: 2026-10-0")
 
 
 def test_console_script_is_installed_and_answers_help():

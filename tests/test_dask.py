@@ -53,9 +53,9 @@ def test_a_non_positive_connect_timeout_is_refused_naming_the_key(env_settings):
 
 def test_without_an_address_nothing_imports_dask():
     code = ("import sys\n"
-            "import flows.ingest, flows.monitor\n"
-            "from tasks.runners import dask_task_runner\n"
-            "from tasks.settings import load_settings\n"
+            "import mlcycle.flows.ingest, mlcycle.flows.monitor\n"
+            "from mlcycle.tasks.runners import dask_task_runner\n"
+            "from mlcycle.tasks.settings import load_settings\n"
             "assert dask_task_runner(load_settings()) is None\n"
             "loaded = sorted(m for m in ('dask', 'distributed', 'prefect_dask') if m in sys.modules)\n"
             "assert not loaded, loaded\n")
@@ -144,7 +144,7 @@ def store_contents(root: Path) -> dict[str, object]:
 
 
 def _landing(settings, folder: Path) -> Path:
-    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.simulator import simulate_batch
 
     folder.mkdir(parents=True)
     for day in DAYS:
@@ -218,7 +218,7 @@ def monitored(prefect_harness, tmp_path_factory):
     from mlcycle.flows.train import train_flow
     from mlcycle.tasks.ingest import publish, validate_raw, write_raw
     from mlcycle.tasks.registry.versions import load_model
-    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.simulator import simulate_batch
     from mlcycle.tasks.traffic import log_in_process
     from mlcycle.tasks.training.challenger import model_name
 

@@ -10,7 +10,7 @@ import pytest
 
 from mlcycle.tasks.drift import assess_drift
 from mlcycle.tasks.profile import build_profile
-from mlcycle.tasks.sources import simulate_batch
+from mlcycle.tasks.simulator import simulate_batch
 
 WINDOWS = 40
 N = 5000

@@ -25,7 +25,7 @@ from mlcycle.tasks.evaluation.metrics import (
 from mlcycle.tasks.records.evaluation import ModelScores
 from mlcycle.tasks.registry.aliases import promote
 from mlcycle.tasks.registry.versions import list_versions, load_metadata, read_alias, register_candidate
-from mlcycle.tasks.sources import _label_terms
+from mlcycle.tasks.simulator import default_log_odds
 from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
 from mlcycle.tasks.training.window import load_test_window, select_window
 from tests.support.training import (
@@ -147,7 +147,7 @@ def test_slice_degradation_blocks_promotion_naming_the_slice(train_env):
     settings, store = train_env
     test = simulated(settings, START + dt.timedelta(days=DAYS + 3), rows=4000)
     y = test[settings.dataset.target].to_numpy()
-    true_logit = -1.95 + sum(_label_terms(test).values())
+    true_logit = default_log_odds(test)
     rng = np.random.default_rng(1)
     champion = 1 / (1 + np.exp(-(true_logit + rng.normal(0, 1.2, len(y)))))  # a noisy, weaker model
     challenger = 1 / (1 + np.exp(-true_logit))  # the simulator's own probability...

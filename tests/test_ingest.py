@@ -11,7 +11,8 @@ import pytest
 
 from mlcycle.tasks.ingest import ingest_date, publish, validate_raw, write_raw
 from mlcycle.tasks.partitions import PartitionNotFound, list_partitions, read_manifest, read_partition
-from mlcycle.tasks.sources import SourceError, simulate_batch
+from mlcycle.tasks.simulator import simulate_batch
+from mlcycle.tasks.sources import SourceError
 
 DAY = dt.date(2026, 10, 2)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 
@@ -52,7 +53,7 @@ def test_ingest_flow_validates_and_publishes_with_artifacts(flow_env):
 
 def test_ingest_flow_fails_naming_expectations_when_quarantined(flow_env, tmp_path):
     from mlcycle.flows.ingest import ingest_flow
-    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.simulator import simulate_batch
 
     settings = flow_env()
     frame = simulate_batch(dt.date.fromisoformat(DAY), settings.simulator, settings.dataset).frame
@@ -105,8 +106,7 @@ def test_store_that_stays_down_fails_clearly_leaving_no_partition(flow_env, s3_r
 
 def test_backfill_runs_every_date_and_reports_the_bad_ones(flow_env, tmp_path):
     from mlcycle.flows.ingest import backfill_flow
-    from mlcycle.tasks.ingest import progress_listeners
-    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.simulator import simulate_batch
 
     settings = flow_env()
     days = [dt.date(2026, 10, 1) + dt.timedelta(days=i) for i in range(4)]
@@ -118,22 +118,22 @@ def test_backfill_runs_every_date_and_reports_the_bad_ones(flow_env, tmp_path):
             frame.loc[0, "age"] = 150
         frame.to_parquet(landing / f"date={day}.parquet")
     settings = flow_env(landing_path=str(landing))
-    seen = []
-    progress_listeners.append(lambda done, total, day, status: seen.append((done, total, day, status)))
-    try:
-        state = backfill_flow(start=str(days[0]), end=str(days[-1]), source="landing", concurrency=2,
-                              return_state=True)
-    finally:
-        progress_listeners.clear()
+    state = backfill_flow(start=str(days[0]), end=str(days[-1]), source="landing", concurrency=2,
+                          return_state=True)
     assert state.is_failed()
     assert "2 validated, 1 quarantined, 1 failed of 4 dates" in state.message
-    assert f"{days[3]} failed" in state.message and "no data for" in state.message
-    assert sorted(s[0] for s in seen) == [1, 2, 3, 4] and all(s[1] == 4 for s in seen)
+    assert f"{days[3]} failed" in state.message and "ingest: no data for" in state.message
     store = open_store(settings)
     assert list_partitions(store, "validated") == [days[0], days[2]]
     assert list_partitions(store, "quarantine") == [days[1]]
     progress = _artifacts("backfill-progress")
     assert progress and progress[0].data == 100.0
+    assert progress[0].description.startswith(f"backfill {days[0]}..{days[-1]}, last: 2026-10-0")
+    verdicts = {row["date"]: row["verdict"] for row in json.loads(_artifacts("backfill-validation")[0].data)}
+    assert verdicts == {str(days[0]): "validated", str(days[1]): "quarantined", str(days[2]): "validated",
+                        str(days[3]): "failed"}
+    verdict = _artifacts(f"validation-verdict-{days[1]}")[0].data  # a quarantined date's own artifacts
+    assert "FAILED" in verdict and "age" in verdict
 
 
 def test_backfill_of_good_dates_completes(flow_env):

@@ -91,7 +91,7 @@ def test_the_html_report_escapes_its_text_and_draws_each_drifted_feature(setting
     from mlcycle.tasks.monitor.report import render_html
     from mlcycle.tasks.profile import build_profile
     from mlcycle.tasks.records.monitoring import TriggerDecision
-    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.simulator import simulate_batch
 
     spec = settings.dataset
     reference = simulate_batch(dt.date(2026, 10, 1), settings.simulator, spec, rows=4000).frame

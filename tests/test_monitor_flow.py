@@ -26,7 +26,7 @@ def world(prefect_harness, tmp_path_factory):
     from mlcycle.flows.train import train_flow
     from mlcycle.tasks.ingest import publish, validate_raw, write_raw
     from mlcycle.tasks.registry.versions import load_model
-    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.simulator import simulate_batch
     from mlcycle.tasks.traffic import log_in_process
     from mlcycle.tasks.training.challenger import model_name
 

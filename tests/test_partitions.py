@@ -17,7 +17,7 @@ from mlcycle.tasks.partitions import (
     read_manifest,
     read_partition,
 )
-from mlcycle.tasks.sources import simulate_batch
+from mlcycle.tasks.simulator import simulate_batch
 from mlcycle.tasks.storage import IntegrityError
 
 DAY = dt.date(2026, 10, 3)

@@ -224,7 +224,8 @@ def test_flow_parameters_refuse_hostile_values(prefect_harness, env_settings, tm
 def test_a_landing_link_out_of_the_landing_folder_is_refused(settings, tmp_path):
     import datetime as dt
 
-    from mlcycle.tasks.sources import LandingZone, SourceError
+    from mlcycle.tasks.landing import LandingZone
+    from mlcycle.tasks.sources import SourceError
 
     secret = tmp_path / "outside" / "secret.csv"
     secret.parent.mkdir()
@@ -241,7 +242,7 @@ def test_landing_objects_with_unsafe_names_are_refused_naming_them(s3_running, t
     import datetime as dt
     import io
 
-    from mlcycle.tasks.sources import LandingZone
+    from mlcycle.tasks.landing import LandingZone
     from mlcycle.tasks.storage import UnsafeKey, open_store
     from tests.conftest import make_settings, minio_overrides
 

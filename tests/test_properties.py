@@ -9,7 +9,7 @@ or not). On them:
   lists of different lengths -- the only outcome besides acceptance is pydantic's ValidationError, its
   rendered message names fields that exist in the request, and what is accepted converts to model
   input within the declared ranges and categories;
-* **random frames** through the generated GX suite (tasks/validation.py): valid rows, boundary values,
+* **random frames** through the generated GX suite (tasks/validation/): valid rows, boundary values,
   nulls, wrong types, unseen categories, out-of-range values, missing and extra columns, and the dtypes
   pandas gives the same data (nullable ``Int64``, whole-number ``float64`` for an int feature,
   ``category`` and ``object`` strings) -- ``validate_frame`` always answers; a frame with a breaking
@@ -321,7 +321,7 @@ def assert_same_model_input(expected: dict, served: dict[str, np.ndarray], featu
 @given(data=st.data())
 def test_validation_always_answers_and_what_it_accepts_serving_accepts_with_the_same_model_input(project_spec,
                                                                                                 data):
-    from mlcycle.tasks.validation import validate_frame
+    from mlcycle.tasks.validation.runner import validate_frame
 
     spec = data.draw(st.just(project_spec) | declarations(), label="declaration")
     frame, change = data.draw(frames(spec), label="frame")

@@ -439,7 +439,7 @@ CLI = "from mlcycle.flows.cli import app, main; from mlcycle.flows.serve_cli imp
 def test_mlcycle_serve_logs_every_request_and_flushes_on_sigterm(champion, monkeypatch, capsys):
     from mlcycle.tasks.inference_reader import read_inference_log
     from mlcycle.tasks.serving.process import free_port
-    from mlcycle.tasks.sources import simulate_batch
+    from mlcycle.tasks.simulator import simulate_batch
 
     settings = champion.settings
     port = free_port()

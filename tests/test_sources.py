@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlcycle.tasks.landing import LandingZone
 from mlcycle.tasks.settings import DriftEvent, SimulatorSettings
-from mlcycle.tasks.sources import LandingZone, SourceError, date_range, parse_date, simulate_batch
+from mlcycle.tasks.simulator import simulate_batch
+from mlcycle.tasks.sources import SourceError, date_range, parse_date
 
 DAY = dt.date(2026, 10, 5)
 

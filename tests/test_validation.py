@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlcycle.tasks.records.data import ValidationReport
 from mlcycle.tasks.settings import DatasetSpec, load_settings
-from mlcycle.tasks.validation import ValidationReport, build_expectations, suite_hash, validate_frame
+from mlcycle.tasks.validation.runner import validate_frame
+from mlcycle.tasks.validation.suite import build_expectations, suite_hash
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROWS = 300
@@ -327,14 +329,30 @@ def test_other_result_formats_still_name_the_failure(spec, result_format):
     assert failed_pairs(report) == {(column, "expect_column_values_to_be_in_set")}
 
 
-def test_module_import_does_not_import_great_expectations():
-    code = "import sys, tasks.validation; print('great_expectations' in sys.modules)"
+def test_loading_validation_and_the_ingest_flows_does_not_import_great_expectations():
+    code = ("import sys\n"
+            "import mlcycle.tasks.validation.runner, mlcycle.tasks.validation.suite\n"
+            "import mlcycle.tasks.validation.phrasing, mlcycle.tasks.ingest, mlcycle.flows.ingest\n"
+            "print('great_expectations' in sys.modules)")
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        env=os.environ,
     )
     assert out.stdout.strip() == "False"
+
+
+def test_great_expectations_keeps_no_validated_frame_alive(spec):
+    """GX's process-wide current context outlives the call; the batch's frame must not (one frame per worker)."""
+    import gc
+    import weakref
+
+    df = valid_frame(spec)
+    frame = weakref.ref(df)
+    assert validate_frame(df, spec).success
+    del df
+    gc.collect()
+    assert frame() is None

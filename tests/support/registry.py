@@ -33,7 +33,7 @@ from mlcycle.tasks.records.training import (
 )
 from mlcycle.tasks.registry.versions import MODEL_FILE, register_candidate, staging_prefix
 from mlcycle.tasks.settings import Settings
-from mlcycle.tasks.sources import simulate_batch
+from mlcycle.tasks.simulator import simulate_batch
 from mlcycle.tasks.storage import ObjectStore
 from mlcycle.tasks.training.challenger import dump_model
 from mlcycle.tasks.training.window import labels

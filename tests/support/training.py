@@ -12,15 +12,10 @@ from contextlib import contextmanager
 
 import pandas as pd
 
-from mlcycle.tasks.partitions import (
-    PartitionManifest,
-    SourceRecord,
-    data_key,
-    frame_to_parquet,
-    write_partition,
-)
+from mlcycle.tasks.partitions import PartitionManifest, data_key, frame_to_parquet, write_partition
+from mlcycle.tasks.records.data import SourceRecord
 from mlcycle.tasks.settings import load_settings
-from mlcycle.tasks.sources import simulate_batch
+from mlcycle.tasks.simulator import simulate_batch
 from mlcycle.tasks.storage import LocalStore, sha256_bytes
 
 START = dt.date(2026, 10, 1)
