@@ -159,7 +159,7 @@ def monitor_phase(label: str, report) -> MonitorPhase:
 # --------------------------------------------------------------------------------------------------
 
 
-@task(name="demo-traffic", cache_policy=NO_CACHE, task_run_name="demo-traffic-{days[0]}..{days[-1]}")
+@task(name="demo-traffic", cache_policy=NO_CACHE)
 def send_traffic_task(settings: Settings, url: str, days: list[dt.date]) -> dict[str, int]:
     return send_traffic(settings, url, days)
 

@@ -21,12 +21,12 @@ commands = typer.Typer()
 def demo(as_json: bool = JSON_OPT) -> None:
     """The main job on embedded defaults: the whole life cycle, then where to look."""
     from mlcycle.tasks import stack
-    from mlcycle.tasks.serving import curl_example, example_request
     from mlcycle.tasks.storage import open_store
 
     settings = read_settings()
-    use_local_stack()
+    use_local_stack()  # before anything imports Prefect: it reads PREFECT_API_URL when first imported
     from mlcycle.flows.demo import demo_flow
+    from mlcycle.tasks.serving import curl_example, example_request
 
     with backfill_progress(show=not as_json):
         summary = demo_flow()

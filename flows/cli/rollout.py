@@ -31,6 +31,7 @@ def rollout(
     if version is not None and not (version.isascii() and version.isdigit() and int(version) >= 1):
         raise UsageFailure(f"--version must be a version number (1, 2, ...), got {version!r}")
     if bento is not None:
+        use_local_stack()  # first: importing the flow imports Prefect, which reads PREFECT_API_URL on import
         from mlcycle.flows.rollout import check_bento_tag
 
         check_bento_tag(bento)  # UnsafeKey: exit 2

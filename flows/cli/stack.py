@@ -44,6 +44,7 @@ def down(as_json: bool = JSON_OPT) -> None:
 @commands.command()
 def status(as_json: bool = JSON_OPT) -> None:
     """What runs in the local stack, the champion, the live deployment and the last monitor decision."""
+    use_local_stack()  # before the imports below bring in Prefect, which reads PREFECT_API_URL on import
     from mlcycle.tasks import stack
     from mlcycle.tasks.monitor import last_decision
     from mlcycle.tasks.partitions import list_partitions
@@ -91,8 +92,7 @@ def _schedules():
     """Each scheduled deployment's next and last scheduled run, from the Prefect API; None when none answers."""
     import httpx
 
-    use_local_stack()
-    if not os.environ.get("PREFECT_API_URL"):
+    if not os.environ.get("PREFECT_API_URL"):  # set by use_local_stack() when the stack runs
         return None
     from prefect.client.orchestration import get_client
 
