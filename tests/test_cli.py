@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -120,9 +122,24 @@ def test_backfill_progress_bar_follows_the_runs_progress_artifact(monkeypatch, c
 
 
 def test_console_script_is_installed_and_answers_help():
-    exe = ROOT / ".venv" / "bin" / "mlcycle"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mlcycle.flows.cli"]
-    result = subprocess.run([*cmd, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert result.returncode == 0
-    for command in ("ingest", "validate", "demo", "up", "down", "status"):
-        assert command in result.stdout
+    """The `mlcycle` script pip installed beside this interpreter (no fallback: a missing script fails)."""
+    from importlib.metadata import entry_points
+
+    exe = Path(sys.executable).parent / "mlcycle"
+    assert exe.is_file(), f"no console script {exe}: install the project (make install, or pip install -e .)"
+    (script,) = entry_points(group="console_scripts", name="mlcycle")
+    assert script.value == "mlcycle.flows.cli:main"
+    result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for command in ("ingest", "validate", "partitions", "train", "models", "package", "serve", "labels", "rollout",
+                    "deployments", "monitor", "demo", "up", "down", "status"):
+        assert f" {command} " in result.stdout, command
+
+
+def test_python_m_runs_the_same_cli(tmp_path):
+    """`python -m mlcycle.flows.cli` (what the subprocess tests run) is the console script's main()."""
+    env = {**os.environ, "MLCYCLE_HOME": str(tmp_path / "home")}
+    result = subprocess.run([sys.executable, "-m", "mlcycle.flows.cli", "ingest", "--date", "2026-02-30"],
+                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("mlcycle: error: invalid date '2026-02-30'") and result.stdout == ""

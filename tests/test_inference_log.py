@@ -180,11 +180,8 @@ def test_labels_by_id_column_and_bad_labels_are_named(tmp_path, spec):
 def test_mlcycle_labels_imports_a_file_and_names_bad_rows(env_settings, monkeypatch, capsys, tmp_path):
     import json
 
-    from mlcycle.flows.cli import app
-    from mlcycle.flows.serve_cli import register
     from tests.test_cli import run_cli
 
-    register(app)
     settings = env_settings()
     good = tmp_path / "outcomes.csv"
     good.write_text("request_id,row,defaulted\nabc,0,1\nabc,1,0\n")

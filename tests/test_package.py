@@ -205,24 +205,29 @@ def champion_env(champion, monkeypatch):
 
 
 @pytest.mark.flow
-def test_package_flow_test_serves_the_champion_and_the_demo_leaves_it_serving(champion, champion_env,
-                                                                               prefect_harness):
-    """What `make demo` does after training: package + test-serve, then serve in the background until `down`."""
+def test_package_flow_test_serves_the_champion_and_serve_background_leaves_it_serving(champion, champion_env,
+                                                                                     prefect_harness):
+    """`mlcycle package` (package + test-serve), then `mlcycle serve --background` until `down`."""
     import httpx
 
-    from mlcycle.flows.serve_cli import package_and_serve
+    from mlcycle.flows.package import package_flow
     from mlcycle.tasks import stack
     from mlcycle.tasks.inference_reader import read_inference_log
 
     settings = champion.settings
+    outcome = package_flow()
+    assert outcome.model_version == champion.model.version and outcome.bento_tag == champion.bento.tag
+    canary = outcome.check.canary
+    assert canary.rows == 120 and canary.mismatches == 0 and canary.labels_agree
+    assert max(canary.max_abs_diff_predict, canary.max_abs_diff_batch) <= 1e-9
+    assert outcome.check.latency.requests == 20
     try:
-        info, text = package_and_serve(port=0)
+        served = subprocess.run([sys.executable, "-m", "mlcycle.flows.cli", "serve", "--background", "--port", "0",
+                                 "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert served.returncode == 0, served.stderr[-2000:]
+        info = json.loads(served.stdout)
         assert info["model_version"] == champion.model.version and info["bento"] == champion.bento.tag
-        canary = info["check"]["canary"]
-        assert canary["rows"] == 120 and canary["mismatches"] == 0 and canary["labels_agree"]
-        assert max(canary["max_abs_diff_predict"], canary["max_abs_diff_batch"]) <= 1e-9
-        assert info["check"]["latency"]["requests"] == 20
-        assert f"serving loans-default v{champion.model.version}" in text and "curl -s -X POST" in text
+        assert "curl -s -X POST" in info["example"]
         example = json.loads(info["example"].split("-d '", 1)[1].rstrip("'"))
         answer = httpx.post(f"{info['url']}/predict", json=example).json()
         assert answer["model_version"] == champion.model.version
@@ -247,11 +252,8 @@ def test_package_flow_fails_with_the_reason_when_test_serving_fails(champion, ch
 
 @pytest.mark.flow
 def test_cli_package_exit_codes(champion, champion_env, prefect_harness, capsys):
-    from mlcycle.flows.cli import app
-    from mlcycle.flows.serve_cli import register
     from tests.test_cli import run_cli
 
-    register(app)
     code, _, err = run_cli(champion_env, capsys, "package", "--version", "zero")
     assert code == 2 and "--version must be a version number" in err
     code, _, err = run_cli(champion_env, capsys, "serve", "--port", "70000")

@@ -26,8 +26,6 @@ def flow_home(tmp_path_factory):
 @pytest.fixture
 def flow_env(flow_home, monkeypatch, prefect_harness):
     """get_settings() (flows, CLI) on the cloned home, the process target and its endpoint port."""
-    from mlcycle.flows.cli import app
-    from mlcycle.flows.rollout_cli import register
     from mlcycle.tasks.settings import get_settings
 
     models, settings = flow_home
@@ -38,7 +36,6 @@ def flow_env(flow_home, monkeypatch, prefect_harness):
     for key, value in env.items():
         monkeypatch.setenv(f"MLCYCLE_{key}", str(value))
     get_settings.cache_clear()
-    register(app)
     yield models, get_settings()
     get_settings.cache_clear()
 
@@ -120,13 +117,10 @@ def test_cli_failed_rollout_exits_1_with_one_line(flow_env, monkeypatch, capsys)
 
 
 def test_an_unused_port_is_what_current_reports_before_any_rollout(tmp_path, monkeypatch, capsys, env_settings):
-    from mlcycle.flows.cli import app
-    from mlcycle.flows.rollout_cli import register
     from tests.test_cli import run_cli
 
     port = free_port()
     env_settings(rollout__endpoint_port=str(port))
-    register(app)
     code, out, _ = run_cli(monkeypatch, capsys, "deployments", "current", "--json")
     status = json.loads(out)
     assert code == 0 and status["deployment"] is None and status["endpoint_url"] == f"http://127.0.0.1:{port}"

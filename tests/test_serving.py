@@ -433,9 +433,6 @@ def test_health_and_metrics_endpoints(server):
 # --------------------------------------------------------------------------------------------------
 
 
-CLI = "from mlcycle.flows.cli import app, main; from mlcycle.flows.serve_cli import register; register(app); main()"
-
-
 def test_mlcycle_serve_logs_every_request_and_flushes_on_sigterm(champion, monkeypatch, capsys):
     from mlcycle.tasks.inference_reader import read_inference_log
     from mlcycle.tasks.serving.process import free_port
@@ -448,7 +445,7 @@ def test_mlcycle_serve_logs_every_request_and_flushes_on_sigterm(champion, monke
            # nothing is written before the stop: what the log holds afterwards was flushed on shutdown
            "MLCYCLE_SERVING__INFERENCE_LOG__FLUSH_INTERVAL_SECONDS": "3600",
            "MLCYCLE_SERVING__INFERENCE_LOG__FLUSH_ROWS": "1000000"}
-    proc = subprocess.Popen([sys.executable, "-c", CLI, "serve", "--json"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "mlcycle.flows.cli", "serve", "--json"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -498,14 +495,11 @@ def test_mlcycle_serve_logs_every_request_and_flushes_on_sigterm(champion, monke
     assert not any(SECRET.encode() in p for p in parts)
 
     # the simulator knows the outcome of every simulated record it sent: `mlcycle labels --simulate`
-    from mlcycle.flows.cli import app
-    from mlcycle.flows.serve_cli import register
     from mlcycle.tasks.inference_reader import join_labels
     from mlcycle.tasks.labels import read_labels
     from mlcycle.tasks.settings import get_settings
     from tests.test_cli import run_cli
 
-    register(app)
     monkeypatch.setenv("MLCYCLE_HOME", str(settings.home))
     get_settings.cache_clear()
     try:

@@ -160,6 +160,7 @@ def test_schedules_fire_by_themselves_and_the_worker_completes_the_run(stack_env
     while True:
         status = mlcycle(stack_env, "status", "--json")
         assert status.returncode == 0, status.stderr[-2000:]
+        assert "temporary server" not in status.stderr  # it asked the stack's server, not an ephemeral one
         shown = {s["deployment"]: s for s in json.loads(status.stdout)["schedules"]}
         if all(s["next_run"] for s in shown.values()) or time.monotonic() > deadline:
             break

@@ -63,6 +63,8 @@ class ValidationSettings(Section):
 class DemoSettings(Section):
     start: dt.date = dt.date(2026, 10, 1)
     days: int = 14
+    rollout_timeout_seconds: float = Field(default=900.0, gt=0)  # the promotion's rollout must be live by then
+    inference_log_timeout_seconds: float = Field(default=60.0, gt=0)  # the traffic sent must be logged by then
 
 
 # Training and the evaluation gate ------------------------------------------------------------------

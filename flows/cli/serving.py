@@ -1,10 +1,7 @@
 """``mlcycle package``, ``mlcycle serve`` and ``mlcycle labels``: packaging, local serving, outcomes.
 
-Same conventions as ``flows/cli.py``: every command takes ``--json``; exit 0 on success, 1 when the work
-failed (test-serving refused the bento, the registry has no such version, the server died), 2 for bad
-usage or configuration; one line naming the reason on stderr.
-
-``register(app)`` adds the commands to the main Typer app.
+Exit 0 on success, 1 when the work failed (test-serving refused the bento, the registry has no such
+version, the server died), 2 for bad usage or configuration.
 """
 
 from __future__ import annotations
@@ -15,16 +12,9 @@ from pathlib import Path
 
 import typer
 
-from mlcycle.flows.cli import JSON_OPT, UsageFailure, _check_dates, _emit, _settings, _use_local_stack
+from mlcycle.flows.cli.common import JSON_OPT, UsageFailure, check_dates, emit, read_settings, use_local_stack
 
-
-def register(app: typer.Typer) -> None:
-    """Add `package`, `serve` and `labels` to ``app`` (idempotent)."""
-    if any(c.name == "package" for c in app.registered_commands):
-        return
-    app.command("package")(package)
-    app.command("serve")(serve)
-    app.command("labels")(labels)
+commands = typer.Typer()
 
 
 def _version(value: str | None) -> int | str:
@@ -41,26 +31,28 @@ def _port(value: int | None) -> int | None:
     return value
 
 
+@commands.command()
 def package(
     version: str = typer.Option(None, "--version", help="registry version to package (default: the champion)"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Import a registry version into BentoML, build the bento, test-serve it (canaries + latency)."""
     ref = _version(version)
-    _use_local_stack()
+    use_local_stack()
     from mlcycle.flows.package import package_flow
 
     outcome = package_flow(version=None if ref == "champion" else ref)
     c, lat = outcome.check.canary, outcome.check.latency
-    _emit(as_json, outcome.model_dump(mode="json"),
-          f"{outcome.model_name} v{outcome.model_version} -> bento {outcome.bento_tag} "
-          f"({'built' if outcome.built else 'reused'})\n"
-          f"test-serving passed: {c.rows} canary rows equal to the in-process pipeline "
-          f"(max |diff| {max(c.max_abs_diff_predict, c.max_abs_diff_batch):.2g}), "
-          f"single-row p95 {lat.p95_ms:.1f} ms (budget {lat.budget_ms:.0f} ms)\n"
-          f"serve it: mlcycle serve --version {outcome.model_version}")
+    emit(as_json, outcome.model_dump(mode="json"),
+         f"{outcome.model_name} v{outcome.model_version} -> bento {outcome.bento_tag} "
+         f"({'built' if outcome.built else 'reused'})\n"
+         f"test-serving passed: {c.rows} canary rows equal to the in-process pipeline "
+         f"(max |diff| {max(c.max_abs_diff_predict, c.max_abs_diff_batch):.2g}), "
+         f"single-row p95 {lat.p95_ms:.1f} ms (budget {lat.budget_ms:.0f} ms)\n"
+         f"serve it: mlcycle serve --version {outcome.model_version}")
 
 
+@commands.command()
 def serve(
     version: str = typer.Option(None, "--version", help="registry version to serve (default: the champion)"),
     port: int = typer.Option(None, "--port", help="port on serving.host (default: serving.port; 0: any free port)"),
@@ -78,7 +70,7 @@ def serve(
     from mlcycle.tasks.storage import open_store
 
     ref, port = _version(version), _port(port)
-    settings = _settings()
+    settings = read_settings()
     store = open_store(settings)
     model = import_model(store, settings, ref)
     bento = build_bento(settings, model)
@@ -88,9 +80,9 @@ def serve(
         service = serve_in_background(settings, bento.tag, port)
         info = {"url": service.url, "pid": service.pid, "log": service.log, "bento": bento.tag,
                 "model_version": model.version, "example": example.replace("{url}", service.url)}
-        _emit(as_json, info, f"{model.name} v{model.version} ({bento.tag}) serving at {service.url} "
-                             f"(pid {service.pid}, log {service.log}); stop with `mlcycle down`\n"
-                             f"try: {info['example']}")
+        emit(as_json, info, f"{model.name} v{model.version} ({bento.tag}) serving at {service.url} "
+                            f"(pid {service.pid}, log {service.log}); stop with `mlcycle down`\n"
+                            f"try: {info['example']}")
         return
     port = settings.serving.port if port is None else port
     process = start_serving(settings, bento.tag, port=port, host=settings.serving.host)
@@ -103,10 +95,10 @@ def serve(
         wait_ready(process, settings.serving.readiness_timeout_seconds)
         info = {"url": process.url, "pid": process.pid, "log": str(process.log_path), "bento": bento.tag,
                 "model_version": model.version, "example": example.replace("{url}", process.url)}
-        _emit(as_json, info, f"{model.name} v{model.version} ({bento.tag}) serving at {process.url}\n"
-                             f"try: {info['example']}\n"
-                             f"docs: {process.url}/  metadata: {process.url}/metadata  log: {process.log_path}\n"
-                             "stop with Ctrl-C")
+        emit(as_json, info, f"{model.name} v{model.version} ({bento.tag}) serving at {process.url}\n"
+                            f"try: {info['example']}\n"
+                            f"docs: {process.url}/  metadata: {process.url}/metadata  log: {process.log_path}\n"
+                            "stop with Ctrl-C")
         sys.stdout.flush()
         code = process.process.wait()
         raise ServerDied(f"bentoml serve exited with code {code}; log {process.log_path}: {process.log_tail(600)}")
@@ -123,32 +115,7 @@ class ServerDied(RuntimeError):
     """The served process exited on its own."""
 
 
-def package_and_serve(port: int | None = None) -> tuple[dict, str]:
-    """The demo's serving step: package the champion (test-serving included), leave it serving in the background.
-
-    Returns (what --json prints, the human lines). Stopped by `mlcycle down` like the rest of the stack.
-    """
-    from mlcycle.flows.package import package_flow
-    from mlcycle.tasks.serving.client import curl_example, example_request
-    from mlcycle.tasks.serving.process import serve_in_background
-    from mlcycle.tasks.storage import open_store
-
-    settings = _settings()
-    outcome = package_flow()
-    service = serve_in_background(settings, outcome.bento_tag, port)
-    example = curl_example(service.url, example_request(open_store(settings), settings, outcome.model_name,
-                                                        outcome.model_version),
-                           bearer=settings.api_token is not None)
-    info = {"url": service.url, "bento": outcome.bento_tag, "model_version": outcome.model_version,
-            "example": example, "check": outcome.check.model_dump(mode="json")}
-    lat = outcome.check.latency
-    text = (f"serving {outcome.model_name} v{outcome.model_version} ({outcome.bento_tag}) at {service.url} "
-            f"(test-served: canaries equal, p95 {lat.p95_ms:.0f} ms)\n"
-            f"try:     {example}\n"
-            f"docs:    {service.url}/   metadata: {service.url}/metadata   metrics: {service.url}/metrics")
-    return info, text
-
-
+@commands.command()
 def labels(
     file: Path = typer.Option(None, "--file", help="CSV or Parquet with request_id,row (or the id column) "
                                                    "and the target"),
@@ -167,10 +134,10 @@ def labels(
         raise UsageFailure("give either --file PATH or --simulate")
     if date and not simulate:
         raise UsageFailure("--date goes with --simulate")
-    _check_dates(date)
+    check_dates(date)
     if file and (not file.is_file() or file.suffix.lower() not in (".csv", ".txt", ".parquet")):
         raise UsageFailure(f"--file {file} must be an existing .csv or .parquet file")
-    settings = _settings()
+    settings = read_settings()
     store = open_store(settings)
     if file:
         written = import_labels_file(store, settings.dataset, file)
@@ -181,5 +148,5 @@ def labels(
             raise LabelsError(f"no logged predictions with simulator ids on {date or 'any date'}; "
                               "send simulated records (with their id column) to the service first")
         written = write_labels(store, settings.dataset, frame)
-    _emit(as_json, written.model_dump(mode="json"),
-          f"{written.rows} labels -> {written.uri} (joined on {', '.join(written.keys)})")
+    emit(as_json, written.model_dump(mode="json"),
+         f"{written.rows} labels -> {written.uri} (joined on {', '.join(written.keys)})")

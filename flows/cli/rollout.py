@@ -1,31 +1,22 @@
 """``mlcycle rollout`` and ``mlcycle deployments``: blue/green rollouts and their records from the shell.
 
-Same conventions as ``flows/cli.py``: every command takes ``--json``; exit 0 on success, 1 when the work
-failed (the candidate never became ready, the canary disagreed, nothing to roll back to; the previous
-deployment keeps serving), 2 for bad usage or configuration; one line naming the reason on stderr.
-
-``register(app)`` adds the commands to the main Typer app.
+Exit 0 on success, 1 when the work failed (the candidate never became ready, the canary disagreed,
+nothing to roll back to; the previous deployment keeps serving), 2 for bad usage or configuration.
 """
 
 from __future__ import annotations
 
 import typer
 
-from mlcycle.flows.cli import JSON_OPT, UsageFailure, _emit, _settings, _use_local_stack
+from mlcycle.flows.cli.common import JSON_OPT, UsageFailure, emit, read_settings, use_local_stack
+
+commands = typer.Typer()
+deployments = typer.Typer(add_completion=False, no_args_is_help=True,
+                          help="Deployment records: what serves behind the stable endpoint, and the history.")
+commands.add_typer(deployments, name="deployments")
 
 
-def register(app: typer.Typer) -> None:
-    """Add `rollout` and `deployments list|current` to ``app`` (idempotent)."""
-    if any(c.name == "rollout" for c in app.registered_commands):
-        return
-    app.command("rollout")(rollout)
-    deployments = typer.Typer(add_completion=False, no_args_is_help=True,
-                              help="Deployment records: what serves behind the stable endpoint, and the history.")
-    deployments.command("list")(deployments_list)
-    deployments.command("current")(deployments_current)
-    app.add_typer(deployments, name="deployments")
-
-
+@commands.command()
 def rollout(
     target: str = typer.Option(None, "--target", help="docker | process (default: rollout.target)"),
     version: str = typer.Option(None, "--version", help="registry version to package and roll out (default: champion)"),
@@ -40,6 +31,7 @@ def rollout(
     if version is not None and not (version.isascii() and version.isdigit() and int(version) >= 1):
         raise UsageFailure(f"--version must be a version number (1, 2, ...), got {version!r}")
     if bento is not None:
+        use_local_stack()  # first: importing the flow imports Prefect, which reads PREFECT_API_URL on import
         from mlcycle.flows.rollout import check_bento_tag
 
         check_bento_tag(bento)  # UnsafeKey: exit 2
@@ -50,7 +42,7 @@ def rollout(
         raise UsageFailure("give at most one of --version, --bento and --image")
     if image and target == "process":
         raise UsageFailure("--image needs --target docker")
-    _use_local_stack()
+    use_local_stack()
     from mlcycle.flows.rollout import rollout_flow
 
     record = rollout_flow(bento_tag=bento, version=int(version) if version else None,
@@ -61,16 +53,17 @@ def rollout(
     human.append("timings: " + ", ".join(f"{k.removesuffix('_seconds').replace('_', ' ')} {v:.1f}s"
                                          for k, v in t.model_dump().items() if v is not None))
     human += [f"note: {n}" for n in record.notes]
-    _emit(as_json, record.model_dump(mode="json"), "\n".join(human))
+    emit(as_json, record.model_dump(mode="json"), "\n".join(human))
 
 
 def _store():
     from mlcycle.tasks.storage import open_store
 
-    settings = _settings()
+    settings = read_settings()
     return settings, open_store(settings)
 
 
+@deployments.command("list")
 def deployments_list(
     limit: int = typer.Option(20, "--limit", min=1, help="the newest N attempts"),
     as_json: bool = JSON_OPT,
@@ -80,11 +73,12 @@ def deployments_list(
 
     _, store = _store()
     records = history(store, limit=limit)
-    _emit(as_json, [r.model_dump(mode="json") for r in records],
-          "\n".join(f"{r.requested_at:%Y-%m-%d %H:%M:%S}  {r.summary()}" for r in records)
-          or "no deployments yet (mlcycle rollout)")
+    emit(as_json, [r.model_dump(mode="json") for r in records],
+         "\n".join(f"{r.requested_at:%Y-%m-%d %H:%M:%S}  {r.summary()}" for r in records)
+         or "no deployments yet (mlcycle rollout)")
 
 
+@deployments.command("current")
 def deployments_current(as_json: bool = JSON_OPT) -> None:
     """The live deployment, the stable endpoint's URL, and whether both actually run."""
     from mlcycle.tasks.rollout.orchestrate import current_status
@@ -107,4 +101,4 @@ def deployments_current(as_json: bool = JSON_OPT) -> None:
             f"deployment {d.id}: bento {d.bento_tag}" + (f", image {d.image}" if d.image else "")
             + (f", flow run {d.flow_run_id}" if d.flow_run_id else ""),
         ])
-    _emit(as_json, status.model_dump(mode="json"), human)
+    emit(as_json, status.model_dump(mode="json"), human)

@@ -1,37 +1,26 @@
 """``mlcycle train`` and ``mlcycle models ...``: training runs and the model registry from the shell.
 
-Same conventions as ``flows/cli.py``: every command takes ``--json``; exit 0 on success (a challenger
-the gate refused is a successful run: it is registered, with its reasons), 1 when the work failed
-(no data, a tampered artifact, no previous champion), 2 for bad usage or configuration.
-
-``register(app)`` adds the commands to the main Typer app.
+Exit 0 on success (a challenger the gate refused is a successful run: it is registered, with its
+reasons), 1 when the work failed (no data, a tampered artifact, no previous champion), 2 for bad usage
+or configuration. :func:`outcome_lines` and :func:`metric_line` also describe the demo's training.
 """
 
 from __future__ import annotations
 
 import typer
 
-from mlcycle.flows.cli import JSON_OPT, UsageFailure, _check_dates, _emit, _settings, _use_local_stack
+from mlcycle.flows.cli.common import JSON_OPT, UsageFailure, check_dates, emit, read_settings, use_local_stack
 
-
-def register(app: typer.Typer) -> None:
-    """Add `train` and `models` to ``app`` (idempotent)."""
-    if any(c.name == "train" for c in app.registered_commands):
-        return
-    app.command("train")(train)
-    models = typer.Typer(add_completion=False, no_args_is_help=True, help="The model registry: versions and aliases.")
-    models.command("list")(models_list)
-    models.command("show")(models_show)
-    models.command("promote")(models_promote)
-    models.command("rollback")(models_rollback)
-    app.add_typer(models, name="models")
+commands = typer.Typer()
+registry = typer.Typer(add_completion=False, no_args_is_help=True, help="The model registry: versions and aliases.")
+commands.add_typer(registry, name="models")
 
 
 def _store_and_name():
     from mlcycle.tasks.storage import open_store
     from mlcycle.tasks.training.challenger import model_name
 
-    settings = _settings()
+    settings = read_settings()
     return open_store(settings), model_name(settings)
 
 
@@ -41,7 +30,9 @@ def _ref(value: str):
     raise UsageFailure(f"VERSION must be a version number (1, 2, ...), 'champion' or 'previous', got {value!r}")
 
 
-def _metric_line(metrics) -> str:
+def metric_line(metrics) -> str:
+    """A version's test metrics on one line (also the demo's champion line)."""
+
     def f(x):
         return "n/a" if x is None else f"{x:.4f}"
     return (f"roc_auc {f(metrics.roc_auc)}  pr_auc {f(metrics.pr_auc)}  log_loss {f(metrics.log_loss)}  "
@@ -56,7 +47,7 @@ def outcome_lines(outcome) -> str:
                f"registered, NOT promoted (champion stays {f'v{outcome.champion}' if outcome.champion else 'none'})")
     lines = [f"{outcome.name} v{outcome.version} ({outcome.family}): {verdict}",
              f"window: {outcome.window}; test {outcome.test_window}",
-             f"test:   {_metric_line(outcome.metrics)}",
+             f"test:   {metric_line(outcome.metrics)}",
              f"gate:   {outcome.decision.summary}"]
     if outcome.note:
         lines.append(f"note:   {outcome.note}")
@@ -64,23 +55,7 @@ def outcome_lines(outcome) -> str:
     return "\n".join(lines)
 
 
-def demo_training() -> tuple[dict, str]:
-    """`mlcycle demo`'s training step: run the flow, then describe the champion (JSON payload, text)."""
-    from mlcycle.flows.train import train_flow
-    from mlcycle.tasks.registry.versions import load_metadata
-
-    outcome = train_flow()
-    store, name = _store_and_name()
-    payload = {"training": outcome.model_dump(mode="json"), "champion": None}
-    lines = [outcome_lines(outcome)]
-    if outcome.champion is not None:
-        champion = load_metadata(store, name, "champion")
-        payload["champion"] = {"version": champion.version, "family": champion.family,
-                               "metrics": champion.metrics.model_dump()}
-        lines.append(f"champion: {name} v{champion.version} ({champion.family}): {_metric_line(champion.metrics)}")
-    return payload, "\n".join(lines)
-
-
+@commands.command()
 def train(
     days: int = typer.Option(None, "--days", min=1, help="the last N validated days (default: training.window_days)"),
     end: str = typer.Option(None, "--end", help="last day of the window YYYY-MM-DD (default: latest validated)"),
@@ -92,16 +67,17 @@ def train(
     """Train a challenger, gate it against the champion, register it, promote it if it passes."""
     from mlcycle.tasks.features import resolve_family
 
-    settings = _settings()
-    _check_dates(end)  # a malformed --end is a usage error (exit 2)
+    settings = read_settings()
+    check_dates(end)  # a malformed --end is a usage error (exit 2)
     resolve_family(settings, family)  # an unknown family is a usage error before any flow starts
-    _use_local_stack()
+    use_local_stack()
     from mlcycle.flows.train import train_flow
 
     outcome = train_flow(days=days, end=end, family=family, n_iter=n_iter, seed=seed)
-    _emit(as_json, outcome.model_dump(mode="json"), outcome_lines(outcome))
+    emit(as_json, outcome.model_dump(mode="json"), outcome_lines(outcome))
 
 
+@registry.command("list")
 def models_list(as_json: bool = JSON_OPT) -> None:
     """Every version, newest first, with its test metrics, gate verdict and aliases."""
     from mlcycle.tasks.registry.versions import list_versions
@@ -116,10 +92,11 @@ def models_list(as_json: bool = JSON_OPT) -> None:
         return (f"v{v.version:<4} {v.created_at:%Y-%m-%d %H:%M}  {v.family:<24} {metrics}  gate {v.gate:<8} "
                 f"{' '.join(v.aliases)}")
 
-    _emit(as_json, {"name": name, "versions": [v.model_dump(mode="json") for v in versions]},
-          "\n".join(line(v) for v in versions) or f"model {name!r} has no versions yet (run `mlcycle train`)")
+    emit(as_json, {"name": name, "versions": [v.model_dump(mode="json") for v in versions]},
+         "\n".join(line(v) for v in versions) or f"model {name!r} has no versions yet (run `mlcycle train`)")
 
 
+@registry.command("show")
 def models_show(version: str = typer.Argument(..., help="a version number, 'champion' or 'previous'"),
                 as_json: bool = JSON_OPT) -> None:
     """One version's metadata: params, metrics, gate decision with reasons, lineage (verified)."""
@@ -130,7 +107,7 @@ def models_show(version: str = typer.Argument(..., help="a version number, 'cham
     lines = [f"{name} v{meta.version}  {meta.family} ({meta.estimator})  "
              f"created {meta.created_at:%Y-%m-%d %H:%M:%S} UTC",
              f"params: {meta.params}",
-             f"test:   {_metric_line(meta.metrics)}",
+             f"test:   {metric_line(meta.metrics)}",
              f"gate:   {meta.gate.summary}"]
     lines += [f"  {'pass' if r.passed else 'FAIL'}  {r.rule}: {r.detail}" for r in meta.gate.rules]
     lin = meta.lineage
@@ -139,9 +116,10 @@ def models_show(version: str = typer.Argument(..., help="a version number, 'cham
               f"code:   {lin.code_version}{' (uncommitted changes)' if lin.code_dirty else ''}; python {lin.python}; "
               + ", ".join(f"{k} {v}" for k, v in sorted(lin.libraries.items())),
               f"model:  {store.uri(meta.artifacts['model.joblib'].key)} sha256 {meta.model_sha256}"]
-    _emit(as_json, meta.model_dump(mode="json"), "\n".join(lines))
+    emit(as_json, meta.model_dump(mode="json"), "\n".join(lines))
 
 
+@registry.command("promote")
 def models_promote(version: str = typer.Argument(..., help="the version number to make champion"),
                    reason: str = typer.Option("promoted by hand", "--reason", help="recorded in the alias history"),
                    as_json: bool = JSON_OPT) -> None:
@@ -152,9 +130,10 @@ def models_promote(version: str = typer.Argument(..., help="the version number t
         raise UsageFailure(f"VERSION must be a version number, got {version!r}")
     store, name = _store_and_name()
     pointer = promote(store, name, int(version), reason=reason)
-    _emit(as_json, pointer.model_dump(mode="json"), _pointer_line(name, pointer))
+    emit(as_json, pointer.model_dump(mode="json"), _pointer_line(name, pointer))
 
 
+@registry.command("rollback")
 def models_rollback(reason: str = typer.Option("rolled back by hand", "--reason", help="recorded in the history"),
                     as_json: bool = JSON_OPT) -> None:
     """Champion back to the previous one (the demoted champion becomes previous)."""
@@ -162,7 +141,7 @@ def models_rollback(reason: str = typer.Option("rolled back by hand", "--reason"
 
     store, name = _store_and_name()
     pointer = rollback(store, name, reason=reason)
-    _emit(as_json, pointer.model_dump(mode="json"), _pointer_line(name, pointer))
+    emit(as_json, pointer.model_dump(mode="json"), _pointer_line(name, pointer))
 
 
 def _pointer_line(name: str, pointer) -> str:

@@ -1,0 +1,94 @@
+"""``mlcycle ingest``, ``mlcycle validate`` and ``mlcycle partitions``: the data stage from the shell.
+
+Exit 1 when a batch was quarantined or a date could not be ingested (the backfill still completes every
+other date first); exit 2 for a malformed or reversed date, an unknown source or zone.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from mlcycle.flows.cli.common import (
+    JSON_OPT,
+    UsageFailure,
+    check_dates,
+    emit,
+    read_settings,
+    run_with_progress,
+    use_local_stack,
+)
+
+commands = typer.Typer()
+
+
+def _manifest_line(m) -> str:
+    """One partition manifest as a line: date, zone, rows, checksum, verdict, key."""
+    verdict = ""
+    if m.validation is not None:
+        verdict = " passed" if m.validation.success else f" FAILED ({len(m.validation.failed)} expectations)"
+    return f"{m.date}  {m.zone:<10} {m.rows:>8} rows  sha256 {m.data_sha256[:16]}{verdict}  {m.data_key}"
+
+
+@commands.command()
+def ingest(
+    date: str = typer.Option(None, "--date", help="logical date YYYY-MM-DD"),
+    start: str = typer.Option(None, "--start", help="backfill: first date YYYY-MM-DD"),
+    end: str = typer.Option(None, "--end", help="backfill: last date YYYY-MM-DD (inclusive)"),
+    source: str = typer.Option(None, "--source", help="simulator | landing (default: config)"),
+    concurrency: int = typer.Option(None, "--concurrency", help="backfill: tasks running at once (threads)"),
+    replace: bool = typer.Option(False, "--replace", help="supersede a partition holding different data"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Ingest and validate one date, or backfill a range; prints the partition manifest(s)."""
+    if source not in (None, "simulator", "landing"):
+        raise UsageFailure(f"--source must be 'simulator' or 'landing', got {source!r}")
+    if date and (start or end):
+        raise UsageFailure("give either --date or --start/--end, not both")
+    if not date and not (start and end):
+        raise UsageFailure("give --date YYYY-MM-DD, or --start and --end for a backfill")
+    check_dates(date, start, end)
+    use_local_stack()
+    if date:
+        from mlcycle.flows.ingest import ingest_flow
+
+        manifest = ingest_flow(date=date, source=source, replace=replace)
+        emit(as_json, manifest.model_dump(mode="json"), _manifest_line(manifest))
+        return
+    from mlcycle.flows.ingest import backfill_flow
+
+    report = run_with_progress(backfill_flow, show=not as_json, start=start, end=end, source=source,
+                               concurrency=concurrency, replace=replace)
+    emit(as_json, [o.model_dump(mode="json") for o in report.outcomes],
+         "\n".join(_manifest_line(o.manifest) for o in report.outcomes if o.manifest))
+
+
+@commands.command()
+def validate(
+    date: str = typer.Option(..., "--date", help="logical date YYYY-MM-DD of a raw partition"),
+    replace: bool = typer.Option(False, "--replace", help="supersede a validated partition with other data"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Re-validate a raw partition and publish or quarantine it."""
+    check_dates(date)
+    use_local_stack()
+    from mlcycle.flows.ingest import validate_flow
+
+    manifest = validate_flow(date=date, replace=replace)
+    emit(as_json, manifest.model_dump(mode="json"), _manifest_line(manifest))
+
+
+@commands.command()
+def partitions(
+    zone: str = typer.Option("validated", "--zone", help="raw | validated | quarantine"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """List the partitions of a zone with their manifests."""
+    from mlcycle.tasks.partitions import list_partitions, read_manifest
+    from mlcycle.tasks.storage import open_store
+
+    if zone not in ("raw", "validated", "quarantine"):
+        raise UsageFailure(f"--zone must be raw, validated or quarantine, got {zone!r}")
+    store = open_store(read_settings())
+    manifests = [read_manifest(store, zone, d) for d in list_partitions(store, zone)]
+    emit(as_json, [m.model_dump(mode="json") for m in manifests],
+         "\n".join(_manifest_line(m) for m in manifests) or f"no {zone} partitions")
