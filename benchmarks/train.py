@@ -165,8 +165,8 @@ def side_bare(home: Path, args) -> dict:
         n_val = max(1, round(len(days) * training.validation_fraction))
         val_start, test_start = days[len(days) - n_test - n_val], days[len(days) - n_test]
         fit_rows, test = frame[day < test_start], frame[day >= test_start]
-        y_fit = (fit_rows[spec.target] == spec.positive_label).astype(int).to_numpy()
-        y_test = (test[spec.target] == spec.positive_label).astype(int).to_numpy()
+        y_fit = labels(fit_rows, spec)
+        y_test = labels(test, spec)
         cv = PredefinedSplit(np.where(day[day < test_start] < val_start, -1, 0))
         search = RandomizedSearchCV(build_pipeline(features, family, training.seed), search_distributions(family),
                                     n_iter=training.n_iter, scoring="roc_auc", cv=cv, n_jobs=training.n_jobs,

@@ -53,6 +53,19 @@ INFERENCE_PREFIX = "inference"
 LABELS_PREFIX = "labels"
 META_COLUMNS = ["request_id", "row", "ts", "endpoint", "model", "model_version"]
 OUTPUT_COLUMNS = ["probability", "label"]
+# What each prediction records, per task: binary the positive class's probability and the 0/1 label at the
+# threshold; multiclass the predicted class (canonical text), its probability and every class's probability
+# (a list, in the served model's class order); regression the predicted value.
+PREDICTION_COLUMNS: dict[str, list[str]] = {
+    "binary": ["probability", "label"],
+    "multiclass": ["label", "probability", "probabilities"],
+    "regression": ["prediction"],
+}
+# Who sent a request: the client says so in this header; canary and test-serving traffic is "canary", and
+# only "live" rows are counted in a monitoring window or joined with labels.
+TRAFFIC_HEADER = "X-Mlcycle-Traffic"
+TRAFFIC_COLUMN = "traffic"
+LIVE, CANARY = "live", "canary"
 
 logger = logging.getLogger("mlcycle.inference_log")
 

@@ -45,7 +45,7 @@ def test_schema_hash_changes_when_the_declaration_changes(settings):
     ({"MLCYCLE_S3_ENDPOINT": "http://host:9000/path"}, "without a path"),
     ({"MLCYCLE_INGEST__BACKFILL_CONCURRENCY": "0"}, "ingest.backfill_concurrency"),
     ({"MLCYCLE_SIMULATOR__SEED": "abc"}, "simulator.seed"),
-    ({"MLCYCLE_MONITOR__PERFORMANCE_METRIC": "pr_auc"}, r"monitor\.performance_metric: Input should be 'roc_auc'"),
+    ({"MLCYCLE_MONITOR__PERFORMANCE_METRIC": "rmse"}, r"monitor\.performance_metric 'rmse' is not a binary metric"),
     ({"MLCYCLE_RETRIES__TRAINING__RETRIES": "-1"}, r"retries\.training\.retries"),
     ({"MLCYCLE_RETRIES__PACKAGING__DELAY_SECONDS": "-2"}, r"retries\.packaging\.delay_seconds"),
     ({"MLCYCLE_INGEST__RETRIES": "3"}, r"ingest\.retries: Extra inputs"),  # the old key: retries.ingest now

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from mlcycle.tasks.records.evaluation import BootstrapResult, FeatureImportance, Metrics, ModelScores, SliceMetrics
-from mlcycle.tasks.settings import LOWER_IS_BETTER
+from mlcycle.tasks.settings.problem import LOWER_IS_BETTER
 
 MISSING_SLICE = "__missing__"
 _EPS = 1e-15

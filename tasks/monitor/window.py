@@ -26,7 +26,7 @@ from mlcycle.tasks.records.monitoring import (
     PerformanceCheck,
     WindowSummary,
 )
-from mlcycle.tasks.settings import MONITOR_METRICS, Settings
+from mlcycle.tasks.settings import Settings
 from mlcycle.tasks.storage import ObjectStore
 
 # --------------------------------------------------------------------------------------------------
@@ -113,9 +113,8 @@ def check_performance(rows, spec, champion_metrics: dict, config) -> Performance
     if len(np.unique(y)) < 2:
         check.detail = f"{n} labelled rows hold a single class: {metric} undefined"
         return check
-    if metric not in MONITOR_METRICS:  # refused at load already; a config built by hand can still carry one
-        raise ValueError(f"monitor.performance_metric {metric!r} is not supported (use one of "
-                         f"{list(MONITOR_METRICS)})")
+    if metric != "roc_auc":
+        raise ValueError(f"monitor.performance_metric {metric!r} is not supported (use roc_auc)")
     check.live_value = float(roc_auc_score(y, labelled["probability"].astype(float).to_numpy()))
     if champion_value is None:
         check.detail = f"live {metric} {check.live_value:.4f}; the champion recorded no {metric}"

@@ -12,19 +12,39 @@ from pydantic import BaseModel, Field
 
 
 class Metrics(BaseModel):
+    """A model's metrics on a set of rows; which are filled depends on the task (tasks/settings/problem.py:
+    METRICS), the others stay None. ``positives`` and ``threshold`` are binary only."""
+
+    task: str = "binary"
     rows: int
-    positives: int
-    threshold: float
-    roc_auc: float | None
-    pr_auc: float | None
-    log_loss: float
-    brier: float
-    f1: float
-    recall: float
-    precision: float
+    positives: int | None = None
+    threshold: float | None = None
+    # binary
+    roc_auc: float | None = None
+    pr_auc: float | None = None
+    log_loss: float | None = None  # binary and multiclass
+    brier: float | None = None
+    f1: float | None = None
+    recall: float | None = None
+    precision: float | None = None
+    # multiclass
+    f1_macro: float | None = None
+    balanced_accuracy: float | None = None
+    roc_auc_ovr: float | None = None
+    accuracy: float | None = None
+    # regression
+    rmse: float | None = None
+    mae: float | None = None
+    r2: float | None = None
 
     def get(self, metric: str) -> float | None:
         return getattr(self, metric)
+
+    def values(self) -> dict[str, float | None]:
+        """The task's metrics, by name, in the order tasks/settings/problem.py lists them."""
+        from mlcycle.tasks.settings.problem import METRICS
+
+        return {m: getattr(self, m) for m in METRICS[self.task]}
 
 
 class SliceMetrics(BaseModel):

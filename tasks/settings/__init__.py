@@ -1,6 +1,7 @@
 """The one configuration model of mlcycle: typed, read once at the edge, errors naming the key.
 
-``dataset.py`` holds the dataset declaration (the one place the columns are declared), ``sections.py``
+``dataset.py`` holds the dataset declaration (the one place the columns are declared), ``problem.py``
+what its task implies (metrics, directions, estimators, category values), ``sections.py``
 every stage's section, ``loader.py`` the :class:`Settings` model and where its values come from
 (keyword arguments > ``MLCYCLE_*`` > secret files > mlcycle.yaml > defaults).
 
@@ -8,7 +9,7 @@ Every stage imports settings from here (``from mlcycle.tasks.settings import Set
 this face re-exports the public names of the three modules, which import one another directly.
 """
 
-from mlcycle.tasks.settings.dataset import ConfigError, DatasetSpec, FeatureSpec, Section
+from mlcycle.tasks.settings.dataset import CategoryValue, ConfigError, DatasetSpec, FeatureSpec, Section
 from mlcycle.tasks.settings.loader import (
     CONFIG_ENV,
     DEFAULT_CONFIG_FILE,
@@ -21,19 +22,14 @@ from mlcycle.tasks.settings.loader import (
     load_settings,
 )
 from mlcycle.tasks.settings.sections import (
-    HIGHER_IS_BETTER,
-    LOWER_IS_BETTER,
-    MONITOR_METRICS,
     DaskSettings,
     DemoSettings,
     DriftEvent,
     DriftSettings,
-    EstimatorName,
     GateSettings,
     InferenceLogSettings,
     IngestSettings,
     ModelFamily,
-    MonitorMetric,
     MonitorSettings,
     ParamSpace,
     RetriesSettings,
@@ -46,10 +42,10 @@ from mlcycle.tasks.settings.sections import (
 )
 
 __all__ = [
-    "CONFIG_ENV", "DEFAULT_CONFIG_FILE", "DEFAULT_SECRETS_DIR", "HIGHER_IS_BETTER", "LOWER_IS_BETTER",
-    "MONITOR_METRICS", "SECRET_FIELDS", "SECRETS_DIR_ENV", "ConfigError", "DaskSettings", "DatasetSpec",
-    "DemoSettings", "DriftEvent", "DriftSettings", "EstimatorName", "FeatureSpec", "GateSettings",
-    "InferenceLogSettings", "IngestSettings", "ModelFamily", "MonitorMetric", "MonitorSettings", "ParamSpace",
+    "CONFIG_ENV", "DEFAULT_CONFIG_FILE", "DEFAULT_SECRETS_DIR", 
+    "SECRET_FIELDS", "SECRETS_DIR_ENV", "CategoryValue", "ConfigError", "DaskSettings", "DatasetSpec",
+    "DemoSettings", "DriftEvent", "DriftSettings", "FeatureSpec", "GateSettings",
+    "InferenceLogSettings", "IngestSettings", "ModelFamily", "MonitorSettings", "ParamSpace",
     "RetriesSettings", "RetryPolicy", "RolloutSettings", "Section", "ServingSettings", "Settings",
     "SimulatorSettings", "TrainingSettings", "ValidationSettings", "config_path", "get_settings",
     "load_settings",

@@ -105,13 +105,51 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _drift_names_known_features(self) -> Settings:
+        """The simulator's drift schedule matters only when the simulator is the source."""
+        if self.ingest.source != "simulator":
+            return self
         names = set(self.dataset.feature_names)
         for event in self.simulator.drift:
             if event.feature not in names:
                 raise ValueError(
                     f"simulator.drift names unknown feature {event.feature!r}; features are "
-                    f"{self.dataset.feature_names}"
+                    f"{self.dataset.feature_names} (the simulator section applies only to ingest.source: "
+                    "simulator; with your own data set ingest.source: landing)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_fit_the_task(self) -> Settings:
+        """Resolve the gate's and the monitor's metrics for the dataset's task, and check every one named."""
+        from mlcycle.tasks.settings.problem import (
+            DEFAULT_CEILINGS,
+            DEFAULT_FLOORS,
+            DEFAULT_PRIMARY,
+            HIGHER,
+            LOWER,
+            METRICS,
+        )
+
+        task, gate = self.dataset.task, self.gate
+        known = METRICS[task]
+        if gate.primary_metric is None:
+            gate.primary_metric = DEFAULT_PRIMARY[task]
+        if gate.floors is None:
+            gate.floors = dict(DEFAULT_FLOORS[task])
+        if gate.ceilings is None:
+            gate.ceilings = dict(DEFAULT_CEILINGS[task])
+        if self.monitor.performance_metric is None:
+            self.monitor.performance_metric = gate.primary_metric
+        for key, metric in (("gate.primary_metric", gate.primary_metric),
+                            ("monitor.performance_metric", self.monitor.performance_metric)):
+            if metric not in known:
+                raise ValueError(f"{key} {metric!r} is not a {task} metric; {task} metrics are {sorted(known)}")
+        for key, wanted, kind in (("floors", HIGHER, "higher"), ("ceilings", LOWER, "lower")):
+            for metric in getattr(gate, key):
+                if known.get(metric) != wanted:
+                    allowed = sorted(m for m, d in known.items() if d == wanted)
+                    raise ValueError(f"gate.{key} names {metric!r}; for a {task} task {key} apply to "
+                                     f"{kind}-is-better metrics {allowed}")
         return self
 
     @model_validator(mode="after")
@@ -124,10 +162,22 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _training_names_known(self) -> Settings:
         """Training and gate settings may only name families and features that exist."""
+        from mlcycle.tasks.settings.problem import ESTIMATOR_ALIASES, estimator_class, estimator_path
+
         t, names = self.training, self.dataset.feature_names
         if t.family not in t.families:
             raise ValueError(f"training.family {t.family!r} is not a configured family; families are "
                              f"{sorted(t.families)}")
+        for name, family in t.families.items():
+            try:
+                if name == t.family:  # the family in use: fits the task (an import path is imported and checked)
+                    estimator_path(family.estimator, self.dataset.task)
+                    if family.estimator not in ESTIMATOR_ALIASES:
+                        estimator_class(family.estimator, self.dataset.task)
+                elif family.estimator not in ESTIMATOR_ALIASES:  # any other: at least a well-formed import path
+                    estimator_path(family.estimator, self.dataset.task)
+            except ConfigError as exc:
+                raise ValueError(f"training.families.{name}.estimator: {exc}") from None
         if t.features is not None:
             unknown = [f for f in t.features if f not in names]
             if unknown or not t.features:

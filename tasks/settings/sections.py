@@ -10,7 +10,6 @@ the code; mlcycle.yaml states the project's values.
 from __future__ import annotations
 
 import datetime as dt
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,8 +50,21 @@ class SimulatorSettings(Section):
 
 
 class IngestSettings(Section):
+    """Where batches come from and how landing files map onto the declaration (see tasks/landing.py).
+
+    A real export rarely holds exactly the declared columns: ``columns`` renames its columns to declared
+    names, ``extra_columns`` says what to do with the ones the declaration does not name (dropped and
+    recorded in the manifest, or the batch quarantined), ``ids`` whether the id column comes from the data or
+    is generated (deterministic: the same file gives the same ids), ``timestamps`` whether the timestamp
+    column comes from the data or is the file's date (midnight UTC of its ``date=`` partition).
+    """
+
     source: Literal["simulator", "landing"] = "simulator"
     backfill_concurrency: int = Field(default=4, ge=1, le=64)
+    columns: dict[str, str] = Field(default_factory=dict)  # landing column name -> declared column name
+    extra_columns: Literal["ignore", "quarantine"] = "ignore"
+    ids: Literal["column", "generate"] = "column"
+    timestamps: Literal["column", "file_date"] = "column"
 
 
 class ValidationSettings(Section):
@@ -69,11 +81,7 @@ class DemoSettings(Section):
 
 # Training and the evaluation gate ------------------------------------------------------------------
 
-# Estimators a model family may name (tasks.features maps each to its scikit-learn class).
-EstimatorName = Literal["logistic_regression", "hist_gradient_boosting"]
-# Metrics the evaluation computes; the gate may use any of them.
-HIGHER_IS_BETTER = ("roc_auc", "pr_auc", "f1", "recall", "precision")
-LOWER_IS_BETTER = ("log_loss", "brier")
+# Metrics, their directions and the estimators a family may name, per task: tasks/settings/problem.py.
 
 
 class ParamSpace(Section):
@@ -105,9 +113,15 @@ class ParamSpace(Section):
 
 
 class ModelFamily(Section):
-    """A model family: which estimator, fixed parameters, and the space the search samples from."""
+    """A model family: which estimator, fixed parameters, and the space the search samples from.
 
-    estimator: EstimatorName
+    ``estimator`` is an alias (``logistic_regression``, ``hist_gradient_boosting``, ``random_forest``,
+    ``ridge``: resolved for the dataset's task) or the import path of any scikit-learn-compatible class
+    (``sklearn.ensemble.RandomForestRegressor``, ``mypackage.models:MyModel``); see
+    tasks/settings/problem.py.
+    """
+
+    estimator: str
     params: dict[str, Any] = Field(default_factory=dict)
     search_space: dict[str, ParamSpace] = Field(default_factory=dict)
 
@@ -127,6 +141,10 @@ def _default_families() -> dict[str, ModelFamily]:
                           "max_leaf_nodes": ParamSpace(low=8, high=64, integer=True),
                           "min_samples_leaf": ParamSpace(low=10, high=200, integer=True, log=True),
                           "l2_regularization": ParamSpace(low=1e-4, high=10.0, log=True)},
+        ),
+        "ridge": ModelFamily(  # regression only: the linear baseline
+            estimator="ridge",
+            search_space={"alpha": ParamSpace(low=1e-3, high=100.0, log=True)},
         ),
     }
 
@@ -163,11 +181,17 @@ class TrainingSettings(Section):
 
 
 class GateSettings(Section):
-    """When a challenger becomes ``champion`` (see tasks.evaluation.apply_gate)."""
+    """When a challenger becomes ``champion`` (see tasks/evaluation/gate.py).
 
-    primary_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
-    floors: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.70})  # minimums
-    ceilings: dict[str, float] = Field(default_factory=lambda: {"brier": 0.20})  # maximums
+    ``primary_metric``, ``floors`` and ``ceilings`` default per task (tasks/settings/problem.py: binary
+    roc_auc with floor roc_auc 0.70 and ceiling brier 0.20; multiclass log_loss; regression rmse with floor
+    r2 0.0); the loaded settings hold the resolved values. Floors bound higher-is-better metrics, ceilings
+    lower-is-better ones, of the dataset's task.
+    """
+
+    primary_metric: str | None = None
+    floors: dict[str, float] | None = None  # minimums
+    ceilings: dict[str, float] | None = None  # maximums
     min_delta: float = Field(default=0.002, ge=0)  # required improvement of the primary metric
     bootstrap_samples: int = Field(default=1000, ge=100)
     bootstrap_seed: int = 0
@@ -175,15 +199,6 @@ class GateSettings(Section):
     max_slice_drop: float = Field(default=0.05, ge=0)  # in units of the primary metric
     min_slice_rows: int = Field(default=200, ge=1)
     slice_features: list[str] | None = None  # categorical features; None: all of them
-
-    @model_validator(mode="after")
-    def _metric_directions(self) -> GateSettings:
-        for key, allowed, kind in (("floors", HIGHER_IS_BETTER, "higher"), ("ceilings", LOWER_IS_BETTER, "lower")):
-            for metric in getattr(self, key):
-                if metric not in allowed:
-                    raise ValueError(f"gate.{key} names {metric!r}; {key} apply to {kind}-is-better metrics "
-                                     f"{list(allowed)}")
-        return self
 
 
 class RolloutSettings(Section):
@@ -267,17 +282,11 @@ class DriftSettings(Section):
     reference_sample_size: int = Field(default=5000, ge=100)  # per numeric feature, kept in the profile
 
 
-# Metrics the monitor computes on the labelled rows of a window (``check_performance`` in tasks.monitor):
-# add one there and here together.
-MonitorMetric = Literal["roc_auc"]
-MONITOR_METRICS: tuple[str, ...] = typing.get_args(MonitorMetric)
-
-
 class MonitorSettings(Section):
     """The monitoring flow: which window it reads and the guard rails around the retraining trigger."""
 
     window_hours: int = Field(default=24, ge=1)
-    performance_metric: MonitorMetric = "roc_auc"  # compared with the champion's test-window value
+    performance_metric: str | None = None  # compared with the champion's test value; None: the gate's metric
     performance_tolerance: float = 0.05  # drop of the live metric below the champion's test metric
     min_labelled_rows: int = Field(default=200, ge=1)
     cooldown_hours: float = Field(default=24.0, ge=0)

@@ -87,7 +87,9 @@ def load_rows(store: ObjectStore, spec: DatasetSpec, partitions: list[PartitionR
 
 
 def labels(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
-    return (frame[spec.target].to_numpy() == spec.positive_label).astype(np.int64)
+    from mlcycle.tasks.settings.problem import category_keys_of
+
+    return (category_keys_of(frame[spec.target]) == spec.positive_label).to_numpy().astype(np.int64)
 
 
 # --------------------------------------------------------------------------------------------------
