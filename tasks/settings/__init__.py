@@ -9,7 +9,8 @@ Every stage imports settings from here (``from mlcycle.tasks.settings import Set
 this face re-exports the public names of the three modules, which import one another directly.
 """
 
-from mlcycle.tasks.settings.dataset import CategoryValue, ConfigError, DatasetSpec, FeatureSpec, Section
+from mlcycle.tasks.settings.base import ConfigError, Section
+from mlcycle.tasks.settings.dataset import CategoryValue, DatasetSpec, FeatureSpec
 from mlcycle.tasks.settings.loader import (
     CONFIG_ENV,
     DEFAULT_CONFIG_FILE,
@@ -42,7 +43,7 @@ from mlcycle.tasks.settings.sections import (
 )
 
 __all__ = [
-    "CONFIG_ENV", "DEFAULT_CONFIG_FILE", "DEFAULT_SECRETS_DIR", 
+    "CONFIG_ENV", "DEFAULT_CONFIG_FILE", "DEFAULT_SECRETS_DIR",
     "SECRET_FIELDS", "SECRETS_DIR_ENV", "CategoryValue", "ConfigError", "DaskSettings", "DatasetSpec",
     "DemoSettings", "DriftEvent", "DriftSettings", "FeatureSpec", "GateSettings",
     "InferenceLogSettings", "IngestSettings", "ModelFamily", "MonitorSettings", "ParamSpace",

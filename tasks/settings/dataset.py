@@ -4,8 +4,7 @@ The declaration is the single source from which the validation suite, the model 
 serving request schema and the drift monitor are derived: those stages name no column of their own.
 Only the simulator, which generates the demo ``loans`` data, knows that dataset's columns.
 
-:class:`Section` is the base of every settings section (unknown keys are refused); :class:`ConfigError`
-is what an inconsistent configuration raises, naming the offending key.
+What every section shares (:class:`Section`, :class:`ConfigError`) is in tasks/settings/base.py.
 """
 
 from __future__ import annotations
@@ -14,18 +13,9 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError, field_validator, model_validator
 
-
-class ConfigError(ValueError):
-    """The configuration is inconsistent; the message names the offending key."""
-
-
-class Section(BaseModel):
-    """A settings section: a key it does not declare is an error, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid")
-
+from mlcycle.tasks.settings.base import ConfigError, Section
 
 # A category value as the config, the data or a request may write it; compared through its canonical text
 # (tasks/settings/problem.py: category_key), which is what the declaration keeps.

@@ -28,7 +28,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from mlcycle.tasks.settings.dataset import ConfigError, DatasetSpec
+from mlcycle.tasks.settings.base import ConfigError
+from mlcycle.tasks.settings.dataset import DatasetSpec
 from mlcycle.tasks.settings.sections import (
     DaskSettings,
     DemoSettings,

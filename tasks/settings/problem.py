@@ -29,7 +29,7 @@ import importlib
 import math
 from typing import Any, Literal
 
-from mlcycle.tasks.settings.dataset import ConfigError
+from mlcycle.tasks.settings.base import ConfigError
 
 Task = Literal["binary", "multiclass", "regression"]
 TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")

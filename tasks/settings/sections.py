@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mlcycle.tasks.settings.dataset import Section
+from mlcycle.tasks.settings.base import Section
 
 
 class DriftEvent(Section):
