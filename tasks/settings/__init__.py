@@ -29,6 +29,7 @@ from mlcycle.tasks.settings.sections import (
     GateSettings,
     InferenceLogSettings,
     IngestSettings,
+    LeakageSettings,
     ModelFamily,
     MonitorSettings,
     ParamSpace,
@@ -42,10 +43,10 @@ from mlcycle.tasks.settings.sections import (
 )
 
 __all__ = [
-    "CONFIG_ENV", "DEFAULT_CONFIG_FILE", "DEFAULT_SECRETS_DIR", 
+    "CONFIG_ENV", "DEFAULT_CONFIG_FILE", "DEFAULT_SECRETS_DIR",
     "SECRET_FIELDS", "SECRETS_DIR_ENV", "CategoryValue", "ConfigError", "DaskSettings", "DatasetSpec",
     "DemoSettings", "DriftEvent", "DriftSettings", "FeatureSpec", "GateSettings",
-    "InferenceLogSettings", "IngestSettings", "ModelFamily", "MonitorSettings", "ParamSpace",
+    "InferenceLogSettings", "IngestSettings", "LeakageSettings", "ModelFamily", "MonitorSettings", "ParamSpace",
     "RetriesSettings", "RetryPolicy", "RolloutSettings", "Section", "ServingSettings", "Settings",
     "SimulatorSettings", "TrainingSettings", "ValidationSettings", "config_path", "get_settings",
     "load_settings",
