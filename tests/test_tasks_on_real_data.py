@@ -240,3 +240,44 @@ def test_served_model_carries_task_classes_and_positive_label(project):
     served = served_model_from(load_metadata(store, version.name, version.version), settings.dataset, "memory://")
     assert (served.task, served.classes, served.positive_label) == ("multiclass", settings.dataset.class_labels, None)
     assert set(served.lineage.metrics) == {"log_loss", "f1_macro", "balanced_accuracy", "roc_auc_ovr", "accuracy"}
+
+
+def test_a_categorical_copy_of_the_class_is_a_leak_and_the_real_features_are_not(project):
+    from mlcycle.tasks.settings import FeatureSpec
+    from mlcycle.tasks.training.leakage import check_leakage
+    from mlcycle.tasks.training.window import labels
+
+    table = anes96()
+    frame = table.frame.copy()
+    frame["party_code"] = frame[table.target].map(lambda v: f"code-{int(v)}")
+    frame.loc[frame.index[::40], "party_code"] = None  # a few missing: still a leak
+    settings, store = project(table, frame=frame)
+    code = FeatureSpec(name="party_code", kind="categorical", categories=[f"code-{i}" for i in range(7)],
+                       nullable=True)
+    spec = settings.dataset.model_copy(update={"features": [*settings.dataset.features, code]})
+    window = select_window(store, days=DAYS)
+    frames = time_split(load_rows(store, spec, window.partitions), spec, settings.training, window.partitions)[1]
+    y = {name: labels(part, spec) for name, part in frames.items()}
+    check = check_leakage(frames, y, spec.features, spec, settings.gate.leakage, seed=0)
+    assert check.metric == "balanced_accuracy" and check.features[0].feature == "party_code"
+    assert check.score("party_code") > 0.95
+    assert all(f.score < 0.6 for f in check.features[1:])
+
+
+def test_a_rescaled_copy_of_a_regression_target_is_a_leak(project):
+    from mlcycle.tasks.settings import FeatureSpec
+    from mlcycle.tasks.training.leakage import check_leakage
+    from mlcycle.tasks.training.window import labels
+
+    table = subset(randhie(), 4000)
+    frame = table.frame.copy()
+    frame["half_days"] = frame[table.target] * 2.0  # the same count in another unit
+    settings, store = project(table, frame=frame)
+    spec = settings.dataset.model_copy(update={"features": [*settings.dataset.features,
+                                                            FeatureSpec(name="half_days", kind="numeric")]})
+    window = select_window(store, days=DAYS)
+    frames = time_split(load_rows(store, spec, window.partitions), spec, settings.training, window.partitions)[1]
+    y = {name: labels(part, spec) for name, part in frames.items()}
+    check = check_leakage(frames, y, spec.features, spec, settings.gate.leakage, seed=0)
+    assert check.metric == "r2" and check.features[0].feature == "half_days" and check.score("half_days") > 0.999
+    assert all(f.score < 0.5 for f in check.features[1:])
