@@ -149,6 +149,7 @@ def side_bare(home: Path, args) -> dict:
     from mlcycle.tasks.features import build_pipeline, search_distributions
     from mlcycle.tasks.settings import load_settings
     from mlcycle.tasks.training.search import fit_threads, search_backend
+    from mlcycle.tasks.training.window import labels
 
     settings = load_settings(home=home, training=training_overrides(args))
     spec, training = settings.dataset, settings.training
@@ -168,7 +169,8 @@ def side_bare(home: Path, args) -> dict:
         y_fit = labels(fit_rows, spec)
         y_test = labels(test, spec)
         cv = PredefinedSplit(np.where(day[day < test_start] < val_start, -1, 0))
-        search = RandomizedSearchCV(build_pipeline(features, family, training.seed), search_distributions(family),
+        search = RandomizedSearchCV(build_pipeline(features, family, training.seed, task=spec.task),
+                                    search_distributions(family),
                                     n_iter=training.n_iter, scoring="roc_auc", cv=cv, n_jobs=training.n_jobs,
                                     random_state=training.seed, refit=True, error_score="raise")
         with fit_threads(training), search_backend(training, settings.dask):  # the same thread caps as the other sides
@@ -201,9 +203,9 @@ def side_search(home: Path, args) -> dict:
                                    ("1 worker, OpenMP on every core", 1, None)):
         training = settings.training.model_copy(update={"n_jobs": n_jobs, "threads_per_fit": threads})
         with threadpool_limits(threads) if threads else nullcontext(), Usage() as usage:
-            _, summary = run_search(build_pipeline(features, family, training.seed), family, frames, y, features,
-                                    training, settings.dask, primary_metric="roc_auc", n_iter=training.n_iter,
-                                    seed=training.seed)
+            _, summary = run_search(build_pipeline(features, family, training.seed, task=settings.dataset.task),
+                                    family, frames, y, features, training, settings.dask, scoring="roc_auc",
+                                    n_iter=training.n_iter, seed=training.seed)
         out[label] = {"seconds": summary.seconds, "cpu_seconds": usage.cpu, "best_score": summary.best_score}
     return out
 

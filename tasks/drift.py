@@ -22,8 +22,12 @@ feature is *drifted* only when **both** hold:
 Tests: numeric features use the two-sample Kolmogorov-Smirnov test (the reference side is the
 profile's seeded sample of the training rows; the p-value is scipy's asymptotic one, computed here
 from the same formula); categorical features use the chi-square test of homogeneity on reference vs
-current counts. Predictions (probability of the positive class) get PSI on the profile's fixed bins
-and KS against the reference prediction sample.
+current counts. Predictions, per task (:data:`PREDICTION_DRIFT_COLUMN` names the inference-log column
+read): binary, the positive class's probability, and regression, the predicted value, get PSI on the
+profile's bins and KS against the reference prediction sample; multiclass, the predicted classes, get
+PSI on the shares of the declared classes (the same effect size and threshold,
+``prediction_psi_threshold``) and the chi-square test of homogeneity, with the Jensen-Shannon distance
+reported beside them.
 
 Dataset-level decision: drift when the share of drifted features >= ``drift_share``, or a feature
 marked ``critical`` in the dataset declaration drifts, or the predictions drift. Below ``min_rows``
@@ -44,6 +48,8 @@ from mlcycle.tasks.records.monitoring import DriftDecision, FeatureDrift
 
 # Smoothing for PSI on empty bins: a bin with zero rows counts as this share instead of 0.
 _EPS = 1e-4
+# The inference-log column (tasks/inference_log.py: PREDICTION_COLUMNS) prediction drift reads, per task.
+PREDICTION_DRIFT_COLUMN = {"binary": "probability", "multiclass": "label", "regression": "prediction"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,9 +225,13 @@ def has_prediction_reference(profile) -> bool:
     return bool(getattr(profile.predictions, "sample", None))
 
 
-def prediction_drift(profile, scores) -> FeatureDrift | None:
-    """The prediction distribution's statistics against the reference (None without a reference)."""
-    return _prediction(profile.predictions, scores) if has_prediction_reference(profile) else None
+def prediction_drift(profile, values) -> FeatureDrift | None:
+    """The prediction distribution's statistics against the reference (None without a reference).
+
+    ``values`` is the column :data:`PREDICTION_DRIFT_COLUMN` names for the profile's task: probabilities,
+    predicted classes (canonical texts) or predicted values.
+    """
+    return _prediction(profile.predictions, values) if has_prediction_reference(profile) else None
 
 
 def decide_drift(results: list[FeatureDrift], prediction: FeatureDrift | None, n: int, config) -> DriftDecision:
@@ -309,6 +319,8 @@ def _categorical(ref, values, critical: bool) -> FeatureDrift:
 
 
 def _prediction(ref, scores) -> FeatureDrift:
+    if ref.class_frequencies is not None:
+        return _predicted_classes(ref, scores)
     p = _as_float(scores)
     p = np.sort(p[~np.isnan(p)])
     result = FeatureDrift(feature="prediction", kind="prediction", n_reference=ref.rows, n_current=len(p),
@@ -317,6 +329,25 @@ def _prediction(ref, scores) -> FeatureDrift:
         return result
     result.psi = psi(ref.counts, bin_counts_sorted(p, ref.bin_edges))
     result.statistic, result.p_value = ks_sorted(np.sort(np.asarray(ref.sample, dtype=float)), p)
+    return result
+
+
+def _predicted_classes(ref, labels) -> FeatureDrift:
+    """Multiclass: the shares of the predicted classes against the reference's (PSI, chi-square, JS)."""
+    from mlcycle.tasks.settings.problem import category_keys_of
+
+    keys = category_keys_of(labels).dropna()
+    result = FeatureDrift(feature="prediction", kind="prediction", n_reference=ref.rows, n_current=len(keys),
+                          test="chi2")
+    if len(keys) == 0:
+        return result
+    counts = keys.astype(str).value_counts()
+    classes = list(ref.class_frequencies) + sorted(k for k in counts.index if k not in ref.class_frequencies)
+    current = {k: float(counts.get(k, 0)) for k in classes}
+    reference = {k: ref.class_frequencies.get(k, 0.0) * ref.rows for k in classes}
+    result.psi = psi([reference[k] for k in classes], [current[k] for k in classes])
+    result.statistic, result.p_value = chi2_homogeneity(reference, current)
+    result.js_distance = js_distance(ref.class_frequencies, {k: v / len(keys) for k, v in current.items()})
     return result
 
 

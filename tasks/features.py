@@ -10,22 +10,33 @@ Contract of the pipeline built by :func:`build_pipeline`:
   id, timestamp or target, are dropped by the ``ColumnTransformer``). Numeric columns may hold nulls
   (median-imputed, with a missing-indicator column); categorical columns may hold nulls (their own
   ``__missing__`` category) and values never declared (encoded as all-zeros, never an error).
+* Categorical columns hold the **canonical texts** of their values (``category_key``: ``1``, ``1.0`` and
+  ``"1"`` are ``"1"``). :func:`model_input` makes them so from whatever the data holds (numbers, booleans,
+  strings); serving's validated requests already are. The normalisation is outside the pipeline on
+  purpose: the fitted object stays scikit-learn only, and serving's fast path feeds it unchanged.
 * Categories are the *declared* ones from ``DatasetSpec``, not those seen in training, so the encoded
   width does not depend on which days were in the window.
-* Output: ``predict_proba(X)[:, 1]`` is the probability of ``dataset.positive_label``.
+* The estimator is the family's, resolved for the dataset's task (``problem.estimator_class``: an alias or
+  any import path). Output per task (:func:`predictions`): binary, ``predict_proba(X)[:, 1]`` is the
+  probability of ``dataset.positive_label`` (the model is fitted on y = 1 for that label, 0 otherwise);
+  multiclass, the probability of each class in ``dataset.class_labels`` order (the model is fitted on
+  the canonical class texts; a class missing from the training rows gets probability 0); regression,
+  ``predict(X)``.
 
 Everything is derived from :class:`~tasks.settings.DatasetSpec` and a :class:`~tasks.settings.ModelFamily`;
-nothing here names a column. The fitted pipeline contains only scikit-learn objects, so loading it
-needs scikit-learn and not this package.
+nothing here names a column. The fitted pipeline contains only scikit-learn objects (and the family's
+estimator), so loading it needs scikit-learn and not this package.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
 from mlcycle.tasks.settings import ConfigError, FeatureSpec, ModelFamily, ParamSpace, Settings
+from mlcycle.tasks.settings.problem import category_keys_of, estimator_class
 
 MISSING_CATEGORY = "__missing__"
 STEP = "model"  # the estimator's step name: search parameters are prefixed with "model__"
@@ -54,32 +65,27 @@ def input_schema(features: list[FeatureSpec]) -> list[InputColumn]:
 
 
 def resolve_family(settings: Settings, family: str | None) -> tuple[str, ModelFamily]:
-    """The named family (default ``training.family``), its parameters checked against the estimator."""
+    """The named family (default ``training.family``), its parameters checked against the estimator class it
+    resolves to for the dataset's task (an alias or an import path; ConfigError naming what is wrong)."""
     name = family or settings.training.family
     families = settings.training.families
     if name not in families:
         raise ConfigError(f"unknown model family {name!r}; configured families (training.families) are "
                           f"{sorted(families)}")
     spec = families[name]
-    valid = set(estimator_class(spec.estimator)().get_params())
+    try:
+        cls = estimator_class(spec.estimator, settings.dataset.task)
+    except ConfigError as exc:
+        raise ConfigError(f"training.families.{name}.estimator: {exc}") from None
+    valid = set(cls().get_params())
     for where, keys in (("params", spec.params), ("search_space", spec.search_space)):
         unknown = sorted(k for k in keys if k not in valid)
         if unknown:
             raise ConfigError(
                 f"training.families.{name}.{where} names unknown parameter(s) {unknown} of "
-                f"{estimator_class(spec.estimator).__name__}; valid parameters are {sorted(valid)}"
+                f"{cls.__name__}; valid parameters are {sorted(valid)}"
             )
     return name, spec
-
-
-def estimator_class(name: str):
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-
-    classes = {"logistic_regression": LogisticRegression, "hist_gradient_boosting": HistGradientBoostingClassifier}
-    if name not in classes:
-        raise ConfigError(f"unknown estimator {name!r}; known estimators are {sorted(classes)}")
-    return classes[name]
 
 
 def build_preprocessor(features: list[FeatureSpec]):
@@ -106,11 +112,12 @@ def build_preprocessor(features: list[FeatureSpec]):
     return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=True)
 
 
-def build_pipeline(features: list[FeatureSpec], family: ModelFamily, seed: int):
-    """The unfitted pipeline: preprocessing, then the family's estimator with its fixed parameters."""
+def build_pipeline(features: list[FeatureSpec], family: ModelFamily, seed: int, *, task: str):
+    """The unfitted pipeline: preprocessing, then the family's estimator for ``task`` (a classifier for
+    binary and multiclass, a regressor for regression) with its fixed parameters."""
     from sklearn.pipeline import Pipeline
 
-    cls = estimator_class(family.estimator)
+    cls = estimator_class(family.estimator, task)
     params: dict[str, Any] = dict(family.params)
     if "random_state" in cls().get_params():
         params.setdefault("random_state", seed)  # reproducibility: same seed, same model
@@ -158,14 +165,70 @@ class SchemaMismatch(ValueError):
 
 
 def model_input(frame, features: list[FeatureSpec]):
-    """The feature columns of ``frame`` in schema order (the pipeline ignores anything else).
+    """The feature columns of ``frame`` in schema order (the pipeline ignores anything else), categorical
+    ones as canonical texts (missing values NaN, which the pipeline's imputer reads as missing).
 
-    Raises :class:`SchemaMismatch` naming the missing columns, rather than a KeyError from deep inside
-    scikit-learn.
+    ``features`` are FeatureSpecs or InputColumns (anything with ``name`` and ``kind``). Raises
+    :class:`SchemaMismatch` naming the missing columns, rather than a KeyError from deep inside scikit-learn.
     """
     names = [f.name for f in features]
     missing = [n for n in names if n not in frame.columns]
     if missing:
         raise SchemaMismatch(f"the data has no column(s) {missing} that the model reads; it has "
                              f"{list(frame.columns)}")
-    return frame[names]
+    data = frame[names]
+    convert = [f.name for f in features if f.kind == "categorical" and not _is_text(data[f.name])]
+    if not convert:
+        return data
+    data = data.copy()
+    for name in convert:
+        column = data[name]
+        # NaN for missing: an object column holding None is not what SimpleImputer reads as missing
+        data[name] = category_keys_of(column).where(column.notna(), np.nan)
+    return data
+
+
+def _is_text(column) -> bool:
+    """A pandas string column (pandas 3's ``str``) holds canonical texts already, NaN where missing."""
+    import pandas as pd
+
+    return isinstance(column.dtype, pd.StringDtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# what a fitted pipeline outputs, per task
+# --------------------------------------------------------------------------------------------------
+
+
+def class_probabilities(fitted_classes, probabilities, class_labels: list[str]) -> np.ndarray:
+    """``predict_proba`` columns (in the estimator's ``classes_`` order) put in ``class_labels`` order.
+
+    A declared class the model never saw in training gets probability 0; a fitted class that is not
+    declared is an error (the target was validated against the declaration).
+    """
+    fitted = [str(c) for c in fitted_classes]
+    unknown = sorted(set(fitted) - set(class_labels))
+    if unknown:
+        raise ValueError(f"the model predicts class(es) {unknown} that the dataset does not declare "
+                         f"(classes: {class_labels})")
+    probabilities = np.asarray(probabilities, dtype=float)
+    out = np.zeros((len(probabilities), len(class_labels)))
+    position = {c: i for i, c in enumerate(class_labels)}
+    for j, c in enumerate(fitted):
+        out[:, position[c]] = probabilities[:, j]
+    return out
+
+
+def predictions(pipeline, X, task: str, class_labels: list[str] | None = None) -> np.ndarray:
+    """What the model says about the rows of ``X`` (already :func:`model_input`), per task.
+
+    binary: the probability of the positive label (n,); multiclass: every class's probability in
+    ``class_labels`` order (n, k); regression: the predicted value (n,).
+    """
+    if task == "binary":
+        return pipeline.predict_proba(X)[:, 1]
+    if task == "multiclass":
+        if not class_labels:
+            raise ValueError("multiclass predictions need the dataset's class labels")
+        return class_probabilities(pipeline.classes_, pipeline.predict_proba(X), class_labels)
+    return np.asarray(pipeline.predict(X), dtype=float)

@@ -14,13 +14,20 @@ What is profiled:
   bins *new* data the same way, sending values below the first edge to the first bin and above the
   last edge to the last bin, so the two histograms are always comparable (PSI, chi-square). Nulls are
   not binned; they are the ``null_rate``. ``mean``/``std``/``min``/``max`` are over non-null values.
-* **Categorical features**: ``frequencies`` share of non-null rows per value, every declared category
+* **Categorical features**: ``frequencies`` share of non-null rows per value, as canonical texts
+  (``category_key``: a ``1.0`` in the data is the declared category ``"1"``), every declared category
   listed (0.0 if unseen) plus any undeclared value seen; ``null_rate`` apart.
   :meth:`CategoricalProfile.frequencies_of` computes the same for new data.
-* **Predictions** (probability of the positive class) on the held-out **test** window, which is what
-  live traffic should look like (predictions on rows the model was fitted on are over-confident):
-  ``bin_edges`` fixed at ``n_bins`` equal-width bins over [0, 1], plus the mean and quantiles.
-* ``label_rate``: the positive rate of the fitted rows, for label-drift checks once outcomes arrive.
+* **Predictions** on the held-out **test** window, which is what live traffic should look like
+  (predictions on rows the model was fitted on are over-confident), per task (``predictions.kind``):
+  binary, the positive class's probability (``probability``: ``bin_edges`` fixed at ``n_bins``
+  equal-width bins over [0, 1]); multiclass, the predicted classes' shares (``class_frequencies``, every
+  declared class listed) and the histogram of the predicted class's probability (``max_probability``,
+  bins over [0, 1]); regression, the predicted value (``value``: quantile bins like a numeric feature's).
+  Each with the mean and quantiles.
+* **Target** of the fitted rows, for label-drift checks once outcomes arrive: binary ``label_rate`` (the
+  positive rate), multiclass ``class_frequencies``, regression ``mean``/``std``/``min``/``max``/quantiles.
+  ``ReferenceProfile.label_rate`` keeps the binary positive rate where it always was.
 * ``sample`` (numeric features and predictions): a seeded uniform sample of at most
   ``drift.reference_sample_size`` non-null values, the reference side of the Kolmogorov-Smirnov test
   and the Wasserstein distance (both need the empirical distribution, not just bin counts). 5,000
@@ -32,9 +39,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
+
+from mlcycle.tasks.settings.problem import category_keys_of
 
 PROFILE_FILE = "reference_profile.json"
 
@@ -68,15 +78,33 @@ class CategoricalProfile(BaseModel):
 
 
 class PredictionProfile(BaseModel):
+    """The held-out predictions: a numeric histogram (of ``kind``) and, for multiclass, the class shares."""
+
+    kind: Literal["probability", "max_probability", "value"] = "probability"
     rows: int
     mean: float
     quantiles: dict[str, float]  # "p01", "p10", "p50", "p90", "p99"
-    bin_edges: list[float]  # equal-width over [0, 1]
+    bin_edges: list[float]  # probabilities: equal-width over [0, 1]; values: quantile edges
     counts: list[int]
     sample: list[float] = Field(default_factory=list)  # seeded sample of held-out scores (KS)
+    class_frequencies: dict[str, float] | None = None  # multiclass: share of rows predicted as each class
 
     def bin_counts(self, scores) -> list[int]:
         return _bin(np.asarray(scores, dtype=float), self.bin_edges)
+
+
+class TargetProfile(BaseModel):
+    """The target on the fitted rows: binary ``label_rate``, multiclass ``class_frequencies``, regression
+    the value's summary."""
+
+    rows: int
+    label_rate: float | None = None
+    class_frequencies: dict[str, float] | None = None
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    quantiles: dict[str, float] | None = None
 
 
 class ReferenceProfile(BaseModel):
@@ -85,8 +113,10 @@ class ReferenceProfile(BaseModel):
     dataset: str
     dataset_schema_hash: str
     created_at: dt.datetime
+    task: str = "binary"
     rows: int  # rows the features were profiled on (the fitted rows)
-    label_rate: float
+    label_rate: float | None = None  # binary: the positive rate of the fitted rows
+    target: TargetProfile | None = None
     numeric: dict[str, NumericProfile] = Field(default_factory=dict)
     categorical: dict[str, CategoricalProfile] = Field(default_factory=dict)
     predictions: PredictionProfile
@@ -122,36 +152,72 @@ def profile_numeric(name: str, values, n_bins: int, sample_size: int = 5000, see
 
 
 def profile_categorical(name: str, values, categories: list[str]) -> CategoricalProfile:
-    import pandas as pd
-
-    series = pd.Series(values, dtype=object)
+    series = category_keys_of(values)
     rows = len(series)
     null_rate = float(series.isna().mean()) if rows else 0.0
     return CategoricalProfile(name=name, rows=rows, null_rate=null_rate,
                               frequencies=_frequencies(series, categories))
 
 
-def profile_predictions(scores, n_bins: int, sample_size: int = 5000, seed: int = 0) -> PredictionProfile:
+QUANTILES = {"p01": 0.01, "p10": 0.10, "p50": 0.50, "p90": 0.90, "p99": 0.99}
+
+
+def _quantiles(x: np.ndarray) -> dict[str, float]:
+    return {k: float(np.quantile(x, q)) for k, q in QUANTILES.items()}
+
+
+def profile_predictions(scores, n_bins: int, sample_size: int = 5000, seed: int = 0, *,
+                        kind: str = "probability", classes: list[str] | None = None) -> PredictionProfile:
+    """The held-out predictions' profile (see the module docstring).
+
+    ``scores``: probabilities (binary), values (regression, ``kind="value"``), or every class's probability
+    in ``classes`` order (multiclass, ``kind="max_probability"``).
+    """
+    if kind == "max_probability":
+        probabilities = np.asarray(scores, dtype=float)
+        predicted = np.asarray(classes or [], dtype=object)[np.argmax(probabilities, axis=1)]
+        profile = profile_predictions(probabilities.max(axis=1), n_bins, sample_size, seed)
+        return profile.model_copy(update={"kind": kind, "class_frequencies": _frequencies(predicted, classes or [])})
     p = np.asarray(scores, dtype=float)
-    edges = list(np.linspace(0.0, 1.0, n_bins + 1))
-    qs = {"p01": 0.01, "p10": 0.10, "p50": 0.50, "p90": 0.90, "p99": 0.99}
-    return PredictionProfile(rows=len(p), mean=float(p.mean()),
-                             quantiles={k: float(np.quantile(p, q)) for k, q in qs.items()},
+    if kind == "value":
+        edges = np.unique(np.quantile(p, np.linspace(0, 1, n_bins + 1)))
+        edges = list(edges if len(edges) > 1 else [edges[0], edges[0]])
+    else:
+        edges = list(np.linspace(0.0, 1.0, n_bins + 1))
+    return PredictionProfile(kind=kind, rows=len(p), mean=float(p.mean()), quantiles=_quantiles(p),
                              bin_edges=[float(e) for e in edges], counts=_bin(p, edges),
                              sample=reference_sample(p, sample_size, seed))
 
 
-def build_profile(fitted_frame, features, labels, test_scores, *, dataset: str, dataset_schema_hash: str,
-                  n_bins: int, created_at: dt.datetime, sample_size: int = 5000, seed: int = 0) -> ReferenceProfile:
-    """Profile the fitted rows' features and labels and the held-out predictions."""
+def profile_target(labels, task: str, classes: list[str] | None = None) -> TargetProfile:
+    if task == "binary":
+        return TargetProfile(rows=len(labels), label_rate=float(np.mean(labels)))
+    if task == "multiclass":
+        return TargetProfile(rows=len(labels), class_frequencies=_frequencies(labels, classes or []))
+    y = np.asarray(labels, dtype=float)
+    return TargetProfile(rows=len(y), mean=float(y.mean()), std=float(y.std()), min=float(y.min()),
+                         max=float(y.max()), quantiles=_quantiles(y))
+
+
+PREDICTION_KIND = {"binary": "probability", "multiclass": "max_probability", "regression": "value"}
+
+
+def build_profile(fitted_frame, features, labels, test_predictions, *, dataset: str, dataset_schema_hash: str,
+                  n_bins: int, created_at: dt.datetime, sample_size: int = 5000, seed: int = 0,
+                  task: str = "binary", classes: list[str] | None = None) -> ReferenceProfile:
+    """Profile the fitted rows' features and target and the held-out predictions (per ``task``: binary
+    probabilities, multiclass probabilities in ``classes`` order, regression values)."""
     numeric = {f.name: profile_numeric(f.name, fitted_frame[f.name], n_bins, sample_size, seed)
                for f in features if f.kind == "numeric"}
     categorical = {f.name: profile_categorical(f.name, fitted_frame[f.name], f.categories or [])
                    for f in features if f.kind == "categorical"}
+    target = profile_target(labels, task, classes)
     return ReferenceProfile(
-        dataset=dataset, dataset_schema_hash=dataset_schema_hash, created_at=created_at, rows=len(fitted_frame),
-        label_rate=float(np.mean(labels)), numeric=numeric, categorical=categorical,
-        predictions=profile_predictions(test_scores, n_bins=max(n_bins, 10), sample_size=sample_size, seed=seed),
+        dataset=dataset, dataset_schema_hash=dataset_schema_hash, created_at=created_at, task=task,
+        rows=len(fitted_frame), label_rate=target.label_rate, target=target, numeric=numeric,
+        categorical=categorical,
+        predictions=profile_predictions(test_predictions, n_bins=max(n_bins, 10), sample_size=sample_size,
+                                        seed=seed, kind=PREDICTION_KIND[task], classes=classes),
     )
 
 
@@ -166,9 +232,8 @@ def _bin(values: np.ndarray, edges: list[float]) -> list[int]:
 
 
 def _frequencies(values, categories: list[str]) -> dict[str, float]:
-    import pandas as pd
-
-    series = pd.Series(values, dtype=object).dropna().astype(str)
+    """Shares of the non-null values as canonical texts, over ``categories`` plus any other value seen."""
+    series = category_keys_of(values).dropna().astype(str)
     counts = series.value_counts()
     total = int(counts.sum())
     keys = list(categories) + sorted(k for k in counts.index if k not in set(categories))

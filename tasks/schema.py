@@ -64,7 +64,12 @@ class ServedModel(BaseModel):
     version: int  # registry version
     model_sha256: str  # of model.joblib, as recorded by the registry
     model_file: str = "model.joblib"
-    threshold: float  # the decision threshold the model was evaluated with
+    threshold: float  # the decision threshold the model was evaluated with (binary)
+    task: str = "binary"  # binary | multiclass | regression (tasks/settings/problem.py)
+    # classification: the class labels (canonical texts) in the order the model's probabilities are given
+    # (binary: the negative class, then the positive one); None for regression
+    classes: list[str] | None = None
+    positive_label: str | None = None  # binary: the class whose probability the model outputs
     features: list[str]  # the columns the pipeline reads, in order
     dataset: DatasetSpec  # the declaration the request schema is generated from
     lineage: LineageSummary

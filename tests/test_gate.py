@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
+from mlcycle.tasks.evaluation.bootstrap import paired_bootstrap
 from mlcycle.tasks.evaluation.gate import apply_gate, decide
 from mlcycle.tasks.evaluation.metrics import (
     compute_metrics,
-    paired_bootstrap,
     score_model,
     weighted_average_precision,
     weighted_roc_auc,

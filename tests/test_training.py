@@ -132,7 +132,8 @@ def test_pipeline_handles_nulls_and_unknown_categories(train_env):
     settings, store = train_env
     features = training_features(settings)
     frame = load_rows(store, settings.dataset, select_window(store, days=3).partitions)
-    pipeline = build_pipeline(features, resolve_family(settings, "hist_gradient_boosting")[1], seed=1)
+    pipeline = build_pipeline(features, resolve_family(settings, "hist_gradient_boosting")[1], seed=1,
+                              task=settings.dataset.task)
     pipeline.fit(frame, labels(frame, settings.dataset))
     odd = frame.head(4).copy()
     odd["region"] = odd["region"].astype(object)

@@ -31,13 +31,16 @@ def _ref(value: str):
 
 
 def metric_line(metrics) -> str:
-    """A version's test metrics on one line (also the demo's champion line)."""
+    """A version's test metrics on one line, its task's own (also the demo's champion line)."""
 
     def f(x):
         return "n/a" if x is None else f"{x:.4f}"
-    return (f"roc_auc {f(metrics.roc_auc)}  pr_auc {f(metrics.pr_auc)}  log_loss {f(metrics.log_loss)}  "
-            f"brier {f(metrics.brier)}  f1 {f(metrics.f1)}  recall {f(metrics.recall)} "
-            f"(threshold {metrics.threshold}, {metrics.rows} test rows)")
+    if metrics.task == "binary":
+        return (f"roc_auc {f(metrics.roc_auc)}  pr_auc {f(metrics.pr_auc)}  log_loss {f(metrics.log_loss)}  "
+                f"brier {f(metrics.brier)}  f1 {f(metrics.f1)}  recall {f(metrics.recall)} "
+                f"(threshold {metrics.threshold}, {metrics.rows} test rows)")
+    values = "  ".join(f"{name} {f(value)}" for name, value in metrics.values().items())
+    return f"{values} ({metrics.task}, {metrics.rows} test rows)"
 
 
 def outcome_lines(outcome) -> str:
@@ -104,7 +107,7 @@ def models_show(version: str = typer.Argument(..., help="a version number, 'cham
 
     store, name = _store_and_name()
     meta = load_metadata(store, name, _ref(version))
-    lines = [f"{name} v{meta.version}  {meta.family} ({meta.estimator})  "
+    lines = [f"{name} v{meta.version}  {meta.family} ({meta.estimator}, {meta.task})  "
              f"created {meta.created_at:%Y-%m-%d %H:%M:%S} UTC",
              f"params: {meta.params}",
              f"test:   {metric_line(meta.metrics)}",

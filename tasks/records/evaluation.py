@@ -1,7 +1,9 @@
 """The records of evaluation: a model's metrics on a test window (overall and per slice), the paired
-bootstrap of an improvement, permutation importances, and the gate's decision with every rule's result.
+bootstrap of an improvement, permutation importances, the leakage check's single-feature scores, and the
+gate's decision with every rule's result.
 
-Computed by ``tasks/evaluation/`` (metrics.py, gate.py), stored by the registry with each version.
+Computed by ``tasks/evaluation/`` (metrics.py, bootstrap.py, gate.py) and ``tasks/training/leakage.py``,
+stored by the registry with each version.
 """
 
 from __future__ import annotations
@@ -81,8 +83,28 @@ class BootstrapResult(BaseModel):
     valid_samples: int  # resamples where the metric was defined (both classes drawn)
 
 
+class FeatureLeakage(BaseModel):
+    feature: str
+    score: float | None  # the single-feature model's validation score; None where undefined
+
+
+class LeakageCheck(BaseModel):
+    """How well each feature *alone* predicts the target: a model on that one column, fitted on the training
+    window and scored on the validation window (tasks/training/leakage.py). The gate judges it."""
+
+    metric: str  # roc_auc (binary) | balanced_accuracy (multiclass) | r2 (regression)
+    train_rows: int
+    validation_rows: int
+    features: list[FeatureLeakage]  # highest score first
+
+    def score(self, feature: str) -> float | None:
+        return next((f.score for f in self.features if f.feature == feature), None)
+
+
 class RuleResult(BaseModel):
-    rule: str  # floor:roc_auc | ceiling:brier | champion | min_delta | bootstrap_ci | slice:region=south
+    # floor:roc_auc | ceiling:brier | champion | min_delta | bootstrap_ci | slice:region=south |
+    # leakage[:feature] | too_perfect[:metric]
+    rule: str
     passed: bool
     observed: float | None = None
     required: str = ""  # e.g. ">= 0.7"
@@ -107,5 +129,5 @@ class GateDecision(BaseModel):
 
 class FeatureImportance(BaseModel):
     feature: str
-    importance: float  # mean drop of ROC AUC when the feature is permuted
+    importance: float  # mean drop of the gate's primary metric when the feature is permuted
     std: float

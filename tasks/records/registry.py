@@ -18,6 +18,7 @@ from mlcycle.tasks.records.evaluation import (
     BootstrapResult,
     FeatureImportance,
     GateDecision,
+    LeakageCheck,
     Metrics,
     ModelScores,
     SliceMetrics,
@@ -56,6 +57,9 @@ class ModelDraft(BaseModel):
     params: dict[str, Any]
     seed: int
     threshold: float
+    task: str = "binary"
+    classes: list[str] | None = None  # classification: the class labels, in the order predictions use
+    positive_label: str | None = None  # binary
     features: list[InputColumn]
     search: SearchSummary
     metrics: Metrics  # on the test window
@@ -123,6 +127,13 @@ class EvaluationReport(BaseModel):
     comparison: list[dict[str, Any]]
     importances: list[FeatureImportance]
     plots: list[str]
+    leakage: LeakageCheck | None = None
+
+
+# The test metrics a listing shows per task (``mlcycle models list``); ``models show`` has every metric.
+LISTED_METRICS: dict[str, tuple[str, ...]] = {"binary": ("roc_auc", "pr_auc", "brier"),
+                                              "multiclass": ("log_loss", "f1_macro", "balanced_accuracy"),
+                                              "regression": ("rmse", "mae", "r2")}
 
 
 class VersionListing(BaseModel):

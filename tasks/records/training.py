@@ -17,7 +17,14 @@ from pydantic import BaseModel, Field
 # PartitionRef and InputColumn are records too, still kept beside their logic (partitions, features)
 from mlcycle.tasks.features import InputColumn
 from mlcycle.tasks.partitions import PartitionRef
-from mlcycle.tasks.records.evaluation import BootstrapResult, FeatureImportance, GateDecision, Metrics, ModelScores
+from mlcycle.tasks.records.evaluation import (
+    BootstrapResult,
+    FeatureImportance,
+    GateDecision,
+    LeakageCheck,
+    Metrics,
+    ModelScores,
+)
 
 SplitName = Literal["train", "validation", "test"]
 
@@ -40,17 +47,24 @@ class TrainingWindow(BaseModel):
 
 
 class SplitPart(BaseModel):
+    """One of train, validation and test: its days, rows, partitions, and what it holds of the target
+    (binary ``positives``, multiclass rows per ``classes``, regression ``target_mean``)."""
+
     name: SplitName
     start: dt.datetime  # inclusive
     end: dt.datetime  # exclusive
     first_day: dt.date
     last_day: dt.date
     rows: int
-    positives: int
+    positives: int | None = None  # binary
+    classes: dict[str, int] | None = None  # multiclass: rows per declared class (0 for a class absent here)
+    target_mean: float | None = None  # regression
     partitions: list[PartitionRef]  # the partitions holding its rows
 
     @property
-    def positive_rate(self) -> float:
+    def positive_rate(self) -> float | None:
+        if self.positives is None:
+            return None
         return self.positives / self.rows if self.rows else 0.0
 
 
@@ -96,7 +110,10 @@ class Candidate(BaseModel):
     estimator: str
     params: dict[str, Any]  # the estimator's parameters: fixed ones and the search's best
     seed: int
-    threshold: float
+    threshold: float  # binary: the decision threshold behind F1, recall and precision
+    task: str = "binary"
+    classes: list[str] | None = None  # classification: the class labels, in the order predictions use
+    positive_label: str | None = None  # binary: the class whose probability the model outputs
     features: list[InputColumn]
     dataset: str
     dataset_schema_hash: str
@@ -105,6 +122,7 @@ class Candidate(BaseModel):
     search: SearchSummary
     scores: ModelScores  # on the test window
     importances: list[FeatureImportance]
+    leakage: LeakageCheck | None = None  # None: the gate's leakage guard is off
     artifacts: dict[str, StagedArtifact] = Field(default_factory=dict)  # name in the version -> staged object
     seconds: dict[str, float] = Field(default_factory=dict)
 

@@ -1,20 +1,43 @@
-"""The evaluation report in markdown: stored with each version as ``report.md`` and shown as a Prefect
-artifact by the training flow. Rendered from the version's :class:`~mlcycle.tasks.records.registry.EvaluationReport`.
+"""The evaluation report: built for each version at registration (``evaluation.json``, :func:`evaluation_report`)
+and rendered in markdown (``report.md``, :func:`render_report`), which the training flow also shows as a
+Prefect artifact. Per task: the task's own metrics, the gate's rules (leakage and too-perfect checks
+included), and the single-feature scores of the leakage check.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from mlcycle.tasks.evaluation.gate import comparison_table
+from mlcycle.tasks.records.evaluation import GateDecision
 from mlcycle.tasks.records.registry import EvaluationReport
+from mlcycle.tasks.records.training import Candidate, Comparison
+
+LEAKAGE_ROWS = 5  # the strongest single features shown in the report
+
+
+def evaluation_report(candidate: Candidate, comparison: Comparison, decision: GateDecision, version: int,
+                      plots: list[str]) -> EvaluationReport:
+    """The challenger and the champion on the same test window, the decision, and what they rest on."""
+    test = candidate.split.test
+    return EvaluationReport(
+        name=candidate.model_name, version=version, test_window=f"{test.first_day}..{test.last_day}",
+        challenger=candidate.scores, champion_version=comparison.champion_version,
+        champion=comparison.champion_scores, champion_error=comparison.champion_error,
+        bootstrap=comparison.bootstrap, decision=decision,
+        comparison=comparison_table(candidate.scores, comparison.champion_scores),
+        importances=candidate.importances, plots=plots, leakage=candidate.leakage,
+    )
 
 
 def render_report(report: EvaluationReport, plot_links: dict[str, str]) -> str:
     d = report.decision
     verdict = "PROMOTED to champion" if d.promote else "NOT promoted"
     against = f"champion v{report.champion_version}" if report.champion_version else "no champion (floors only)"
+    task = report.challenger.overall.task
     lines = [f"# {report.name} v{report.version}: {verdict}", "",
-             f"Test window {report.test_window}; compared with {against}.", "", f"**Decision**: {d.summary}", "",
+             f"Test window {report.test_window} ({task}, {report.challenger.overall.rows} rows); compared with "
+             f"{against}.", "", f"**Decision**: {d.summary}", "",
              "| rule | passed | observed | required | detail |", "|---|---|---|---|---|"]
     for r in d.rules:
         observed = "" if r.observed is None else f"{r.observed:.4f}"
@@ -24,6 +47,11 @@ def render_report(report: EvaluationReport, plot_links: dict[str, str]) -> str:
         if row["scope"] == "overall" or row["metric"] == d.primary_metric:
             lines.append(f"| {row['scope']} | {row['metric']} | {_fmt(row['challenger'])} | {_fmt(row['champion'])} "
                          f"| {_fmt(row['improvement'])} |")
+    if report.leakage is not None and report.leakage.features:
+        check = report.leakage
+        lines += ["", f"Leakage check: each feature alone, fitted on {check.train_rows} training rows, "
+                      f"{check.metric} on {check.validation_rows} validation rows (strongest first): "
+                  + ", ".join(f"{f.feature} {_fmt(f.score) or 'n/a'}" for f in check.features[:LEAKAGE_ROWS])]
     if plot_links:
         lines += ["", "Plots: " + " · ".join(f"[{Path(p).stem}]({link})" for p, link in sorted(plot_links.items()))]
     return "\n".join(lines) + "\n"

@@ -35,11 +35,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ValidationError
 
-from mlcycle.tasks.evaluation.gate import comparison_table
-from mlcycle.tasks.features import model_input
+from mlcycle.tasks.features import model_input, predictions
 from mlcycle.tasks.profile import PROFILE_FILE, ReferenceProfile
 from mlcycle.tasks.records.evaluation import GateDecision
 from mlcycle.tasks.records.registry import (
+    LISTED_METRICS,
     AliasPointer,
     AliasTarget,
     ArtifactRecord,
@@ -52,7 +52,7 @@ from mlcycle.tasks.records.registry import (
 )
 from mlcycle.tasks.records.training import Candidate, Comparison
 from mlcycle.tasks.registry.lineage import code_version, environment
-from mlcycle.tasks.registry.report import render_report
+from mlcycle.tasks.registry.report import evaluation_report, render_report
 from mlcycle.tasks.storage import (
     IntegrityError,
     ObjectNotFound,
@@ -90,8 +90,13 @@ class LoadedModel:
         return self.metadata.version
 
     def predict_proba(self, frame) -> Any:
-        """Probability of the positive label for each row of ``frame`` (extra columns are ignored)."""
+        """Probability of the positive label for each row of ``frame`` (extra columns are ignored); binary."""
         return self.pipeline.predict_proba(model_input(frame, self.metadata.features))[:, 1]
+
+    def predictions(self, frame) -> Any:
+        """The model's output for each row of ``frame``, per task (tasks/features.py: predictions)."""
+        return predictions(self.pipeline, model_input(frame, self.metadata.features), self.metadata.task,
+                           self.metadata.classes)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,9 +214,9 @@ def register_candidate(store: ObjectStore, candidate: Candidate, comparison: Com
     commit, dirty = code_version()
     draft = ModelDraft(
         name=candidate.model_name, family=candidate.family, estimator=candidate.estimator,
-        params=candidate.params, seed=candidate.seed, threshold=candidate.threshold,
-        features=candidate.features, search=candidate.search, metrics=candidate.scores.overall,
-        slices=candidate.scores.slices, gate=decision,
+        params=candidate.params, seed=candidate.seed, threshold=candidate.threshold, task=candidate.task,
+        classes=candidate.classes, positive_label=candidate.positive_label, features=candidate.features,
+        search=candidate.search, metrics=candidate.scores.overall, slices=candidate.scores.slices, gate=decision,
         lineage=Lineage(
             dataset=candidate.dataset, dataset_schema_hash=candidate.dataset_schema_hash,
             partitions=candidate.window.partitions, window=candidate.window.requested, split=candidate.split,
@@ -226,16 +231,8 @@ def register_candidate(store: ObjectStore, candidate: Candidate, comparison: Com
     else:
         version = allocate_version(store, name, note=f"flow run {flow_run_id}", flow_run_id=flow_run_id,
                                    staging=candidate.staging_prefix)
-    test = candidate.split.test
     plots = sorted(rel for rel in artifacts if rel.startswith("plots/"))
-    report = EvaluationReport(
-        name=candidate.model_name, version=version, test_window=f"{test.first_day}..{test.last_day}",
-        challenger=candidate.scores, champion_version=comparison.champion_version,
-        champion=comparison.champion_scores, champion_error=comparison.champion_error,
-        bootstrap=comparison.bootstrap, decision=decision,
-        comparison=comparison_table(candidate.scores, comparison.champion_scores),
-        importances=candidate.importances, plots=plots,
-    )
+    report = evaluation_report(candidate, comparison, decision, version, plots)
     artifacts["evaluation.json"] = record_bytes(report)
     artifacts["report.md"] = render_report(report, {p: p for p in plots}).encode()
     metadata = write_version(store, draft, version, artifacts)
@@ -360,9 +357,9 @@ def load_evaluation(store: ObjectStore, name: str, ref: Ref = "champion") -> Eva
     return EvaluationReport.model_validate_json(get_verified(store, record.key, record.sha256))
 
 
-def list_versions(store: ObjectStore, name: str, metrics: tuple[str, ...] = ("roc_auc", "pr_auc", "brier")
-                  ) -> list[VersionListing]:
-    """Every sealed version, newest first, with its aliases; a damaged version is listed with its problem."""
+def list_versions(store: ObjectStore, name: str, metrics: tuple[str, ...] | None = None) -> list[VersionListing]:
+    """Every sealed version, newest first, with its aliases and test metrics (default: its task's
+    ``LISTED_METRICS``, tasks/records/registry.py); a damaged version is listed with its problem."""
     pointer = None
     with suppress(IntegrityError):
         pointer = read_alias(store, name)
@@ -381,8 +378,8 @@ def list_versions(store: ObjectStore, name: str, metrics: tuple[str, ...] = ("ro
             continue
         out.append(VersionListing(
             version=version, created_at=meta.created_at, family=meta.family,
-            metrics={m: meta.metrics.get(m) for m in metrics}, gate="promote" if meta.gate.promote else "refused",
-            aliases=aliases.get(version, []),
+            metrics={m: meta.metrics.get(m) for m in metrics or LISTED_METRICS[meta.metrics.task]},
+            gate="promote" if meta.gate.promote else "refused", aliases=aliases.get(version, []),
         ))
     return out
 

@@ -178,15 +178,24 @@ def served_model_from(metadata, spec, registry_uri: str) -> ServedModel:
             raise ServingError(f"{metadata.name} v{metadata.version} was trained with {column.name!r} as "
                                f"{column.kind} {column.categories or ''}, the dataset now declares {declared.kind} "
                                f"{declared.categories or ''}; retrain before packaging")
+    if metadata.task != spec.task:
+        raise ServingError(f"{metadata.name} v{metadata.version} was trained for a {metadata.task} task, the dataset "
+                           f"now declares {spec.task}; retrain before packaging")
+    classes = metadata.classes or spec.class_labels  # versions from before tasks recorded no classes: binary
+    if spec.task == "multiclass" and classes != spec.class_labels:
+        raise ServingError(f"{metadata.name} v{metadata.version} predicts the classes {classes}, the dataset now "
+                           f"declares {spec.class_labels}; retrain before packaging")
     lineage = metadata.lineage
     return ServedModel(
         name=metadata.name, version=metadata.version, model_sha256=metadata.model_sha256,
-        threshold=metadata.threshold, features=names, dataset=spec, registry_uri=registry_uri,
+        threshold=metadata.threshold, task=spec.task, classes=classes,
+        positive_label=(metadata.positive_label or spec.positive_label) if spec.task == "binary" else None,
+        features=names, dataset=spec, registry_uri=registry_uri,
         lineage=LineageSummary(
             dataset=lineage.dataset, dataset_schema_hash=lineage.dataset_schema_hash, window=lineage.window,
             partitions=[p.date.isoformat() for p in lineage.partitions], code_version=lineage.code_version,
             trained_at=metadata.created_at, family=metadata.family,
-            metrics={k: v for k, v in metadata.metrics.model_dump().items() if isinstance(v, float | None)},
+            metrics=metadata.metrics.values(),  # the task's own
             gate=metadata.gate.summary[:500],
         ),
     )

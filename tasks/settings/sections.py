@@ -180,13 +180,61 @@ class TrainingSettings(Section):
         return "dask" if self.dask_scheduler else self.joblib_backend
 
 
+class LeakageSettings(Section):
+    """The gate's leakage guard: refuse a model whose results are too good to be true.
+
+    Training (tasks/training/leakage.py) fits, for each feature alone, a small model on the training
+    window (a depth-limited tree that keeps missing values as such, so a feature that is non-null exactly
+    when the label is 1 is caught; a categorical feature's categories as they are) and scores it on the
+    validation window; the gate (tasks/evaluation/gate.py) refuses a feature whose score reaches the task's
+    threshold (rule ``leakage:<feature>``), and a test metric at or beyond its ``too_perfect`` bound (rule
+    ``too_perfect:<metric>``; higher-is-better metrics at or above it, lower-is-better ones at or below it).
+
+    Why 0.99: on real tabular data a legitimate single predictor rarely ranks rows better than ROC AUC
+    ~0.9 (a credit bureau score, the strongest feature of a credit model, sits around 0.75-0.85); a
+    column written from the outcome (an amount paid only by defaulters, a follow-up date only for events)
+    reaches 1.0, and 0.99 still catches such a column when a little noise was added to it (a few percent
+    of rows recorded otherwise). R2 0.99 from one feature means the target is that feature up to a 10% error
+    in scale: a copy, a unit conversion or a sum containing it. Why 0.999 for the test: tabular outcomes
+    carry noise, and a model that ranks all but one pair in a thousand right has almost always seen the
+    answer.
+    """
+
+    enabled: bool = True
+    feature_roc_auc: float = Field(default=0.99, gt=0.5, le=1)  # binary: one feature's validation ROC AUC
+    feature_balanced_accuracy: float = Field(default=0.99, gt=0, le=1)  # multiclass: its balanced accuracy
+    feature_r2: float = Field(default=0.99, gt=0, le=1)  # regression: its R2
+    too_perfect: dict[str, float] = Field(default_factory=lambda: {
+        "roc_auc": 0.999, "roc_auc_ovr": 0.999, "log_loss": 0.001, "r2": 0.999})
+    max_rows: int = Field(default=50_000, ge=100)  # training rows the single-feature models see (seeded sample)
+
+    @field_validator("too_perfect")
+    @classmethod
+    def _known_metrics(cls, bounds: dict[str, float]) -> dict[str, float]:
+        from mlcycle.tasks.settings.problem import METRICS
+
+        known = sorted({m for by_task in METRICS.values() for m in by_task})
+        unknown = sorted(m for m in bounds if m not in known)
+        if unknown:
+            raise ValueError(f"too_perfect names unknown metric(s) {unknown}; metrics are {known}")
+        return bounds
+
+    def feature_threshold(self, task: str) -> tuple[str, float]:
+        """The single-feature metric of ``task`` and the score at which a feature is a leak."""
+        if task == "binary":
+            return "roc_auc", self.feature_roc_auc
+        if task == "multiclass":
+            return "balanced_accuracy", self.feature_balanced_accuracy
+        return "r2", self.feature_r2
+
+
 class GateSettings(Section):
     """When a challenger becomes ``champion`` (see tasks/evaluation/gate.py).
 
     ``primary_metric``, ``floors`` and ``ceilings`` default per task (tasks/settings/problem.py: binary
     roc_auc with floor roc_auc 0.70 and ceiling brier 0.20; multiclass log_loss; regression rmse with floor
     r2 0.0); the loaded settings hold the resolved values. Floors bound higher-is-better metrics, ceilings
-    lower-is-better ones, of the dataset's task.
+    lower-is-better ones, of the dataset's task. ``leakage`` is the leakage guard (:class:`LeakageSettings`).
     """
 
     primary_metric: str | None = None
@@ -199,6 +247,7 @@ class GateSettings(Section):
     max_slice_drop: float = Field(default=0.05, ge=0)  # in units of the primary metric
     min_slice_rows: int = Field(default=200, ge=1)
     slice_features: list[str] | None = None  # categorical features; None: all of them
+    leakage: LeakageSettings = Field(default_factory=LeakageSettings)
 
 
 class RolloutSettings(Section):

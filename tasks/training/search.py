@@ -4,6 +4,13 @@
   ``cv: holdout`` candidates are fitted on the training window and scored on the validation window;
   with ``cv: time_series`` on expanding time folds of both. The best candidate is refitted on training
   + validation: that fitted pipeline is what is scored on the test window, registered and served.
+* **Scored on the gate's primary metric** (:func:`search_scorer`), per task: scikit-learn's scorer where
+  it means what tasks/evaluation/metrics.py computes (binary ``roc_auc``, ``average_precision``,
+  ``neg_log_loss``, ``neg_brier_score``; multiclass ``f1_macro``, ``balanced_accuracy``, ``accuracy``;
+  regression ``neg_root_mean_squared_error``, ``neg_mean_absolute_error``, ``r2``), else
+  :class:`MetricScorer`, which scores with those metrics themselves: multiclass ``neg_log_loss`` and
+  ``roc_auc_ovr`` over the *declared* classes (scikit-learn's scorers take the classes from each fold's
+  rows and fail on a fold that lacks one), binary F1/recall/precision at ``training.threshold``.
 * **Reproducible.** The search's sampler and the estimator take the seed, each candidate's fit is
   independent of the others, so the same seed and data give the same model and metrics whatever the
   number of joblib workers or the backend (loky, threading, or a Dask cluster).
@@ -23,13 +30,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlcycle.tasks.features import model_input, search_distributions
+from mlcycle.tasks.evaluation.metrics import compute_metrics
+from mlcycle.tasks.features import model_input, predictions, search_distributions
 from mlcycle.tasks.records.training import CandidateScore, SearchSummary, SplitName
 from mlcycle.tasks.runners import dask_client
 from mlcycle.tasks.settings import ConfigError, DaskSettings, TrainingSettings
+from mlcycle.tasks.settings.problem import LOWER_IS_BETTER
 
-SCORERS = {"roc_auc": "roc_auc", "pr_auc": "average_precision", "log_loss": "neg_log_loss",
-           "brier": "neg_brier_score"}
+# scikit-learn's scorers that compute a task's metric as tasks/evaluation/metrics.py does (higher is better)
+SCORERS: dict[str, dict[str, str]] = {
+    "binary": {"roc_auc": "roc_auc", "pr_auc": "average_precision", "log_loss": "neg_log_loss",
+               "brier": "neg_brier_score"},
+    "multiclass": {"f1_macro": "f1_macro", "balanced_accuracy": "balanced_accuracy", "accuracy": "accuracy"},
+    "regression": {"rmse": "neg_root_mean_squared_error", "mae": "neg_mean_absolute_error", "r2": "r2"},
+}
 SCHEDULER_KEY = "training.dask_scheduler (MLCYCLE_TRAINING__DASK_SCHEDULER; defaults to dask.address)"
 
 
@@ -73,10 +87,48 @@ def fit_threads(training: TrainingSettings) -> Iterator[None]:
         yield
 
 
+class MetricScorer:
+    """A scorer ``(estimator, X, y) -> float`` (higher is better) computing ``metric`` with
+    :func:`~mlcycle.tasks.evaluation.metrics.compute_metrics`, over the declared classes.
+
+    Picklable (a module-level class of plain attributes): joblib's workers and a Dask cluster receive it.
+    """
+
+    def __init__(self, task: str, metric: str, class_labels: list[str] | None = None, threshold: float = 0.5):
+        self.task, self.metric, self.class_labels, self.threshold = task, metric, class_labels, threshold
+
+    @property
+    def name(self) -> str:
+        name = f"neg_{self.metric}" if self.metric in LOWER_IS_BETTER else self.metric
+        return f"{name}@{self.threshold}" if self.task == "binary" else name
+
+    def __call__(self, estimator, X, y) -> float:
+        scores = predictions(estimator, X, self.task, self.class_labels)
+        value = compute_metrics(y, scores, self.threshold, task=self.task, classes=self.class_labels).get(self.metric)
+        if value is None:
+            return float("nan")
+        return -value if self.metric in LOWER_IS_BETTER else value
+
+    def __repr__(self) -> str:
+        return f"MetricScorer({self.name})"
+
+
+def search_scorer(task: str, metric: str, class_labels: list[str] | None = None, threshold: float = 0.5):
+    """The scorer of the search (and of permutation importance) for ``task``'s ``metric``: a scikit-learn
+    scorer name, or a :class:`MetricScorer`."""
+    return SCORERS[task].get(metric) or MetricScorer(task, metric, class_labels, threshold)
+
+
+def scorer_name(scoring) -> str:
+    return scoring if isinstance(scoring, str) else scoring.name
+
+
 def run_search(pipeline, family, frames: dict[SplitName, pd.DataFrame], y: dict[SplitName, np.ndarray],
-               features, training: TrainingSettings, dask: DaskSettings, *, primary_metric: str, n_iter: int,
-               seed: int):
-    """Search the family's space; return the best pipeline refitted on train + validation, and a summary."""
+               features, training: TrainingSettings, dask: DaskSettings, *, scoring, n_iter: int, seed: int):
+    """Search the family's space; return the best pipeline refitted on train + validation, and a summary.
+
+    ``scoring`` is :func:`search_scorer`'s answer for the gate's primary metric.
+    """
     from sklearn.model_selection import PredefinedSplit, RandomizedSearchCV, TimeSeriesSplit
 
     X = model_input(pd.concat([frames["train"], frames["validation"]], ignore_index=True), features)
@@ -87,7 +139,6 @@ def run_search(pipeline, family, frames: dict[SplitName, pd.DataFrame], y: dict[
         cv = TimeSeriesSplit(n_splits=training.cv_folds)  # rows are in time order
     space = search_distributions(family)
     n_iter = min(n_iter, _grid_size(space))
-    scoring = SCORERS[primary_metric]
     common = dict(scoring=scoring, cv=cv, n_jobs=training.n_jobs, random_state=seed, refit=True,
                   error_score="raise")
     if training.search == "halving":
@@ -111,7 +162,7 @@ def run_search(pipeline, family, frames: dict[SplitName, pd.DataFrame], y: dict[
         for i in range(len(results["params"]))
     ]
     summary = SearchSummary(
-        strategy=training.search, cv=training.cv, scoring=scoring, n_candidates=len(candidates),
+        strategy=training.search, cv=training.cv, scoring=scorer_name(scoring), n_candidates=len(candidates),
         best_params=plain_params(search.best_params_), best_score=float(search.best_score_),
         candidates=sorted(candidates, key=lambda c: c.rank), backend=backend, n_jobs=training.n_jobs,
         seconds=round(seconds, 3),

@@ -9,9 +9,13 @@ Contracts:
   (``training.validation_fraction`` / ``test_fraction`` of the window's days, at least one day each).
   Boundaries are UTC midnights, so ``max(train) < min(validation)`` and ``max(validation) <
   min(test)`` hold by construction and are asserted anyway.
-* **Bad input fails early, by name.** No validated data, a window with no partitions, too few rows or a
-  single class in a split raise :class:`TrainingDataError`; a window asked for with both a number of
-  days and a start date, or with no day, a :class:`~mlcycle.tasks.settings.ConfigError`.
+* **Labels per task** (:func:`labels`): binary 0/1 (1 for ``dataset.positive_label``), multiclass the
+  canonical class texts (``category_key``), regression floats.
+* **Bad input fails early, by name.** No validated data, a window with no partitions, too few rows, a
+  classification split holding fewer than two classes (the message names the split and the classes it
+  lacks), a class the dataset does not declare, or a regression split with a missing or constant target
+  raise :class:`TrainingDataError`; a window asked for with both a number of days and a start date, or with
+  no day, a :class:`~mlcycle.tasks.settings.ConfigError`.
 """
 
 from __future__ import annotations
@@ -87,9 +91,24 @@ def load_rows(store: ObjectStore, spec: DatasetSpec, partitions: list[PartitionR
 
 
 def labels(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
+    """The target as the model is fitted on it: binary 0/1 (1 = ``positive_label``), multiclass the canonical
+    class texts (an object array), regression floats."""
     from mlcycle.tasks.settings.problem import category_keys_of
 
-    return (category_keys_of(frame[spec.target]) == spec.positive_label).to_numpy().astype(np.int64)
+    target = frame[spec.target]
+    if spec.task == "binary":
+        return (category_keys_of(target) == spec.positive_label).to_numpy().astype(np.int64)
+    if spec.task == "multiclass":
+        keys = category_keys_of(target)
+        missing = int(keys.isna().sum())
+        if missing:
+            raise TrainingDataError(f"{missing} rows have no {spec.target!r}; a classifier needs every label")
+        undeclared = sorted(set(keys) - set(spec.class_labels or []))
+        if undeclared:
+            raise TrainingDataError(f"{spec.target!r} holds class(es) {undeclared} that dataset.classes does not "
+                                    f"declare ({spec.class_labels})")
+        return keys.to_numpy(dtype=object)
+    return pd.to_numeric(target, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -120,25 +139,49 @@ def time_split(frame: pd.DataFrame, spec: DatasetSpec, training: TrainingSetting
     parts, frames = {}, {}
     for name, (lo, hi) in bounds.items():
         rows = frame[(ts >= lo) & (ts < hi)]
+        where = f"the {name} window ({lo.date()}..{(hi - pd.Timedelta(days=1)).date()})"
         y = labels(rows, spec)
         if len(rows) < training.min_rows:
-            raise TrainingDataError(f"the {name} window ({lo.date()}..{(hi - pd.Timedelta(days=1)).date()}) has "
-                                    f"{len(rows)} rows; at least training.min_rows={training.min_rows} are needed")
-        if len(np.unique(y)) < 2:
-            raise TrainingDataError(f"the {name} window ({lo.date()}..{(hi - pd.Timedelta(days=1)).date()}) holds a "
-                                    f"single class of {spec.target!r} ({int(y[0])} in all {len(rows)} rows); a "
-                                    "classifier needs both")
+            raise TrainingDataError(f"{where} has {len(rows)} rows; at least training.min_rows={training.min_rows} "
+                                    "are needed")
         used = sorted(set(rows[_PARTITION_COL].tolist()))
         parts[name] = SplitPart(
             name=name, start=lo.to_pydatetime(), end=hi.to_pydatetime(), first_day=lo.date(),
-            last_day=(hi - pd.Timedelta(days=1)).date(), rows=len(rows), positives=int(y.sum()),
+            last_day=(hi - pd.Timedelta(days=1)).date(), rows=len(rows),
             partitions=[PartitionRef(**partitions[i].model_dump(include=set(PartitionRef.model_fields)))
-                        for i in used])
+                        for i in used], **_target_summary(y, spec, where))
         frames[name] = rows
     # no leakage: every training row precedes every validation row, which precedes every test row
     assert frames["train"][spec.timestamp_column].max() < frames["validation"][spec.timestamp_column].min()
     assert frames["validation"][spec.timestamp_column].max() < frames["test"][spec.timestamp_column].min()
     return SplitSummary(timestamp_column=spec.timestamp_column, **parts), frames
+
+
+def _target_summary(y: np.ndarray, spec: DatasetSpec, where: str) -> dict:
+    """What a split holds of the target (for its SplitPart), refusing a split that cannot train or test."""
+    if spec.task == "regression":
+        bad = int((~np.isfinite(y)).sum())
+        if bad:
+            raise TrainingDataError(f"{where} has {bad} rows whose {spec.target!r} is missing or not a number; a "
+                                    "regression target needs a value in every row")
+        if np.ptp(y) == 0:
+            raise TrainingDataError(f"{where} holds a constant {spec.target!r} ({y[0]:g} in all {len(y)} rows): "
+                                    "there is nothing to learn or to measure")
+        return {"target_mean": float(np.mean(y))}
+    if spec.task == "binary":
+        if len(np.unique(y)) < 2:
+            present = spec.positive_label if y[0] == 1 else "the negative class"
+            lacks = "the negative class" if y[0] == 1 else spec.positive_label
+            raise TrainingDataError(f"{where} holds a single class of {spec.target!r} ({int(y[0])} in all {len(y)} "
+                                    f"rows: {present} only, no {lacks}); a classifier needs both")
+        return {"positives": int(y.sum())}
+    counts = pd.Series(y).value_counts()
+    present = [c for c in spec.class_labels or [] if c in counts.index]
+    if len(present) < 2:
+        lacks = [c for c in spec.class_labels or [] if c not in counts.index]
+        raise TrainingDataError(f"{where} holds a single class of {spec.target!r} ({present[0]!r} in all {len(y)} "
+                                f"rows; it lacks {lacks}); a classifier needs at least two")
+    return {"classes": {c: int(counts.get(c, 0)) for c in spec.class_labels or []}}
 
 
 def load_test_window(store: ObjectStore, spec: DatasetSpec, split: SplitSummary) -> pd.DataFrame:

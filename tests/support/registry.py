@@ -57,7 +57,7 @@ def fitted_model(settings: Settings, name: str = "loans-default", rows: int = 60
     spec = settings.dataset
     frame = simulate_batch(DAY, settings.simulator, spec, rows=rows).frame
     features = training_features(settings)
-    pipeline = build_pipeline(features, resolve_family(settings, "logistic_regression")[1], seed=0)
+    pipeline = build_pipeline(features, resolve_family(settings, "logistic_regression")[1], seed=0, task=spec.task)
     y = labels(frame, spec)
     pipeline.fit(frame, y)
     ref = PartitionRef(zone="validated", date=DAY, data_key="validated/date=2026-10-01/data-x.parquet",
