@@ -189,9 +189,9 @@ def dataset_document(spec: DatasetSpec) -> dict[str, Any]:
                            "timestamp_column": spec.timestamp_column, "target": spec.target}
     if spec.task == "binary":
         out["positive_label"] = category_value(spec.positive_label)
-    if spec.task != "regression":
-        out["classes"] = [category_value(c) for c in spec.class_labels or []]
-    else:
+    if spec.classes is not None:  # binary: only when declared (the default is 0, 1)
+        out["classes"] = [category_value(c) for c in spec.classes]
+    if spec.task == "regression":
         out.update({k: _number(getattr(spec, k)) for k in ("target_min", "target_max") if getattr(spec, k) is not None})
     out["min_rows_per_batch"] = spec.min_rows_per_batch
     out["max_rows_per_batch"] = spec.max_rows_per_batch

@@ -14,7 +14,8 @@ partition manifest):
 * ``extra_columns``: columns the declaration does not name are dropped (``ignore``) or kept, so that
   validation fails naming them and the batch is quarantined (``quarantine``);
 * ``ids: generate`` gives rows without an id column ``<date>-<file sha256 prefix>-<row number>``: the same
-  file bytes give the same ids, and two files of one date never share one; ``column`` requires the column;
+  file bytes give the same ids, and two different files of one date never share one (two copies of one
+  file do, which validation refuses as duplicated ids); ``column`` requires the column;
 * ``timestamps: file_date`` sets an absent timestamp column to midnight UTC of the file's date;
   ``column`` requires the column.
 

@@ -51,14 +51,6 @@ from mlcycle.tasks.sources import SourceError
 
 GENERATED_ID, FILE_DATE_TIME = "row_id", "timestamp"  # column names when the data has neither
 ID_PATTERN = "<date>-<file sha256 prefix>-<row number>"
-# What each landing key of the generated file means (the repository's own file, for the demo, has no need).
-INGEST_COMMENTS = {
-    ("ingest", "columns"): ["landing column name -> declared name, e.g. {PartyID: PID}"],
-    ("ingest", "extra_columns"): ["ignore: columns not declared are dropped (named in the manifest) | "
-                                  "quarantine"],
-    ("ingest", "ids"): [f"column | generate: {ID_PATTERN}, the same for the same file"],
-    ("ingest", "timestamps"): ["column | file_date: midnight UTC of the date=YYYY-MM-DD of the file"],
-}
 
 
 def _slug(text: str) -> str:
@@ -131,8 +123,7 @@ def draft_project(frame: pd.DataFrame, file: Path, *, target: str | None = None,
     comments = Comments(after={
         ("dataset", "id_column"): [id_choice.removeprefix(id_name).removeprefix(", ") or id_why],
         ("dataset", "timestamp_column"): [time_choice.removeprefix(time_column).removeprefix(", ") or time_why],
-        ("dataset", "task"): [target_decisions[0].reason],
-        **INGEST_COMMENTS})
+        ("dataset", "task"): [target_decisions[0].reason]})
     features = []
     for column, p in profiles.items():
         if column in (id_name, time_column, target):

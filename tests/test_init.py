@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlcycle.tasks.config_file import ConfigExists, settings_document
+from mlcycle.tasks.config_file import ConfigExists, render_config, settings_document, template_comments, write_new
 from mlcycle.tasks.profiling import ProfileError, outward_range
 from mlcycle.tasks.project import init_project
 from mlcycle.tasks.settings import (
@@ -112,6 +112,13 @@ def test_the_written_file_carries_the_repositorys_comments_and_the_task_metrics(
     primary = next(line for line in text.splitlines() if line.strip().startswith("primary_metric:"))
     assert "rmse" in primary and "roc_auc" not in primary
     assert "# mdvis" not in text and "# lpi: 619 distinct numbers, observed 0..7.1637" in text
+
+
+def test_the_writer_round_trips_the_repositorys_own_config(tmp_path, monkeypatch):
+    demo = load_settings()  # the repository's mlcycle.yaml: text categories, descriptions, critical, drift events
+    copy = tmp_path / "copy.yaml"
+    write_new(copy, render_config(settings_document(demo), template_comments()))
+    assert loaded(monkeypatch, copy).model_dump() == demo.model_dump()
 
 
 def test_init_says_why_for_every_guess(exports, tmp_path):
