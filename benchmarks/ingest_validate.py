@@ -65,9 +65,9 @@ class PeakRSS:
 
 
 def run_mlcycle(frame, work: Path) -> None:
+    from mlcycle.tasks.batch import Batch
     from mlcycle.tasks.ingest import publish, validate_raw, write_raw
     from mlcycle.tasks.settings import load_settings
-    from mlcycle.tasks.sources import Batch
     from mlcycle.tasks.storage import LocalStore
 
     settings = load_settings(home=work / "home")

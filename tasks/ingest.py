@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlcycle.tasks.batch import Batch
 from mlcycle.tasks.landing import landing_zone
 from mlcycle.tasks.partitions import (
     data_key,
@@ -44,7 +45,7 @@ from mlcycle.tasks.records.data import (
 )
 from mlcycle.tasks.settings import Settings
 from mlcycle.tasks.simulator import simulate_batch
-from mlcycle.tasks.sources import Batch, chosen_source
+from mlcycle.tasks.sources import chosen_source
 from mlcycle.tasks.storage import MinioStore, ObjectStore, StoreError, open_store, sha256_bytes
 from mlcycle.tasks.validation.runner import validate_frame
 from mlcycle.tasks.validation.suite import suite_hash
@@ -67,11 +68,15 @@ def now_utc() -> dt.datetime:
 
 
 def fetch_batch(settings: Settings, day: dt.date, source: str | None = None, rows: int | None = None) -> Batch:
-    """The batch for ``day`` from the configured (or given) source."""
+    """The batch for ``day`` from the configured (or given) source, checked first (``chosen_source``).
+
+    Landing files are shaped onto the declaration as ``ingest:`` says (column map, extra columns, generated
+    ids and timestamps, canonical category texts: tasks/landing.py); what was done goes into the manifest.
+    """
     if chosen_source(settings, source) == "simulator":
         return simulate_batch(day, settings.simulator, settings.dataset, rows=rows)
     zone = landing_zone(settings.landing_path, lambda bucket: MinioStore.from_settings(settings, bucket))
-    return zone.fetch(day, settings.dataset)
+    return zone.fetch(day, settings.dataset, settings.ingest)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -96,6 +101,10 @@ def write_raw(
         seed=settings.simulator.seed if batch.kind == "simulator" else None,
         files=[SourceFileRecord(name=f.name, sha256=f.sha256, bytes=f.bytes) for f in batch.files],
         notes=batch.notes,
+        renamed=batch.renamed,
+        dropped_columns=batch.dropped_columns,
+        generated_ids=batch.generated_ids,
+        timestamps_from_file_date=batch.timestamps_from_file_date,
     )
     manifest = PartitionManifest(
         dataset=settings.dataset.name,

@@ -7,7 +7,9 @@ amplifying debt). The batch for a date is a pure function of (seed, date), so re
 reproduces it bit for bit. ``simulator.drift`` events change the process from a date on (covariate
 shift, concept drift, missing values, an unseen category) for the monitor to find.
 The column names are the simulator's own; the shipped ``mlcycle.yaml`` declares exactly them, and
-every other module takes its columns from that declaration (``DatasetSpec``).
+every other module takes its columns from that declaration (``DatasetSpec``). The simulator generates
+only that dataset: :func:`refusal` says why another declaration cannot be simulated, which
+``tasks/sources.py: chosen_source`` turns into an error before any work.
 """
 
 from __future__ import annotations
@@ -17,13 +19,30 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from mlcycle.tasks.batch import Batch
 from mlcycle.tasks.settings import DatasetSpec, DriftEvent, SimulatorSettings
-from mlcycle.tasks.sources import Batch
 
 _EMPLOYMENT = ["salaried", "self_employed", "contractor", "unemployed", "retired"]
 _REGIONS = ["north", "south", "east", "west", "central"]
 _PURPOSES = ["home", "car", "education", "business", "personal"]
+# The features the simulator generates, with their kinds: a declaration of other columns is not its dataset.
+SIMULATED_FEATURES = {"income": "numeric", "age": "numeric", "debt_ratio": "numeric", "credit_score": "numeric",
+                      "loan_amount": "numeric", "employment_years": "numeric", "employment_type": "categorical",
+                      "region": "categorical", "loan_purpose": "categorical"}
 INTERCEPT = -1.95  # the default log-odds of an applicant whose every term is zero (about 12% default)
+
+
+def refusal(spec: DatasetSpec) -> str | None:
+    """Why the simulator cannot generate batches for ``spec`` (one sentence), or None when it can.
+
+    It can for a binary declaration of exactly its features with their kinds (ids, timestamps and target are
+    named by the declaration); any other declaration is a user's own dataset, which comes from landing files.
+    """
+    declared = {f.name: f.kind for f in spec.features}
+    if spec.task == "binary" and declared == SIMULATED_FEATURES:
+        return None
+    return (f"dataset {spec.name!r} is not the simulator's: the simulator generates only the demo loans dataset; "
+            "set ingest.source: landing and MLCYCLE_LANDING_PATH")
 
 
 def _active(events: list[DriftEvent], day: dt.date) -> list[DriftEvent]:

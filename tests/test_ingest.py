@@ -140,6 +140,8 @@ BAD_KINDS = ["missing_column", "extra_column", "wrong_type", "out_of_range", "un
 def test_bad_batch_is_quarantined_naming_the_problem(small, tmp_path, kind):
     from mlcycle.tasks.storage import open_store
 
+    if kind == "extra_column":  # by default an extra column is dropped (next test); here it quarantines
+        small = small.model_copy(update={"ingest": small.ingest.model_copy(update={"extra_columns": "quarantine"})})
     frame, column = _spoil(kind, _good_frame(small))
     settings = _landing(small, tmp_path, frame, fmt="csv" if kind == "wrong_type" else "parquet")
     manifest, outcome = ingest_date(settings, DAY, source="landing")
@@ -151,6 +153,14 @@ def test_bad_batch_is_quarantined_naming_the_problem(small, tmp_path, kind):
     assert list_partitions(store, "quarantine") == [DAY]
     assert manifest.validation is not None and manifest.validation.failed
     assert manifest.source.files[0].name == f"loans_date={DAY}.{'csv' if kind == 'wrong_type' else 'parquet'}"
+
+
+def test_extra_column_is_dropped_by_default_and_named_in_the_manifest(small, tmp_path):
+    frame, column = _spoil("extra_column", _good_frame(small))
+    manifest, outcome = ingest_date(_landing(small, tmp_path, frame), DAY, source="landing")
+    assert manifest.zone == "validated", outcome.summary
+    assert manifest.source.dropped_columns == [column] and column not in manifest.columns
+    assert any(column in note and "ignore" in note for note in manifest.source.notes)
 
 
 def test_quarantine_leaves_validated_untouched(small, tmp_path):

@@ -206,8 +206,9 @@ def test_null_target_and_unknown_label_fail(spec):
     report = validate_frame(df, spec)
     assert failed_pairs(report) == {
         (spec.target, "expect_column_values_to_not_be_null"),
-        (spec.target, "expect_column_values_to_be_in_set"),
+        (spec.target, "expect_column_category_keys_to_be_in_set"),  # 0/1 compared as the texts "0"/"1"
     }
+    assert "e.g. [2.0]" in report.failure_summary()
 
 
 def test_duplicate_ids_fail_uniqueness(spec):

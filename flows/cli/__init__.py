@@ -8,7 +8,7 @@ Flows run against ``PREFECT_API_URL`` when set; otherwise against the local stac
 started one (so runs show in its UI); otherwise Prefect's ephemeral server.
 
 This module holds the app and :func:`main`; each command group lives in its own module (``data``,
-``models``, ``serving``, ``rollout``, ``stack``, ``monitor``, ``demo``) on the helpers of ``common``.
+``models``, ``serving``, ``rollout``, ``stack``, ``monitor``, ``demo``, ``init``) on the helpers of ``common``.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import sys
 
 import typer
 
-from mlcycle.flows.cli import data, demo, models, monitor, rollout, serving, stack
+from mlcycle.flows.cli import data, demo, init, models, monitor, rollout, serving, stack
 from mlcycle.flows.cli.common import UsageFailure, one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="mlcycle: the life cycle of a tabular model on Prefect 3.")
-for group in (data, stack, monitor, demo, models, serving, rollout):
+for group in (init, data, stack, monitor, demo, models, serving, rollout):
     app.add_typer(group.commands)  # no name: the group's commands join the top level
 
 

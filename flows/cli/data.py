@@ -1,7 +1,9 @@
 """``mlcycle ingest``, ``mlcycle validate`` and ``mlcycle partitions``: the data stage from the shell.
 
 Exit 1 when a batch was quarantined or a date could not be ingested (the backfill still completes every
-other date first); exit 2 for a malformed or reversed date, an unknown source or zone.
+other date first); exit 2 for a malformed or reversed date, an unknown source or zone, or a source that
+cannot serve the declaration (the landing zone without its path, the simulator for another dataset), all
+found before any flow starts.
 """
 
 from __future__ import annotations
@@ -29,6 +31,16 @@ def _manifest_line(m) -> str:
     return f"{m.date}  {m.zone:<10} {m.rows:>8} rows  sha256 {m.data_sha256[:16]}{verdict}  {m.data_key}"
 
 
+def _check_source(source: str | None) -> None:
+    """The source the flow will read, checked before it starts (the flow's own fetch runs the same check)."""
+    from mlcycle.tasks.sources import SourceError, chosen_source
+
+    try:
+        chosen_source(read_settings(), source)
+    except SourceError as exc:
+        raise UsageFailure(str(exc)) from None
+
+
 @commands.command()
 def ingest(
     date: str = typer.Option(None, "--date", help="logical date YYYY-MM-DD"),
@@ -47,6 +59,7 @@ def ingest(
     if not date and not (start and end):
         raise UsageFailure("give --date YYYY-MM-DD, or --start and --end for a backfill")
     check_dates(date, start, end)
+    _check_source(source)
     use_local_stack()
     if date:
         from mlcycle.flows.ingest import ingest_flow

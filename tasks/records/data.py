@@ -4,7 +4,8 @@ What crosses the data rooms (``tasks/partitions.py``, ``tasks/ingest.py``, ``tas
 ``flows/ingest.py``) and the stages after them: a :class:`PartitionRef` is what tasks pass each other
 (key, sha256, rows: never a DataFrame), a :class:`PartitionManifest` is what the store keeps beside a
 partition's data, a :class:`ValidationReport` is Great Expectations' verdict in plain terms, and a
-:class:`BackfillReport` is what ``mlcycle ingest --start/--end --json`` prints.
+:class:`BackfillReport` is what ``mlcycle ingest --start/--end --json`` prints, an :class:`InitReport` what
+``mlcycle init --json`` prints.
 """
 
 from __future__ import annotations
@@ -30,10 +31,16 @@ class SourceFileRecord(BaseModel):
 
 
 class SourceRecord(BaseModel):
+    """Where a partition's rows came from, and what ingest did to the landing columns (``ingest.*``)."""
+
     kind: str
     seed: int | None = None
     files: list[SourceFileRecord] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    renamed: dict[str, str] = Field(default_factory=dict)  # landing column name -> declared name
+    dropped_columns: list[str] = Field(default_factory=list)  # extra columns dropped (extra_columns: ignore)
+    generated_ids: bool = False  # the id column was generated (ids: generate), not read
+    timestamps_from_file_date: bool = False  # the timestamp column is the file's date (timestamps: file_date)
 
 
 class ValidationRecord(BaseModel):
@@ -170,3 +177,31 @@ class BackfillReport(BaseModel):
     def table(self) -> list[dict[str, str]]:
         """One row per date (date, verdict, detail): the backfill's table artifact."""
         return [{"date": o.date.isoformat(), "verdict": o.status, "detail": o.detail} for o in self.outcomes]
+
+
+# --------------------------------------------------------------------------------------------------
+# mlcycle init
+# --------------------------------------------------------------------------------------------------
+
+
+class InitDecision(BaseModel):
+    """One guess ``mlcycle init`` made from the profiled file, and why (printed one per line)."""
+
+    subject: str  # a column, or a key of the config (dataset.task, ingest.ids, ...)
+    choice: str
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.subject}: {self.choice} ({self.reason})"
+
+
+class InitReport(BaseModel):
+    """What ``mlcycle init --json`` prints: the config written, and every decision behind it."""
+
+    config: str  # the file written
+    source: str  # the profiled file
+    rows: int
+    dataset: str
+    task: str
+    target: str
+    decisions: list[InitDecision]

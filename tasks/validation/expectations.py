@@ -1,4 +1,4 @@
-"""The two expectations Great Expectations lacks for pandas 3 frames, and the lookup of every suite type.
+"""The expectations Great Expectations lacks for mlcycle's batches, and the lookup of every suite type.
 
 * ``expect_column_dtype_to_be_of_kind``: the column's dtype is one of the named kinds (float, integer,
   string, datetime), judged by :func:`dtype_kind`. GX's ``expect_column_values_to_be_in_type_list``
@@ -27,6 +27,8 @@ from great_expectations.expectations.registry import get_expectation_impl
 from great_expectations.render import LegacyRendererType, RenderedStringTemplateContent
 from great_expectations.render.renderer.renderer import renderer
 from pandas.api import types as pdt
+
+from mlcycle.tasks.settings.problem import category_keys_of
 
 
 def expectation_class(kind: str) -> type:
@@ -92,6 +94,33 @@ class ExpectColumnValuesToBeWholeNumbers(ColumnMapExpectation):
     @renderer(renderer_type=LegacyRendererType.PRESCRIPTIVE)
     def _prescriptive_renderer(cls, configuration=None, runtime_configuration=None, **kw):
         return _sentence(configuration, runtime_configuration, "values must be whole numbers.")
+
+
+class ColumnValuesCategoryKeyInSet(ColumnMapMetricProvider):
+    """The metric behind the class check: a value's canonical text is one of ``value_set``."""
+
+    condition_metric_name = "column_values.mlcycle_category_key_in_set"
+    condition_value_keys = ("value_set",)
+
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column, value_set, **kwargs):
+        return category_keys_of(column).isin(list(value_set))
+
+
+class ExpectColumnCategoryKeysToBeInSet(ColumnMapExpectation):
+    """Values, compared as canonical category texts, are in ``value_set`` (``1``, ``1.0``, ``"1"`` are ``"1"``)."""
+
+    value_set: list[str]
+    map_metric: ClassVar[str] = "column_values.mlcycle_category_key_in_set"
+    success_keys = ("value_set", "mostly")
+    args_keys = ("column", "value_set")
+
+    @classmethod
+    @renderer(renderer_type=LegacyRendererType.PRESCRIPTIVE)
+    def _prescriptive_renderer(cls, configuration=None, runtime_configuration=None, **kw):
+        values = ", ".join(configuration.kwargs.get("value_set") or [])
+        return _sentence(configuration, runtime_configuration, "values must be one of $values (compared as text).",
+                         values=values)
 
 
 class ExpectColumnDtypeToBeOfKind(BatchExpectation):

@@ -14,6 +14,7 @@ from typing import Any
 from mlcycle.tasks.records.data import ExpectationOutcome
 from mlcycle.tasks.validation.suite import (
     BETWEEN,
+    CATEGORY_IN_SET,
     COLUMN_COUNT,
     COLUMNS_MATCH,
     DTYPE_KIND,
@@ -88,6 +89,8 @@ def _expected(kind: str, kwargs: dict) -> str:
         return f"values in [{_num(low)}, {_num(high)}]"
     if kind == IN_SET:
         return f"values in {{{', '.join(str(v) for v in kwargs['value_set'])}}}"
+    if kind == CATEGORY_IN_SET:
+        return f"values in {{{', '.join(str(v) for v in kwargs['value_set'])}}} (compared as text)"
     if kind == DTYPE_KIND:
         return f"dtype of kind {' or '.join(kwargs['kinds'])}"
     if kind == WHOLE_NUMBERS:
@@ -100,6 +103,7 @@ _PROBLEM = {
     UNIQUE: "duplicated",
     BETWEEN: "outside",
     IN_SET: "not in the set",
+    CATEGORY_IN_SET: "not in the set",
     WHOLE_NUMBERS: "not whole",
 }
 

@@ -19,7 +19,14 @@ Choices worth knowing (each shows up in the suite, so it is visible in Data Docs
   values. Categorical features accept string dtypes (``str``, ``string``, ``object``, and
   ``category`` over strings); their content is then pinned down by the in-set check. The timestamp
   column must have a datetime64 dtype, with or without a time zone.
-- The target must be non-null and in ``{0, 1}``; the id column non-null and unique.
+- The target per task (``dataset.task``): a binary or multiclass target is non-null and its values are in
+  ``dataset.class_labels``, compared as canonical texts (``expect_column_category_keys_to_be_in_set``,
+  ``expectations.py``: ``1``, ``1.0`` and ``"1"`` are the class ``"1"``, whether the column holds numbers,
+  as the simulator's does, or texts, as landing batches do); a regression target is numeric, non-null and
+  within ``target_min``/``target_max`` when declared. The id column is non-null and unique.
+- Categorical features hold canonical texts by the time they are validated (tasks/landing.py turns
+  ``1``/``1.0`` into ``"1"`` when the batch is built), so GX's in-set check compares them with the declared
+  categories, which the declaration keeps as canonical texts.
 
 The plan and its hash need no Great Expectations; :func:`build_expectations` imports it.
 """
@@ -32,10 +39,12 @@ import json
 from typing import Any
 
 from mlcycle.tasks.settings import DatasetSpec
+from mlcycle.tasks.settings.problem import is_classification
 
 # Custom expectation types (defined in expectations.py; GX names each after its class, in snake case).
 DTYPE_KIND = "expect_column_dtype_to_be_of_kind"
 WHOLE_NUMBERS = "expect_column_values_to_be_whole_numbers"
+CATEGORY_IN_SET = "expect_column_category_keys_to_be_in_set"
 # Core GX expectation types.
 COLUMNS_MATCH = "expect_table_columns_to_match_set"
 COLUMN_COUNT = "expect_table_column_count_to_equal"
@@ -46,7 +55,6 @@ BETWEEN = "expect_column_values_to_be_between"
 IN_SET = "expect_column_values_to_be_in_set"
 
 NUMERIC_KINDS = ["float", "integer"]
-TARGET_VALUES = [0, 1]
 
 
 def suite_plan(spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
@@ -78,10 +86,18 @@ def suite_plan(spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
             plan.append((BETWEEN, {"column": col, "min_value": feature.min, "max_value": feature.max}))
         if feature.categories:
             plan.append((IN_SET, {"column": col, "value_set": list(feature.categories)}))
-    plan += [
-        (NOT_NULL, {"column": spec.target}),
-        (IN_SET, {"column": spec.target, "value_set": list(TARGET_VALUES)}),
-    ]
+    return plan + target_plan(spec)
+
+
+def target_plan(spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
+    """The target's checks for the dataset's task: classes for classification, a number for regression."""
+    target = spec.target
+    if is_classification(spec.task):
+        return [(NOT_NULL, {"column": target}),
+                (CATEGORY_IN_SET, {"column": target, "value_set": list(spec.class_labels or [])})]
+    plan = [(DTYPE_KIND, {"column": target, "kinds": list(NUMERIC_KINDS)}), (NOT_NULL, {"column": target})]
+    if spec.target_min is not None or spec.target_max is not None:
+        plan.append((BETWEEN, {"column": target, "min_value": spec.target_min, "max_value": spec.target_max}))
     return plan
 
 
@@ -99,7 +115,7 @@ def suite_hash(spec: DatasetSpec) -> str:
 def build_expectations(spec: DatasetSpec) -> list:
     """The GX expectation objects of the suite, derived only from ``spec``.
 
-    Mostly ``gx.expectations.*`` core classes; the dtype and whole-number checks are the two custom
+    Mostly ``gx.expectations.*`` core classes; the dtype, whole-number and class checks are the custom
     classes of ``expectations.py`` (see this module's docstring for why).
     """
     from mlcycle.tasks.validation.expectations import expectation_class
