@@ -166,7 +166,8 @@ def bento_model_tag(name: str, version: int, model_sha256: str) -> str:
 
 
 def served_model_from(metadata, spec, registry_uri: str) -> ServedModel:
-    """What the service needs to know about a registry version (tasks.registry.ModelVersion)."""
+    """What the service needs to know about a registry version (tasks.registry.ModelVersion): its identity, its
+    input, and what it predicts (the dataset declaration's task, classes and positive label)."""
     names = [c.name for c in metadata.features]
     for column in metadata.features:  # the model's recorded input must still be what the dataset declares
         try:
@@ -182,11 +183,13 @@ def served_model_from(metadata, spec, registry_uri: str) -> ServedModel:
     return ServedModel(
         name=metadata.name, version=metadata.version, model_sha256=metadata.model_sha256,
         threshold=metadata.threshold, features=names, dataset=spec, registry_uri=registry_uri,
+        task=spec.task, classes=spec.class_labels,
+        positive_label=spec.positive_label if spec.task == "binary" else None,
         lineage=LineageSummary(
             dataset=lineage.dataset, dataset_schema_hash=lineage.dataset_schema_hash, window=lineage.window,
             partitions=[p.date.isoformat() for p in lineage.partitions], code_version=lineage.code_version,
             trained_at=metadata.created_at, family=metadata.family,
-            metrics={k: v for k, v in metadata.metrics.model_dump().items() if isinstance(v, float | None)},
+            metrics=metadata.metrics.values(),  # the task's own metrics
             gate=metadata.gate.summary[:500],
         ),
     )
@@ -225,7 +228,7 @@ def import_model(store: ObjectStore, settings: Settings, ref: int | str = "champ
     info = {"registry_uri": served.registry_uri, "model_sha256": metadata.model_sha256,
             "threshold": metadata.threshold, "window": metadata.lineage.window, "features": served.features,
             "trained_at": metadata.created_at.isoformat(), "partitions": served.lineage.partitions,
-            "metrics": served.lineage.metrics}
+            "metrics": {k: v for k, v in served.lineage.metrics.items() if v is not None}}  # BentoML refuses None
     path = save_bento_model(settings, tag, {MODEL_FILE: data,
                                             SERVED_MODEL_FILE: served.model_dump_json(indent=1).encode()},
                             labels=labels, metadata=info)
