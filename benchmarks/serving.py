@@ -179,7 +179,8 @@ sys.path.insert(0, {root!r})
 from pathlib import Path
 import bentoml, pandas as pd
 from mlcycle.bentos.runtime import load_pipeline, serving_context
-from mlcycle.tasks.schema import Prediction, build_schema
+from mlcycle.tasks.predictions import Prediction
+from mlcycle.tasks.schema import build_schema
 
 MODEL = bentoml.models.BentoModel({model_tag!r})
 SERVED, SETTINGS = serving_context(MODEL, Path({config!r}))

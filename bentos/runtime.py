@@ -2,7 +2,9 @@
 
 * :func:`load_pipeline` -- the registry's joblib file from the BentoML model directory, its sha256
   checked against the one the registry recorded *before* unpickling (a joblib file is code).
-* :class:`Scorer` -- adaptive batching of concurrent requests into one pipeline call. The fitted
+* :class:`Scorer` -- adaptive batching of concurrent requests into one pipeline call (its ``predict`` gives
+  the task's scores, ``tasks.predictions.model_scores``: one value or one row of class probabilities per
+  record, sliced back per request by row). The fitted
   scikit-learn pipeline costs ~5 ms per call whatever the rows (column transformer overhead), and a
   few microseconds per extra row, so throughput comes from scoring many requests per call. While one
   call runs (in a worker thread), arriving requests queue; the next call takes all of them, up to
@@ -18,18 +20,21 @@
   0. a method the endpoint does not answer -> 405 with the right ``Allow`` header;
   1. **bearer token** (``api_token`` set): no or a wrong ``Authorization: Bearer`` -> 401 with
      ``WWW-Authenticate: Bearer``; compared in constant time, never logged or echoed;
-  2. **body size**: a declared or streamed body over ``max_body_bytes`` -> 413, before reading it;
-  3. **admission control**: with ``max_in_flight`` API requests of this worker already in flight, the
+  2. **traffic**: on the endpoints whose requests are logged (``traffic_paths``), an
+     ``X-Mlcycle-Traffic`` header other than ``live`` or ``canary`` -> 400 naming the allowed values (the
+     service logs the request's traffic, :func:`traffic_of`, so that monitoring counts only live rows);
+  3. **body size**: a declared or streamed body over ``max_body_bytes`` -> 413, before reading it;
+  4. **admission control**: with ``max_in_flight`` API requests of this worker already in flight, the
      next one gets 503 with ``Retry-After`` at once, instead of queueing until it times out (BentoML's
      ``traffic.max_concurrency`` answers 429 without Retry-After, and counts every path). The limit is
      per worker process, like the middleware itself; the default (512) is 16x the benchmark's wrk
      concurrency and about 0.6 s of queue at the measured ~900 single-row requests/s per worker (128
      shed 4.4% of a 10-minute soak at 70% of capacity: benchmarks/README.md);
-  4. JSON whatever the Content-Type, BentoML's 400 body rewritten so ``error`` names each field and
+  5. JSON whatever the Content-Type, BentoML's 400 body rewritten so ``error`` names each field and
      problem, ``GET /metadata`` answered like POST.
 
   It also completes the OpenAPI document (``/docs.json``): the bearer scheme when a token is required,
-  ``GET /metadata``, and the 400/401/413/503 answers with the body they really have.
+  ``GET /metadata``, the traffic header, and the 400/401/413/503 answers with the body they really have.
 
 No Prefect, no BentoML import here (the service passes BentoML objects in).
 """
@@ -49,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from mlcycle.tasks.inference_log import LIVE, TRAFFIC_HEADER, TRAFFIC_VALUES
 from mlcycle.tasks.schema import error_message
 
 
@@ -203,16 +209,29 @@ def _limit_threads(threads: int) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def traffic_of(header: str | None) -> str:
+    """The traffic an ``X-Mlcycle-Traffic`` header value names (none: live); ValueError naming the allowed
+    values for any other."""
+    if header is None:
+        return LIVE
+    value = header.strip()
+    if value not in TRAFFIC_VALUES:
+        raise ValueError(f"header {TRAFFIC_HEADER} must be {' or '.join(TRAFFIC_VALUES)} (or left out: live), "
+                         f"got {header[:40]!r}")
+    return value
+
+
 class RequestGuard:
     """ASGI middleware: token, 413, admission control with Retry-After, JSON bodies, readable 400s."""
 
     def __init__(self, app, *, max_body_bytes: int, api_paths: list[str], get_paths: list[str] = (),
-                 api_token: str | None = None, max_in_flight: int | None = None, retry_after_seconds: int = 1,
-                 on_refused: Callable[[str], None] | None = None) -> None:
+                 traffic_paths: list[str] = (), api_token: str | None = None, max_in_flight: int | None = None,
+                 retry_after_seconds: int = 1, on_refused: Callable[[str], None] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.api_paths = set(api_paths)
         self.get_paths = set(get_paths)
+        self.traffic_paths = set(traffic_paths)
         self._token = api_token.encode() if api_token else None
         self.max_in_flight = max_in_flight
         self.retry_after_seconds = retry_after_seconds
@@ -224,7 +243,7 @@ class RequestGuard:
             if scope["type"] == "http" and scope["path"] == OPENAPI_PATH and scope["method"] == "GET":
                 send = _amended_openapi(send, lambda doc: amend_openapi(
                     doc, api_paths=sorted(self.api_paths), get_paths=sorted(self.get_paths),
-                    token_required=self._token is not None))
+                    traffic_paths=sorted(self.traffic_paths), token_required=self._token is not None))
             await self.app(scope, receive, send)
             return
         allowed = ("GET", "POST") if scope["path"] in self.get_paths else ("POST",)
@@ -239,6 +258,13 @@ class RequestGuard:
                 await self._refuse(send, "unauthorized", 401, problem, [
                     (b"www-authenticate", b'Bearer realm="mlcycle"' +
                      (b', error="invalid_token"' if problem.startswith("invalid") else b""))])
+                return
+        if scope["path"] in self.traffic_paths:
+            header = next((v for k, v in scope["headers"] if k == TRAFFIC_HEADER_KEY), None)
+            try:
+                traffic_of(None if header is None else header.decode("latin-1"))
+            except ValueError as exc:
+                await self._refuse(send, "bad_traffic_header", 400, str(exc))
                 return
         if scope["method"] == "GET" and scope["path"] in self.get_paths:
             scope = dict(scope, method="POST")
@@ -295,21 +321,30 @@ class RequestGuard:
 
 OPENAPI_PATH = "/docs.json"
 ERROR_SCHEMA = "ErrorResponse"
+TRAFFIC_HEADER_KEY = TRAFFIC_HEADER.lower().encode()
 REFUSALS = {"400": "the request is not valid JSON or does not match the schema: `error` names each field and "
-                   "problem, `detail` lists them",
+                   f"problem, `detail` lists them (or its {TRAFFIC_HEADER} header names no known traffic)",
             "401": "no or a wrong bearer token (only when the service requires one)",
             "413": "the request body is larger than serving.max_body_bytes",
             "503": "the worker is at serving.max_in_flight requests in flight: retry after the Retry-After "
                    "header's seconds"}
 
 
+TRAFFIC_PARAMETER = {
+    "name": TRAFFIC_HEADER, "in": "header", "required": False,
+    "schema": {"type": "string", "enum": list(TRAFFIC_VALUES)},
+    "description": "who sends the request: canary for test-serving and rollout checks, whose predictions are "
+                   "logged as such and never counted by monitoring; live (the default) for every other client"}
+
+
 def amend_openapi(doc: dict[str, Any], *, api_paths: list[str], get_paths: list[str],
-                  token_required: bool) -> dict[str, Any]:
+                  token_required: bool, traffic_paths: list[str] = ()) -> dict[str, Any]:
     """BentoML's OpenAPI document plus what the request guard adds (pure: returns the amended copy).
 
     Every API operation documents the answers the guard gives (400 with the body it really has, 413,
     503 with Retry-After, and 401 plus the ``bearerAuth`` scheme when a token is required); each path of
-    ``get_paths`` gets a GET operation like its POST (the guard answers both).
+    ``get_paths`` gets a GET operation like its POST (the guard answers both); the operations of
+    ``traffic_paths`` declare the optional traffic header.
     """
     import copy
 
@@ -343,6 +378,8 @@ def amend_openapi(doc: dict[str, Any], *, api_paths: list[str], get_paths: list[
                                                            "description": "seconds to wait before retrying"}}
             if token_required:
                 operation["security"] = [{"bearerAuth": []}]
+            if path in traffic_paths:
+                operation.setdefault("parameters", []).append(TRAFFIC_PARAMETER)
     return doc
 
 

@@ -2,8 +2,9 @@
 
 Which model: the bento argument ``model_tag`` (set by ``mlcycle package`` at build time), a model in the
 BentoML store that ``tasks.serving.packaging.import_model`` created from a registry version. Its
-``served_model.json`` carries the registry version, the artifact's sha256, the threshold and the
-dataset declaration the request schema is generated from (``tasks.schema``). Runtime settings
+``served_model.json`` carries the registry version, the artifact's sha256, the threshold, the task and
+classes, and the dataset declaration the request schema is generated from (``tasks.schema``); what a
+model answers per task, and the answers' types, are ``tasks.predictions``. Runtime settings
 (workers, limits, batching, the inference log's store) come from the same settings model as the rest
 of mlcycle: ``mlcycle.yaml`` (bundled in the bento) and ``MLCYCLE_*`` variables.
 
@@ -11,7 +12,8 @@ Endpoints: ``POST /predict`` (records), ``POST /predict_batch`` (columns), ``GET
 BentoML's ``/livez``, ``/readyz``, ``/metrics``, ``/docs.json``. With ``MLCYCLE_API_TOKEN`` set (read from
 the environment or a secret file when the worker starts, never bundled in the bento), the three API
 endpoints require ``Authorization: Bearer <token>``; probes, metrics and docs stay open. The request
-guard (bentos/runtime.py) answers 401, 413 and overload 503s before a request reaches the API.
+guard (bentos/runtime.py) answers 401, 413, overload 503s and a bad ``X-Mlcycle-Traffic`` header before a
+request reaches the API; each prediction is logged with that header's traffic (``canary`` or ``live``).
 """
 
 import uuid
@@ -22,16 +24,10 @@ import bentoml
 import numpy as np
 from pydantic import BaseModel, Field
 
-from mlcycle.bentos.runtime import RequestGuard, Scorer, load_pipeline, serving_context
-from mlcycle.tasks.inference_log import open_writer
-from mlcycle.tasks.schema import (
-    BatchPredictResponse,
-    InferenceLogStatus,
-    Prediction,
-    PredictResponse,
-    ServiceMetadata,
-    build_schema,
-)
+from mlcycle.bentos.runtime import RequestGuard, Scorer, load_pipeline, serving_context, traffic_of
+from mlcycle.tasks.inference_log import TRAFFIC_HEADER, open_writer
+from mlcycle.tasks.predictions import model_scores, prediction_columns, response_models
+from mlcycle.tasks.schema import InferenceLogStatus, ServedTask, ServiceMetadata, build_schema
 
 
 class ServiceArgs(BaseModel):
@@ -48,13 +44,17 @@ SCHEMA = build_schema(SERVED.dataset, SERVED.features, max_batch_rows=SERVING.ma
 Record, Columns = SCHEMA.record, SCHEMA.columns
 Records = Annotated[list[Record], Field(min_length=1, max_length=SERVING.max_records)]
 REQUEST_SCHEMAS = (Record.model_json_schema(), Columns.model_json_schema())
+ANSWERS = response_models(SERVED.task, SERVED.classes)
+PredictAnswer, BatchAnswer = ANSWERS.response, ANSWERS.batch
 API_PATHS = ("/predict", "/predict_batch", "/metadata")
+LOGGED_PATHS = ("/predict", "/predict_batch")
 LOG_EVENTS = bentoml.metrics.Counter(name="mlcycle_inference_log_rows", labelnames=["event"],
                                      documentation="inference log: rows written and dropped, uploads failed, "
                                                    "parts spilled to local disk")
 REFUSED = bentoml.metrics.Counter(name="mlcycle_requests_refused", labelnames=["reason"],
                                   documentation="API requests the request guard refused: method (405), unauthorized "
-                                                "(401), too_large (413), overloaded (503 with Retry-After)")
+                                                "(401), bad_traffic_header (400), too_large (413), overloaded (503 "
+                                                "with Retry-After)")
 
 
 @bentoml.service(
@@ -71,49 +71,48 @@ class ModelService:
 
     def __init__(self) -> None:
         self.pipeline = load_pipeline(Path(self.model.path_of(SERVED.model_file)), SERVED.model_sha256)
-        self.threshold = SERVING.threshold or SERVED.threshold
-        self.scorer = Scorer(self._probabilities, SERVED.features, max_batch_rows=SERVING.max_batch_rows,
+        self.threshold = (SERVING.threshold or SERVED.threshold) if SERVED.task == "binary" else None
+        self.scorer = Scorer(self._scores, SERVED.features, max_batch_rows=SERVING.max_batch_rows,
                              max_wait_ms=SERVING.batch_wait_ms, threads=SERVING.model_threads)
         self.log = open_writer(SETTINGS, SERVED, on_event=lambda event, n: LOG_EVENTS.labels(event=event).inc(n))
 
-    def _probabilities(self, frame) -> np.ndarray:
-        return self.pipeline.predict_proba(frame)[:, 1]
+    def _scores(self, frame) -> np.ndarray:
+        return model_scores(self.pipeline, frame, SERVED.task, SERVED.classes)
 
-    def _record(self, endpoint: str, columns, ids, probabilities) -> tuple[str, np.ndarray]:
+    async def _predict(self, endpoint: str, columns, rows: int, ids, ctx: bentoml.Context) -> tuple[str, dict]:
+        """Score, then log the predictions with the request's traffic (the guard has checked the header)."""
+        scores = await self.scorer.score(columns, rows)
+        predictions = prediction_columns(scores, SERVED.task, threshold=self.threshold, classes=SERVED.classes)
         request_id = uuid.uuid4().hex
-        labels = (probabilities >= self.threshold).astype(np.int64)
         if self.log is not None:
-            self.log.submit(request_id, endpoint, columns, ids, probabilities, labels)
-        return request_id, labels
+            self.log.submit(request_id, endpoint, columns, ids, predictions,
+                            traffic=traffic_of(ctx.request.headers.get(TRAFFIC_HEADER)))
+        return request_id, predictions
 
     @bentoml.api(route="/predict")
-    async def predict(self, records: Records) -> PredictResponse:
-        """Score 1..serving.max_records records: probability and label per record, in order."""
+    async def predict(self, records: Records, ctx: bentoml.Context) -> PredictAnswer:
+        """Score 1..serving.max_records records: one prediction per record, in order."""
         columns = SCHEMA.records_to_columns(records)
-        probabilities = await self.scorer.score(columns, len(records))
-        request_id, labels = self._record("predict", columns, SCHEMA.record_ids(records), probabilities)
-        predictions = [Prediction(probability=p, label=y)
-                       for p, y in zip(probabilities.tolist(), labels.tolist(), strict=True)]
-        return PredictResponse(request_id=request_id, model=SERVED.name, model_version=SERVED.version,
-                               threshold=self.threshold, predictions=predictions)
+        request_id, predictions = await self._predict("predict", columns, len(records), SCHEMA.record_ids(records),
+                                                      ctx)
+        return ANSWERS.predict_response(request_id, SERVED.name, SERVED.version, self.threshold, predictions)
 
     @bentoml.api(route="/predict_batch")
-    async def predict_batch(self, columns: Columns) -> BatchPredictResponse:
+    async def predict_batch(self, columns: Columns, ctx: bentoml.Context) -> BatchAnswer:
         """Score a column-oriented batch (one list per feature, up to serving.max_batch_request_rows rows)."""
         arrays = SCHEMA.batch_to_columns(columns)
         rows = len(next(iter(arrays.values())))
-        probabilities = await self.scorer.score(arrays, rows)
-        request_id, labels = self._record("predict_batch", arrays, SCHEMA.batch_ids(columns), probabilities)
-        return BatchPredictResponse(
-            request_id=request_id, model=SERVED.name, model_version=SERVED.version, threshold=self.threshold,
-            rows=rows, probabilities=probabilities.tolist(), labels=labels.tolist())
+        request_id, predictions = await self._predict("predict_batch", arrays, rows, SCHEMA.batch_ids(columns), ctx)
+        return ANSWERS.batch_response(request_id, SERVED.name, SERVED.version, self.threshold, predictions)
 
     @bentoml.api(route="/metadata")
     def metadata(self) -> ServiceMetadata:
         """The served model (registry version, sha256, lineage summary), limits, and the request schemas."""
         return ServiceMetadata(
             model=SERVED.name, model_version=SERVED.version, model_sha256=SERVED.model_sha256,
-            bento_model_tag=str(MODEL.tag), threshold=self.threshold, features=SERVED.features,
+            bento_model_tag=str(MODEL.tag), features=SERVED.features,
+            predicts=ServedTask(task=SERVED.task, classes=SERVED.classes, positive_label=SERVED.positive_label,
+                                threshold=self.threshold),
             dataset=SERVED.dataset.name, dataset_schema_hash=SERVED.dataset.schema_hash(), lineage=SERVED.lineage,
             limits={"max_records": SERVING.max_records, "max_batch_request_rows": SERVING.max_batch_request_rows,
                     "max_body_bytes": SERVING.max_body_bytes, "max_batch_rows": SERVING.max_batch_rows,
@@ -132,6 +131,7 @@ class ModelService:
 
 ModelService.add_asgi_middleware(
     RequestGuard, max_body_bytes=SERVING.max_body_bytes, api_paths=list(API_PATHS), get_paths=["/metadata"],
+    traffic_paths=list(LOGGED_PATHS),
     api_token=SETTINGS.api_token.get_secret_value() if SETTINGS.api_token else None,
     max_in_flight=SERVING.max_in_flight, retry_after_seconds=SERVING.retry_after_seconds,
     on_refused=lambda reason: REFUSED.labels(reason=reason).inc())

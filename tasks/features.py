@@ -198,37 +198,3 @@ def _is_text(column) -> bool:
 # --------------------------------------------------------------------------------------------------
 # what a fitted pipeline outputs, per task
 # --------------------------------------------------------------------------------------------------
-
-
-def class_probabilities(fitted_classes, probabilities, class_labels: list[str]) -> np.ndarray:
-    """``predict_proba`` columns (in the estimator's ``classes_`` order) put in ``class_labels`` order.
-
-    A declared class the model never saw in training gets probability 0; a fitted class that is not
-    declared is an error (the target was validated against the declaration).
-    """
-    fitted = [str(c) for c in fitted_classes]
-    unknown = sorted(set(fitted) - set(class_labels))
-    if unknown:
-        raise ValueError(f"the model predicts class(es) {unknown} that the dataset does not declare "
-                         f"(classes: {class_labels})")
-    probabilities = np.asarray(probabilities, dtype=float)
-    out = np.zeros((len(probabilities), len(class_labels)))
-    position = {c: i for i, c in enumerate(class_labels)}
-    for j, c in enumerate(fitted):
-        out[:, position[c]] = probabilities[:, j]
-    return out
-
-
-def predictions(pipeline, X, task: str, class_labels: list[str] | None = None) -> np.ndarray:
-    """What the model says about the rows of ``X`` (already :func:`model_input`), per task.
-
-    binary: the probability of the positive label (n,); multiclass: every class's probability in
-    ``class_labels`` order (n, k); regression: the predicted value (n,).
-    """
-    if task == "binary":
-        return pipeline.predict_proba(X)[:, 1]
-    if task == "multiclass":
-        if not class_labels:
-            raise ValueError("multiclass predictions need the dataset's class labels")
-        return class_probabilities(pipeline.classes_, pipeline.predict_proba(X), class_labels)
-    return np.asarray(pipeline.predict(X), dtype=float)

@@ -7,9 +7,11 @@ Layout::
 
 One row per predicted record: ``request_id``, ``row`` (position in the request), ``ts`` (UTC),
 ``endpoint``, ``model``, ``model_version``, the dataset's id column (when the client sent it), every
-feature the model read, ``probability`` and ``label``. Nothing else: no headers, no settings, no
-secrets. Labels join on (``request_id``, ``row``), or on the id column. The part-key layout is written
-here (:func:`part_key`, also used for labels parts); the reading side, which only the monitor and the
+feature the model read, the task's predictions (:data:`PREDICTION_COLUMNS`; multiclass ``probabilities``
+is a list column) and ``traffic``: ``canary`` when the request said so in the :data:`TRAFFIC_HEADER`
+header (test-serving's and the rollout's checks), else ``live``. Nothing else: no other header, no
+settings, no secrets. Labels join on (``request_id``, ``row``), or on the id column. The part-key layout
+is here (:func:`part_key`, also used for labels parts); the reading side, which only the monitor and the
 CLI need, is ``tasks/inference_reader.py``: the bento ships this module, not that one.
 
 The writer (:class:`InferenceLogWriter`) keeps logging off the request path:
@@ -52,7 +54,6 @@ from mlcycle.tasks.storage import ObjectStore, StoreError, UnsafeKey, check_key
 INFERENCE_PREFIX = "inference"
 LABELS_PREFIX = "labels"
 META_COLUMNS = ["request_id", "row", "ts", "endpoint", "model", "model_version"]
-OUTPUT_COLUMNS = ["probability", "label"]
 # What each prediction records, per task: binary the positive class's probability and the 0/1 label at the
 # threshold; multiclass the predicted class (canonical text), its probability and every class's probability
 # (a list, in the served model's class order); regression the predicted value.
@@ -66,6 +67,7 @@ PREDICTION_COLUMNS: dict[str, list[str]] = {
 TRAFFIC_HEADER = "X-Mlcycle-Traffic"
 TRAFFIC_COLUMN = "traffic"
 LIVE, CANARY = "live", "canary"
+TRAFFIC_VALUES = (LIVE, CANARY)
 
 logger = logging.getLogger("mlcycle.inference_log")
 
@@ -91,12 +93,12 @@ class _Entry:
     ts: dt.datetime
     columns: dict[str, np.ndarray]
     ids: list[str | None] | None
-    probabilities: np.ndarray
-    labels: np.ndarray
+    predictions: dict[str, np.ndarray]  # PREDICTION_COLUMNS[task] -> one value (multiclass: a row) per record
+    traffic: str
 
     @property
     def rows(self) -> int:
-        return len(self.probabilities)
+        return len(next(iter(self.predictions.values())))
 
 
 class InferenceLogWriter:
@@ -115,6 +117,7 @@ class InferenceLogWriter:
         features: list[FeatureSpec],
         id_column: str,
         spill_dir: Path,
+        task: str = "binary",
         queue_rows: int = 100_000,
         flush_rows: int = 5_000,
         flush_interval_seconds: float = 5.0,
@@ -125,6 +128,7 @@ class InferenceLogWriter:
         self.store = store
         self.model, self.model_version = model, model_version
         self.features, self.id_column = features, id_column
+        self.task, self.prediction_columns = task, PREDICTION_COLUMNS[task]
         self.spill_dir = Path(spill_dir)
         self.queue_rows, self.flush_rows = queue_rows, flush_rows
         self.flush_interval = flush_interval_seconds
@@ -147,9 +151,13 @@ class InferenceLogWriter:
     # -- the request path -------------------------------------------------------------------------
 
     def submit(self, request_id: str, endpoint: str, columns: dict[str, np.ndarray], ids: list[str | None] | None,
-               probabilities: np.ndarray, labels: np.ndarray, ts: dt.datetime | None = None) -> bool:
-        """Queue one request's predictions; never blocks. False (and counted) when the queue is full."""
-        entry = _Entry(request_id, endpoint, ts or dt.datetime.now(dt.UTC), columns, ids, probabilities, labels)
+               predictions: dict[str, np.ndarray], *, traffic: str = LIVE, ts: dt.datetime | None = None) -> bool:
+        """Queue one request's predictions (``PREDICTION_COLUMNS[task]``: tasks.predictions.prediction_columns);
+        never blocks. False (and counted) when the queue is full."""
+        if list(predictions) != self.prediction_columns or traffic not in TRAFFIC_VALUES:
+            raise ValueError(f"a {self.task} prediction is logged as {self.prediction_columns}, traffic "
+                             f"{TRAFFIC_VALUES}; got {list(predictions)}, {traffic!r}")
+        entry = _Entry(request_id, endpoint, ts or dt.datetime.now(dt.UTC), columns, ids, predictions, traffic)
         n = entry.rows
         with self._cond:
             if self._stop or self._queued_rows + n > self.queue_rows:
@@ -342,8 +350,10 @@ class InferenceLogWriter:
                 arrays[f.name] = pa.array(values.astype(np.float64), pa.float64(), from_pandas=True)
             else:
                 arrays[f.name] = pa.array(values, pa.string(), from_pandas=True)
-        arrays["probability"] = pa.array(np.concatenate([e.probabilities for e in entries]), pa.float64())
-        arrays["label"] = pa.array(np.concatenate([e.labels for e in entries]).astype(np.int8), pa.int8())
+        for name in self.prediction_columns:
+            values = np.concatenate([e.predictions[name] for e in entries])
+            arrays[name] = _prediction_array(name, values, self.task)
+        arrays[TRAFFIC_COLUMN] = pa.array(np.repeat([e.traffic for e in entries], sizes), pa.string())
         return pa.table(arrays)
 
 
@@ -357,10 +367,23 @@ def open_writer(settings, served, on_event: Callable[[str, int], None] | None = 
     return InferenceLogWriter(
         open_store(settings), model=served.name, model_version=served.version, features=served.feature_specs(),
         id_column=served.dataset.id_column, spill_dir=config.spill_dir or settings.home / "inference-spill",
+        task=served.task,
         queue_rows=config.queue_rows, flush_rows=config.flush_rows,
         flush_interval_seconds=config.flush_interval_seconds, upload_attempts=config.upload_attempts,
         on_event=on_event,
     ).start()
+
+
+def _prediction_array(name: str, values: np.ndarray, task: str):
+    """One prediction column as Arrow: binary labels int8, class labels strings, probabilities a list column."""
+    import pyarrow as pa
+
+    if name == "probabilities":  # (rows, classes) -> one list of class probabilities per row
+        offsets = pa.array(np.arange(0, values.size + 1, values.shape[1], dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, pa.array(values.ravel(), pa.float64()))
+    if name == "label":
+        return pa.array(values.astype(np.int8), pa.int8()) if task == "binary" else pa.array(values, pa.string())
+    return pa.array(values.astype(np.float64), pa.float64())
 
 
 def _by_date(entries: list[_Entry]) -> dict[dt.date, list[_Entry]]:

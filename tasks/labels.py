@@ -4,7 +4,11 @@ A labels part holds the outcome (``dataset.target``) of predictions already made
 ``request_id`` and ``row`` (what every /predict and /predict_batch answer and the inference log
 carry), or by the dataset's id column when the client sent one. ``labeled_at`` records when the
 outcome became known; the part's date is the day it was imported. :func:`tasks.inference_reader.join_labels`
-joins them to the inference log.
+joins them to the inference log (live predictions only: a canary never gets a label).
+
+The target is typed per task: for classification the canonical text of the class (``1``, ``1.0`` and
+``"1"`` are class ``"1"``; a value outside ``dataset.classes`` is refused, naming it), for regression a
+float (within ``target_min``/``target_max`` when declared).
 
 Two writers:
 
@@ -51,7 +55,7 @@ def label_keys(frame: pd.DataFrame, spec: DatasetSpec) -> list[str]:
 
 
 def normalize_labels(frame: pd.DataFrame, spec: DatasetSpec, now: dt.datetime | None = None) -> pd.DataFrame:
-    """Check and normalise a labels frame: its keys, a 0/1 target, ``labeled_at`` (default: now)."""
+    """Check and normalise a labels frame: its keys, the target typed per task, ``labeled_at`` (default: now)."""
     keys = label_keys(frame, spec)
     target = spec.target
     if target not in frame.columns:
@@ -71,15 +75,35 @@ def normalize_labels(frame: pd.DataFrame, spec: DatasetSpec, now: dt.datetime | 
     missing_keys = out[keys].isna().any(axis=1)
     if missing_keys.any():
         raise LabelsError(f"labels without {' / '.join(keys)} at line(s) {_lines(missing_keys)}")
-    y = pd.to_numeric(frame[target], errors="coerce")
-    bad = ~y.isin([0, 1])
-    if bad.any():
-        values = sorted(set(frame[target][bad].astype(str)))[:5]
-        raise LabelsError(f"column {target!r} must be 0 or 1; bad value(s) {values} at line(s) {_lines(bad)}")
-    out[target] = y.astype("int64")
+    out[target] = typed_target(frame[target], spec)
     stamp = now or dt.datetime.now(dt.UTC)
     out["labeled_at"] = pd.to_datetime(frame["labeled_at"], utc=True) if "labeled_at" in frame.columns else stamp
     return out.reset_index(drop=True)
+
+
+def typed_target(values: pd.Series, spec: DatasetSpec) -> pd.Series:
+    """The target as the task reads it (module docstring); LabelsError naming the bad values and their lines."""
+    from mlcycle.tasks.settings.problem import category_keys_of, is_classification
+
+    target = spec.target
+    if is_classification(spec.task):
+        classes = spec.class_labels or []
+        try:
+            typed = category_keys_of(values)
+        except ValueError as exc:
+            raise LabelsError(f"column {target!r}: {exc}") from None
+        bad = ~typed.isin(classes)
+        expected = f"one of the classes {classes} (dataset.classes)"
+    else:
+        typed = pd.to_numeric(values, errors="coerce").astype("float64")
+        low = spec.target_min if spec.target_min is not None else -np.inf
+        high = spec.target_max if spec.target_max is not None else np.inf
+        bad = ~(np.isfinite(typed) & (typed >= low) & (typed <= high))
+        expected = "a number" + (f" in [{low:g}, {high:g}]" if np.isfinite([low, high]).any() else "")
+    if bad.any():
+        shown = sorted(set(values[bad].astype(str)))[:5]
+        raise LabelsError(f"column {target!r} must be {expected}; bad value(s) {shown} at line(s) {_lines(bad)}")
+    return typed
 
 
 def _lines(mask: pd.Series, limit: int = 5) -> str:

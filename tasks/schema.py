@@ -8,7 +8,11 @@ validation and the error messages all follow ``mlcycle.yaml``:
   and ``Infinity`` are refused), within ``[min, max]``; ``int`` features must be whole numbers, written
   ``41`` or ``41.0`` (JSON does not tell them apart, and the validation suite accepts a float column of
   whole numbers, which is what a nullable integer column becomes in pandas; ``41.5`` is refused);
-* **categorical** features are one of the declared categories (the error lists them);
+* **categorical** features are one of the declared categories, sent as a string, a number or a boolean:
+  the value is normalised to its canonical text (``tasks.settings.problem.category_key``: ``1``, ``1.0``
+  and ``"1"`` are category ``"1"``, ``true`` is ``"true"``) *before* the membership check, the same
+  normalisation validation and training apply; the error lists the declared categories, and the OpenAPI
+  document lists every accepted form (``"1"`` and ``1``);
 * **nullable** features may be ``null`` or left out; every other feature is required;
 * the dataset's id column may be sent (a string, kept in the inference log); any other key is refused,
   so a misspelt feature never silently becomes a missing value.
@@ -26,14 +30,16 @@ Pure: pydantic, numpy and pandas only (the service imports it; no Prefect, no Be
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model, model_validator
 
 from mlcycle.tasks.settings import DatasetSpec, FeatureSpec
+from mlcycle.tasks.settings.problem import category_key
 
 ID_MAX_LENGTH = 128
 
@@ -65,13 +71,12 @@ class ServedModel(BaseModel):
     model_sha256: str  # of model.joblib, as recorded by the registry
     model_file: str = "model.joblib"
     threshold: float  # the decision threshold the model was evaluated with (binary)
-    task: str = "binary"  # binary | multiclass | regression (tasks/settings/problem.py)
-    # classification: the class labels (canonical texts) in the order the model's probabilities are given
-    # (binary: the negative class, then the positive one); None for regression
-    classes: list[str] | None = None
-    positive_label: str | None = None  # binary: the class whose probability the model outputs
     features: list[str]  # the columns the pipeline reads, in order
     dataset: DatasetSpec  # the declaration the request schema is generated from
+    # what the model predicts (tasks/predictions.py); defaults: a model imported before tasks existed
+    task: Literal["binary", "multiclass", "regression"] = "binary"
+    classes: list[str] | None = None  # classification: the classes as canonical texts, in served order
+    positive_label: str | None = None  # binary: the class whose probability is served
     lineage: LineageSummary
     registry_uri: str  # where the version lives in the object store
 
@@ -87,12 +92,49 @@ class ServedModel(BaseModel):
 def feature_type(f: FeatureSpec, *, in_list: bool = False) -> Any:
     """The annotated pydantic type of one feature value."""
     if f.kind == "categorical":
-        value: Any = Literal[tuple(f.categories or ())]
+        categories = list(f.categories or ())
+        value: Any = Annotated[Literal[tuple(categories)], BeforeValidator(_category_text),
+                               WithJsonSchema({"enum": accepted_forms(categories)})]
     elif f.dtype == "int":
         value = Annotated[int, Field(strict=True, ge=f.min, le=f.max), BeforeValidator(_whole_float_as_int)]
     else:
         value = Annotated[float, Field(strict=True, ge=f.min, le=f.max, allow_inf_nan=False)]
     return value | None if f.nullable else value
+
+
+def _category_text(value: Any) -> Any:
+    """A string, number or boolean -> its canonical category text; anything else goes on to the membership
+    check unchanged (and is refused there, naming the declared categories)."""
+    if type(value) is str:
+        return value
+    if isinstance(value, bool | int | float):
+        try:
+            key = category_key(value)
+        except ValueError:  # an infinity
+            return value
+        return value if key is None else key  # NaN is not a category (nor "missing": that is null)
+    return value
+
+
+def accepted_forms(categories: list[str]) -> list[Any]:
+    """Every JSON value that is one of ``categories``: each text, and the number or boolean whose canonical
+    text it is (``"1"`` -> ``"1"`` and ``1``; ``"true"`` -> ``"true"`` and ``true``; ``"north"`` -> itself)."""
+    forms: list[Any] = []
+    for text in categories:
+        forms.append(text)
+        candidates: list[Any] = [True, False] if text in ("true", "false") else []
+        for parse in (int, float):
+            with contextlib.suppress(ValueError):
+                candidates.append(parse(text))
+        for candidate in candidates:
+            try:
+                same = category_key(candidate) == text
+            except ValueError:
+                same = False
+            if same:
+                forms.append(candidate)
+                break
+    return forms
 
 
 def _whole_float_as_int(value: Any) -> Any:
@@ -157,31 +199,8 @@ def _camel(name: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# responses
+# what the service says about itself (the prediction answers per task are in tasks/predictions.py)
 # --------------------------------------------------------------------------------------------------
-
-
-class Prediction(BaseModel):
-    probability: float = Field(description="probability of the positive label")
-    label: int = Field(description="1 if probability >= threshold, else 0")
-
-
-class PredictResponse(BaseModel):
-    request_id: str
-    model: str
-    model_version: int
-    threshold: float
-    predictions: list[Prediction]
-
-
-class BatchPredictResponse(BaseModel):
-    request_id: str
-    model: str
-    model_version: int
-    threshold: float
-    rows: int
-    probabilities: list[float]
-    labels: list[int]
 
 
 class InferenceLogStatus(BaseModel):
@@ -199,6 +218,16 @@ class InferenceLogStatus(BaseModel):
     last_error: str | None = None
 
 
+class ServedTask(BaseModel):
+    """What the served model predicts. (A model of its own in the OpenAPI document: BentoML documents a
+    top-level optional field of an answer as not nullable, a nested one as it is.)"""
+
+    task: str
+    classes: list[str] | None = None  # classification: the classes, in the order probabilities are served
+    positive_label: str | None = None  # binary: the class whose probability is served
+    threshold: float | None = None  # binary: the decision threshold of the label
+
+
 class ServiceMetadata(BaseModel):
     """``/metadata``: what is served, where it came from, and what a request must look like."""
 
@@ -206,7 +235,7 @@ class ServiceMetadata(BaseModel):
     model_version: int
     model_sha256: str
     bento_model_tag: str
-    threshold: float
+    predicts: ServedTask
     features: list[str]
     dataset: str
     dataset_schema_hash: str

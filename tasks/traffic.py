@@ -3,7 +3,8 @@
 Two ways to produce the monitoring flow's input:
 
 * :func:`send_http` posts each day's applications to a running prediction service (``/predict``), as
-  a client would; the service logs them itself. This is what the demo does.
+  a client would; the service logs them itself, as live traffic (no ``X-Mlcycle-Traffic`` header). This
+  is what the demo does.
 * :func:`log_in_process` scores them with the registry's champion in this process and writes them
   through the same :class:`~tasks.inference_log.InferenceLogWriter` the service uses, stamping each
   record with the application's own timestamp. Tests and benchmarks use it to lay down days of
@@ -16,8 +17,6 @@ import datetime as dt
 import uuid
 from pathlib import Path
 
-import numpy as np
-
 from mlcycle.tasks.settings import Settings
 from mlcycle.tasks.simulator import simulate_batch
 from mlcycle.tasks.storage import ObjectStore
@@ -26,25 +25,29 @@ from mlcycle.tasks.storage import ObjectStore
 def log_in_process(store: ObjectStore, settings: Settings, model, days: list[dt.date], rows_per_day: int,
                    spill_dir: Path, request_rows: int = 50) -> int:
     """Score simulated applications with ``model`` (a registry LoadedModel) and log them; returns rows."""
+    from mlcycle.tasks.features import model_input
     from mlcycle.tasks.inference_log import InferenceLogWriter
+    from mlcycle.tasks.predictions import model_scores, prediction_columns
 
     spec = settings.dataset
     features = [spec.feature(c.name) for c in model.metadata.features]
     writer = InferenceLogWriter(store, model=model.metadata.name, model_version=model.version, features=features,
-                                id_column=spec.id_column, spill_dir=spill_dir, queue_rows=10_000_000,
+                                id_column=spec.id_column, spill_dir=spill_dir, task=spec.task, queue_rows=10_000_000,
                                 flush_rows=50_000, flush_interval_seconds=3600).start()
     total = 0
     try:
         for day in days:
             frame = simulate_batch(day, settings.simulator, spec, rows=rows_per_day).frame
-            probabilities = np.asarray(model.predict_proba(frame), dtype=float)
-            labels = (probabilities >= model.metadata.threshold).astype(np.int8)
+            scores = model_scores(model.pipeline, model_input(frame, model.metadata.features), spec.task,
+                                  spec.class_labels)
+            predictions = prediction_columns(scores, spec.task, threshold=model.metadata.threshold,
+                                             classes=spec.class_labels)
             for start in range(0, len(frame), request_rows):
                 part = frame.iloc[start:start + request_rows]
                 ts = part[spec.timestamp_column].iloc[0].to_pydatetime()
                 writer.submit(uuid.uuid4().hex, "/predict", {f.name: part[f.name].to_numpy() for f in features},
-                              part[spec.id_column].astype(str).tolist(), probabilities[start:start + len(part)],
-                              labels[start:start + len(part)], ts=ts)
+                              part[spec.id_column].astype(str).tolist(),
+                              {k: v[start:start + len(part)] for k, v in predictions.items()}, ts=ts)
                 total += len(part)
     finally:
         status = writer.close()

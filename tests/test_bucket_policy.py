@@ -127,7 +127,7 @@ def log_one_request(store, settings, request_id: str = "r1"):
                              retry_delay_seconds=0.01)
     columns = {f.name: (np.array([f.min or 1.0]) if f.kind == "numeric" else np.array([f.categories[0]], dtype=object))
                for f in spec.features}
-    log.submit(request_id, "predict", columns, ["id-1"], np.array([0.3]), np.array([0]))
+    log.submit(request_id, "predict", columns, ["id-1"], {"probability": np.array([0.3]), "label": np.array([0])})
     return log.close()
 
 

@@ -57,7 +57,8 @@ def log_writer(settings, tmp_path):
     def submit(n: int, ts: dt.datetime | None = None) -> None:
         part = frame.head(n)
         writer.submit(uuid.uuid4().hex, "predict", {f.name: part[f.name].to_numpy() for f in spec.features},
-                      part[spec.id_column].astype(str).tolist(), np.full(n, 0.5), np.zeros(n, np.int8), ts=ts)
+                      part[spec.id_column].astype(str).tolist(),
+                      {"probability": np.full(n, 0.5), "label": np.zeros(n, np.int8)}, ts=ts)
 
     yield store, submit
     writer.close()

@@ -58,7 +58,7 @@ def writer(store, spec, tmp_path, **kw) -> InferenceLogWriter:
 def submit(log, spec, request_id: str, n: int, ts=None, seed=0) -> bool:
     probabilities = np.linspace(0, 1, n)
     return log.submit(request_id, "predict", columns(spec, n, seed), [f"id-{request_id}-{i}" for i in range(n)],
-                      probabilities, (probabilities >= 0.5).astype(np.int64), ts=ts)
+                      {"probability": probabilities, "label": (probabilities >= 0.5).astype(np.int64)}, ts=ts)
 
 
 def test_every_prediction_is_logged_with_inputs_outputs_and_model_version(store, tmp_path, spec):
@@ -169,7 +169,8 @@ def test_labels_by_id_column_and_bad_labels_are_named(tmp_path, spec):
     write_labels(store, spec, pd.DataFrame({"request_id": ["r0"], "row": [0], spec.target: [0]}))
     joined = join_labels(read_inference_log(store), read_labels(store), spec)  # both kinds in one store
     assert joined[spec.target].astype("Float64").tolist() == [0, 1]
-    with pytest.raises(LabelsError, match="must be 0 or 1; bad value.*'yes'.*line\\(s\\) 3"):
+    with pytest.raises(LabelsError, match=r"must be one of the classes \['0', '1'\] \(dataset.classes\); bad "
+                                          r"value\(s\) \['yes'\] at line\(s\) 3"):
         normalize_labels(pd.DataFrame({"request_id": ["a", "b"], "row": [0, 0], spec.target: [1, "yes"]}), spec)
     with pytest.raises(LabelsError, match="labels need columns request_id and row"):
         normalize_labels(pd.DataFrame({"x": [1], spec.target: [1]}), spec)
@@ -193,6 +194,146 @@ def test_mlcycle_labels_imports_a_file_and_names_bad_rows(env_settings, monkeypa
     bad = tmp_path / "bad.csv"
     bad.write_text("request_id,row,defaulted\nabc,0,1\nabc,1,maybe\n")
     code, _, err = run_cli(monkeypatch, capsys, "labels", "--file", str(bad))
-    assert code == 1 and "column 'defaulted' must be 0 or 1; bad value(s) ['maybe'] at line(s) 3" in err
+    assert code == 1 and ("column 'defaulted' must be one of the classes ['0', '1'] (dataset.classes); bad value(s) "
+                          "['maybe'] at line(s) 3") in err
     code, _, err = run_cli(monkeypatch, capsys, "labels", "--file", str(tmp_path / "missing.csv"))
     assert code == 2 and "must be an existing .csv or .parquet file" in err
+
+
+# --------------------------------------------------------------------------------------------------
+# every task's predictions, and canary traffic apart
+# --------------------------------------------------------------------------------------------------
+
+
+def task_spec(task: str):
+    """A declaration of one of the real tables' shape (anes96: party identification 0..6; randhie: visits)."""
+    from mlcycle.tasks.settings import DatasetSpec
+
+    extra = {"multiclass": {"target": "PID", "classes": [0, 1, 2, 3, 4, 5, 6]},
+             "regression": {"target": "mdvis", "target_min": 0}}.get(task, {"target": "had_affair"})
+    return DatasetSpec(name=f"t-{task}", task=task, id_column="rid", timestamp_column="ts", **extra, features=[
+        {"name": "age", "kind": "numeric", "min": 0, "max": 120},
+        {"name": "educ", "kind": "categorical", "categories": [1, 2, 3]}])
+
+
+def task_writer(store, spec, tmp_path):
+    return InferenceLogWriter(store, model=spec.name, model_version=1, features=spec.features,
+                              id_column=spec.id_column, spill_dir=tmp_path / "spill", task=spec.task,
+                              flush_interval_seconds=60.0)
+
+
+def task_predictions(spec, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    from mlcycle.tasks.predictions import prediction_columns
+
+    rng = np.random.default_rng(seed)
+    if spec.task == "multiclass":
+        scores = rng.dirichlet(np.ones(7), n)
+    elif spec.task == "regression":
+        scores = rng.gamma(2.0, 2.0, n)
+    else:
+        scores = rng.uniform(0, 1, n)
+    return prediction_columns(scores, spec.task, threshold=0.5, classes=spec.class_labels)
+
+
+def submit_task(log, spec, request_id: str, n: int, traffic: str = "live", seed: int = 0) -> dict:
+    predictions = task_predictions(spec, n, seed)
+    columns = {"age": np.linspace(20, 60, n), "educ": np.array(["1", "2", "3"] * n, dtype=object)[:n]}
+    assert log.submit(request_id, "predict", columns, [f"{request_id}-{i}" for i in range(n)], predictions,
+                      traffic=traffic)
+    return predictions
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_each_task_logs_its_prediction_columns_and_the_traffic(tmp_path, task):
+    from mlcycle.tasks.inference_log import PREDICTION_COLUMNS
+
+    spec = task_spec(task)
+    store = LocalStore(tmp_path / "store")
+    log = task_writer(store, spec, tmp_path).start()
+    sent = submit_task(log, spec, "live-1", 4)
+    submit_task(log, spec, "canary-1", 3, traffic="canary", seed=1)
+    log.close()
+    frame = read_inference_log(store, traffic=None)
+    assert list(frame.columns[-len(PREDICTION_COLUMNS[task]) - 1:]) == [*PREDICTION_COLUMNS[task], "traffic"]
+    assert frame["traffic"].tolist() == ["live"] * 4 + ["canary"] * 3
+    mine = frame[frame["request_id"] == "live-1"]
+    if task == "multiclass":
+        assert mine["label"].tolist() == sent["label"].tolist() and set(mine["label"]) <= set(spec.class_labels)
+        assert np.array_equal(np.stack(mine["probabilities"].to_numpy()), sent["probabilities"])
+        assert mine["probability"].tolist() == sent["probability"].tolist()
+    elif task == "regression":
+        assert mine["prediction"].tolist() == sent["prediction"].tolist()
+    else:
+        assert mine["probability"].tolist() == sent["probability"].tolist()
+        assert mine["label"].tolist() == sent["label"].tolist()
+    assert read_inference_log(store)["request_id"].unique().tolist() == ["live-1"]  # monitoring reads live rows
+    assert read_inference_log(store, traffic="canary")["request_id"].unique().tolist() == ["canary-1"]
+    assert list(read_inference_log(store, columns=["age"]).columns) == ["age"] and \
+        len(read_inference_log(store, columns=["age"])) == 4
+
+
+def test_a_prediction_that_is_not_the_tasks_is_refused_at_submit(tmp_path):
+    spec = task_spec("multiclass")
+    log = task_writer(LocalStore(tmp_path / "store"), spec, tmp_path)
+    with pytest.raises(ValueError, match=r"a multiclass prediction is logged as \['label', 'probability', "
+                                         r"'probabilities'\]"):
+        log.submit("r", "predict", {}, None, {"probability": np.array([0.5]), "label": np.array([1])})
+    with pytest.raises(ValueError, match="'shadow'"):
+        log.submit("r", "predict", {}, None, task_predictions(spec, 1), traffic="shadow")
+
+
+def test_rows_of_a_log_written_before_the_traffic_column_count_as_live(tmp_path, spec):
+    import pyarrow as pa
+
+    from mlcycle.tasks.inference_log import INFERENCE_PREFIX, part_key, table_bytes
+
+    store = LocalStore(tmp_path / "store")
+    old = pa.table({"request_id": ["old"] * 2, "row": pa.array([0, 1], pa.int32()), "probability": [0.1, 0.9],
+                    "label": pa.array([0, 1], pa.int8())})
+    store.put_bytes(part_key(INFERENCE_PREFIX, dt.date(2026, 10, 1)), table_bytes(old))
+    log = writer(store, spec, tmp_path).start()
+    log.submit("new", "predict", columns(spec, 1), None, {"probability": np.array([0.5]), "label": np.array([1])},
+               traffic="canary", ts=dt.datetime(2026, 10, 1, 12, tzinfo=dt.UTC))
+    log.close()
+    everything = read_inference_log(store, traffic=None)
+    assert everything.set_index("request_id")["traffic"].to_dict() == {"old": "live", "new": "canary"}
+    assert read_inference_log(store)["request_id"].tolist() == ["old", "old"]
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_labels_are_typed_per_task_and_never_join_a_canary_row(tmp_path, task):
+    spec = task_spec(task)
+    store = LocalStore(tmp_path / "store")
+    log = task_writer(store, spec, tmp_path).start()
+    submit_task(log, spec, "live-1", 2)
+    submit_task(log, spec, "canary-1", 2, traffic="canary")
+    log.close()
+    outcome = {"binary": [1, 0.0], "multiclass": [6, "3"], "regression": [2, 7.5]}[task]
+    write_labels(store, spec, pd.DataFrame({"request_id": ["live-1", "live-1", "canary-1", "canary-1"],
+                                            "row": [0, 1, 0, 1], spec.target: outcome * 2}))
+    write_labels(store, spec, pd.DataFrame({spec.id_column: ["canary-1-0"], spec.target: outcome[:1]}))
+    stored = read_labels(store)[spec.target]
+    joined = join_labels(read_inference_log(store, traffic=None), read_labels(store), spec)
+    by_row = dict(zip(joined["request_id"] + "/" + joined["row"].astype(str), joined[spec.target], strict=True))
+    if task == "regression":
+        assert stored.dtype == np.float64 and stored.tolist()[:2] == [2.0, 7.5]
+        assert by_row["live-1/0"] == 2.0 and by_row["live-1/1"] == 7.5
+        assert np.isnan(by_row["canary-1/0"]) and np.isnan(by_row["canary-1/1"])
+    else:
+        want = {"binary": ["1", "0"], "multiclass": ["6", "3"]}[task]
+        assert stored.tolist()[:2] == want
+        assert [by_row["live-1/0"], by_row["live-1/1"]] == want
+        assert by_row["canary-1/0"] is None and by_row["canary-1/1"] is None
+
+
+def test_a_label_outside_the_declared_classes_or_range_is_refused_naming_it():
+    multiclass, regression = task_spec("multiclass"), task_spec("regression")
+    frame = pd.DataFrame({"request_id": ["a", "b", "c"], "row": [0, 0, 0], "PID": [1, 7, "x"]})
+    with pytest.raises(LabelsError, match=r"column 'PID' must be one of the classes \['0', '1', '2', '3', '4', '5', "
+                                          r"'6'\] \(dataset.classes\); bad value\(s\) \['7', 'x'\] at line\(s\) 3, 4"):
+        normalize_labels(frame, multiclass)
+    assert normalize_labels(frame.head(1).assign(PID=[1.0]), multiclass)["PID"].tolist() == ["1"]
+    frame = pd.DataFrame({"request_id": ["a", "b"], "row": [0, 0], "mdvis": [-1, "many"]})
+    with pytest.raises(LabelsError, match=r"column 'mdvis' must be a number in \[0, inf\]; bad value\(s\) "
+                                          r"\['-1', 'many'\] at line\(s\) 2, 3"):
+        normalize_labels(frame, regression)

@@ -41,15 +41,49 @@ def flow_env(flow_home, monkeypatch, prefect_harness):
 
 
 def test_the_flow_packages_the_champion_then_rolls_it_out(flow_env):
+    """... and the canaries of test-serving and of the rollout are logged as canary traffic, which a monitoring
+    window over the same period does not count: it counts exactly the live requests sent after the switch."""
+    import datetime as dt
+    import time
+
     from mlcycle.flows.rollout import rollout_flow
+    from mlcycle.tasks.inference_reader import read_inference_log
+    from mlcycle.tasks.monitor.window import summarize_window, window_columns, window_for
+    from mlcycle.tasks.registry.versions import load_metadata
     from mlcycle.tasks.rollout.orchestrate import read_current
     from mlcycle.tasks.storage import open_store
 
     models, settings = flow_env
+    store = open_store(settings)
+    began = dt.datetime.now(dt.UTC)
     record = rollout_flow()  # no bento: the package flow runs first (test-serving), then the rollout
     assert record.status == "live" and record.model_version == "1" and record.bento_tag == models.v1.tag
-    assert record.flow_run_id and read_current(open_store(settings)).flow_run_id == record.flow_run_id
-    assert predict(record.endpoint_url, models.request)["model_version"] == 1
+    assert record.flow_run_id and read_current(store).flow_run_id == record.flow_run_id
+    live_ids = set()
+    for _ in range(3):
+        answer = predict(record.endpoint_url, models.request)
+        assert answer["model_version"] == 1
+        live_ids.add(answer["request_id"])
+
+    cfg = settings.serving
+    canaries = 2 * (cfg.canary_rows * 2 + cfg.latency_requests + 3)  # test-serving's, then the candidate's
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the live backend writes its log every few seconds
+        logged = read_inference_log(store, traffic=None)
+        logged = logged[logged["ts"] >= began]
+        if live_ids <= set(logged["request_id"]) and (logged["traffic"] == "canary").sum() >= canaries:
+            break
+        time.sleep(0.5)
+    assert (logged["traffic"] == "canary").sum() == canaries
+    assert set(logged.loc[logged["request_id"].isin(live_ids), "traffic"]) == {"live"}
+    live_rows = 3 * len(models.request["records"])
+    champion = load_metadata(store, record.model_name, 1)
+    window = window_for(record.model_name, 1, 1, end=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1),
+                        start=began)
+    summary = summarize_window(store, window, champion.metrics.model_dump(), settings.dataset, settings.monitor)
+    assert summary.rows == live_rows
+    feature = settings.dataset.feature_names[0]
+    assert len(window_columns(store, window, [feature])) == live_rows  # what one feature's drift task reads
 
 
 def test_a_failed_rollout_fails_the_flow_run_and_v1_keeps_serving(flow_env):

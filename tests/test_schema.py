@@ -104,3 +104,112 @@ def test_error_message_lists_field_paths_and_caps_its_length():
     message = error_message(errors)
     assert message.startswith("records.0.age: Input should be less than or equal to 100; records.1.age")
     assert message.endswith("and 2 more error(s)")
+
+
+# --------------------------------------------------------------------------------------------------
+# category values as strings, numbers or booleans
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def coded():
+    """A declaration whose categories are numbers and booleans in the config (as a survey's codes are)."""
+    from mlcycle.tasks.settings import DatasetSpec
+
+    spec = DatasetSpec(name="survey", id_column="rid", timestamp_column="ts", target="y", features=[
+        {"name": "occupation", "kind": "categorical", "categories": [1, 2, 3]},
+        {"name": "children", "kind": "categorical", "categories": [0, 5.5]},
+        {"name": "voted", "kind": "categorical", "categories": [True, False], "nullable": True},
+        {"name": "age", "kind": "numeric", "dtype": "int", "min": 0, "max": 120}])
+    return build_schema(spec, spec.feature_names, max_batch_rows=5)
+
+
+@pytest.mark.parametrize("occupation, children, voted", [
+    ("1", "5.5", "true"), (1, 5.5, True), (1.0, 5.5, True), ("1", 5.5, True)])
+def test_category_values_are_normalised_before_the_membership_check(coded, occupation, children, voted):
+    record = coded.record.model_validate_json(json.dumps(
+        {"occupation": occupation, "children": children, "voted": voted, "age": 30}))
+    assert (record.occupation, record.children, record.voted) == ("1", "5.5", "true")
+    columns = coded.records_to_columns([record])
+    assert columns["occupation"].tolist() == ["1"] and columns["voted"].tolist() == ["true"]
+    batch = coded.columns.model_validate_json(json.dumps(
+        {"occupation": [occupation, 2], "children": [0, children], "voted": [voted, None], "age": [30, 31]}))
+    assert coded.batch_to_columns(batch)["occupation"].tolist() == ["1", "2"]
+    assert coded.batch_to_columns(batch)["children"].tolist() == ["0", "5.5"]
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"occupation": 4}, "occupation: Input should be '1', '2' or '3'"),
+    ({"occupation": "1.0"}, "occupation: Input should be '1', '2' or '3'"),  # a text is taken as it is
+    ({"occupation": True}, "occupation: Input should be '1', '2' or '3'"),  # true is "true", not 1
+    ({"occupation": float("nan")}, "occupation: Input should be '1', '2' or '3'"),  # NaN is no category
+    ({"occupation": [1]}, "occupation: Input should be '1', '2' or '3'"),
+    ({"voted": 1}, "voted: Input should be 'true' or 'false'"),
+    ({"voted": "True"}, "voted: Input should be 'true' or 'false'"),
+    ({"children": 5}, "children: Input should be '0' or '5.5'"),
+])
+def test_a_value_outside_the_categories_is_refused_listing_them(coded, change, fragment):
+    good = {"occupation": 1, "children": 0, "voted": True, "age": 30}
+    assert fragment in errors_of(coded.record, {**good, **change})
+
+
+def test_the_request_schema_lists_every_accepted_form_of_each_category(coded):
+    properties = coded.record.model_json_schema()["properties"]
+    assert properties["occupation"]["enum"] == ["1", 1, "2", 2, "3", 3]
+    assert properties["children"]["enum"] == ["0", 0, "5.5", 5.5]
+    assert properties["voted"]["anyOf"] == [{"enum": ["true", True, "false", False]}, {"type": "null"}]
+    assert coded.columns.model_json_schema()["properties"]["occupation"]["items"]["enum"] == ["1", 1, "2", 2, "3", 3]
+
+
+# --------------------------------------------------------------------------------------------------
+# predictions and answers per task (tasks/predictions.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_class_probabilities_follow_the_declared_order_and_a_class_never_seen_gets_zero():
+    from mlcycle.tasks.predictions import class_probabilities
+
+    fitted = np.array(["10", "2", "3"], dtype=object)  # the estimator sorts classes as text
+    p = np.array([[0.5, 0.2, 0.3], [0.1, 0.6, 0.3]])
+    assert class_probabilities(fitted, p, ["2", "3", "10"]).tolist() == [[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]]
+    assert class_probabilities(fitted, p, ["2", "3", "7", "10"]).tolist() == [[0.2, 0.3, 0.0, 0.5],
+                                                                            [0.6, 0.3, 0.0, 0.1]]
+    with pytest.raises(ValueError, match=r"predicts class\(es\) \['10'\] that the dataset does not declare"):
+        class_probabilities(fitted, p, ["2", "3"])
+
+
+def test_predictions_per_task_and_the_first_class_wins_a_tie():
+    from mlcycle.tasks.predictions import prediction_columns
+
+    binary = prediction_columns(np.array([0.2, 0.5, 0.9]), "binary", threshold=0.5)
+    assert list(binary) == ["probability", "label"] and binary["label"].tolist() == [0, 1, 1]
+    scores = np.array([[0.4, 0.4, 0.2], [0.1, 0.3, 0.6]])
+    multi = prediction_columns(scores, "multiclass", classes=["b", "a", "c"])
+    assert list(multi) == ["label", "probability", "probabilities"]
+    assert multi["label"].tolist() == ["b", "c"] and multi["probability"].tolist() == [0.4, 0.6]
+    assert list(prediction_columns(np.array([1.5]), "regression")) == ["prediction"]
+
+
+def test_answers_per_task_are_typed_and_keep_the_binary_answer_as_it_was():
+    from mlcycle.tasks.predictions import prediction_columns, response_models
+
+    binary = response_models("binary")
+    answer = binary.predict_response("r1", "m", 3, 0.5, prediction_columns(np.array([0.7]), "binary", threshold=0.5))
+    assert answer.model_dump() == {"request_id": "r1", "model": "m", "model_version": 3, "threshold": 0.5,
+                                   "predictions": [{"probability": 0.7, "label": 1}]}
+    classes = ["0", "1", "2"]
+    multi = response_models("multiclass", classes)
+    predictions = prediction_columns(np.array([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]]), "multiclass", classes=classes)
+    record = multi.predict_response("r2", "m", 3, None, predictions).model_dump()["predictions"][0]
+    assert record == {"label": "1", "probabilities": {"0": 0.2, "1": 0.5, "2": 0.3}}
+    batch = multi.batch_response("r2", "m", 3, None, predictions).model_dump()
+    assert batch["labels"] == ["1", "0"] and batch["probabilities"] == {"0": [0.2, 0.6], "1": [0.5, 0.3],
+                                                                         "2": [0.3, 0.1]}
+    assert "threshold" not in batch and batch["rows"] == 2
+    with pytest.raises(ValidationError):  # a label the declaration does not have cannot be answered
+        multi.record(label="7", probabilities={})
+    regression = response_models("regression")
+    predictions = prediction_columns(np.array([2.5, 4.0]), "regression")
+    assert regression.batch_response("r3", "m", 1, None, predictions).model_dump()["predictions"] == [2.5, 4.0]
+    assert regression.predict_response("r3", "m", 1, None, predictions).model_dump()["predictions"] == \
+        [{"prediction": 2.5}, {"prediction": 4.0}]

@@ -75,24 +75,13 @@ def _in_window(logged, window: MonitorWindow):
 def window_columns(store: ObjectStore, window: MonitorWindow, columns: list[str]):
     """Only ``columns`` of :func:`window_rows` (same rows, same order), reading no other column.
 
-    What one per-feature drift task reads: a column of the window, not the whole log.
+    What one per-feature drift task reads: a column of the window (its live rows), not the whole log.
     """
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from mlcycle.tasks.inference_log import INFERENCE_PREFIX
-    from mlcycle.tasks.inference_reader import list_parts
+    from mlcycle.tasks.inference_reader import read_inference_log
 
     wanted = list(dict.fromkeys(["ts", "model_version", *columns]))
-    tables = []
-    for key in list_parts(store, INFERENCE_PREFIX, window.dates()):
-        data = store.get_bytes(key)
-        present = set(pq.read_schema(pa.BufferReader(data)).names)
-        tables.append(pq.read_table(pa.BufferReader(data), columns=[c for c in wanted if c in present]))
-    if not tables:
-        return pd.DataFrame()
-    return _in_window(pa.concat_tables(tables, promote_options="default").to_pandas(), window)
+    logged = read_inference_log(store, window.dates(), columns=wanted)
+    return _in_window(logged, window) if len(logged) else logged
 
 
 def check_performance(rows, spec, champion_metrics: dict, config) -> PerformanceCheck:

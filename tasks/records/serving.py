@@ -36,6 +36,13 @@ class BentoRef(BaseModel):
 
 
 class CanaryReport(BaseModel):
+    """Served vs in-process predictions on the test window's first rows (tasks/serving/client.py: check_canaries).
+
+    The differences are those of the task's values: binary the positive class's probability, multiclass the
+    largest over the class probabilities, regression the value relative to ``max(1, |value|)``;
+    ``labels_agree`` compares the labels (always true for regression, which has none)."""
+
+    task: str = "binary"
     rows: int
     test_window: str
     max_abs_diff_predict: float

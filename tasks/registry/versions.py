@@ -35,7 +35,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ValidationError
 
-from mlcycle.tasks.features import model_input, predictions
+from mlcycle.tasks.features import model_input
+from mlcycle.tasks.predictions import model_scores
 from mlcycle.tasks.profile import PROFILE_FILE, ReferenceProfile
 from mlcycle.tasks.records.evaluation import GateDecision
 from mlcycle.tasks.records.registry import (
@@ -95,7 +96,7 @@ class LoadedModel:
 
     def predictions(self, frame) -> Any:
         """The model's output for each row of ``frame``, per task (tasks/features.py: predictions)."""
-        return predictions(self.pipeline, model_input(frame, self.metadata.features), self.metadata.task,
+        return model_scores(self.pipeline, model_input(frame, self.metadata.features), self.metadata.task,
                            self.metadata.classes)
 
 

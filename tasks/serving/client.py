@@ -4,15 +4,18 @@
 
     check_running   against a server already answering (test-serving's, or a rollout candidate): /metadata
                     names the version; the test window's rows through /predict and /predict_batch equal the
-                    in-process pipeline (abs tol serving.canary_tolerance); single-row /predict p95 within
-                    serving.latency_budget_ms
+                    in-process pipeline per task (binary probabilities and labels; multiclass every class's
+                    probability and the label; regression the values), within serving.canary_tolerance;
+                    single-row /predict p95 within serving.latency_budget_ms
     verify_serving  test-serving: start_serving + wait_ready + check_running + stop (any failure raises
                     ServeFailed / CanaryFailed naming the reason)
     example_request one valid /predict body for the printed curl example: the model's own first canary row
 
 Every request body comes from the registry version's stored rows (its test window), so the canaries and
 the examples fit whatever dataset the model was trained on. With ``api_token`` set, every request made
-here carries it (:func:`api_headers`).
+here carries it (:func:`api_headers`). Every canary and latency probe says ``X-Mlcycle-Traffic: canary``
+(:func:`canary_headers`): the service logs those predictions as canary traffic, which monitoring never
+counts and labels never join.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import time
 from typing import Any
 
+from mlcycle.tasks.inference_log import CANARY, TRAFFIC_HEADER
 from mlcycle.tasks.records.serving import BentoRef, CanaryReport, LatencyReport, ServingCheck
 from mlcycle.tasks.serving.packaging import ServingError
 from mlcycle.tasks.serving.process import start_serving, wait_ready
@@ -36,6 +40,11 @@ def api_headers(settings: Settings) -> dict[str, str]:
     """The headers a client of the service sends: the bearer token when ``api_token`` is configured."""
     token = settings.api_token.get_secret_value() if settings.api_token else ""
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def canary_headers(settings: Settings | None = None) -> dict[str, str]:
+    """The headers of a canary or latency probe: ``X-Mlcycle-Traffic: canary`` (and the bearer token)."""
+    return {**(api_headers(settings) if settings is not None else {}), TRAFFIC_HEADER: CANARY}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,44 +112,90 @@ def curl_example(url: str, body: dict[str, Any], *, bearer: bool = False) -> str
 # --------------------------------------------------------------------------------------------------
 
 
-def check_canaries(url: str, frame, expected, spec, features: list[str], threshold: float, tolerance: float,
+def check_canaries(url: str, frame, expected, spec, features: list[str], threshold: float | None, tolerance: float,
                    test_window: str, client=None) -> CanaryReport:
-    """Send ``frame`` through /predict (one request per 50 rows) and /predict_batch; compare with ``expected``."""
+    """Send ``frame`` through /predict (one request per 50 rows) and /predict_batch; compare with ``expected``.
+
+    ``expected`` is the in-process pipeline's ``tasks.predictions.model_scores`` for the frame (the
+    dataset's task and classes). Per task: binary, the positive class's probability and the label at
+    ``threshold``; multiclass, every class's probability and the label; regression, the value, whose
+    tolerance is relative to its size (``tolerance * max(1, |expected|)``, as a probability's is to 1).
+    """
     import httpx
     import numpy as np
 
+    from mlcycle.tasks.predictions import prediction_columns
+
+    task, classes = spec.task, spec.class_labels
     records = records_payload(frame, spec, features)
-    client = client or httpx.Client(timeout=60.0)
-    served = []
+    client = client or httpx.Client(timeout=60.0, headers=canary_headers())
+    answered = []
     for start in range(0, len(records), 50):
         response = client.post(f"{url}/predict", json={"records": records[start:start + 50]})
         if response.status_code != 200:
             raise CanaryFailed(f"canary /predict request (rows {start}..{start + 49}) got HTTP {response.status_code}: "
                                f"{response.text[:500]}")
-        served += [p["probability"] for p in response.json()["predictions"]]
+        answered += response.json()["predictions"]
     response = client.post(f"{url}/predict_batch", json={"columns": columns_payload(records, features,
                                                                                      spec.id_column)})
     if response.status_code != 200:
         raise CanaryFailed(f"canary /predict_batch request got HTTP {response.status_code}: {response.text[:500]}")
-    body = response.json()
-    batch = np.asarray(body["probabilities"], dtype=float)
-    served_arr = np.asarray(served, dtype=float)
+    served, served_labels = _record_answers(answered, task, classes)
+    batch, batch_labels = _batch_answers(response.json(), task, classes)
     expected = np.asarray(expected, dtype=float)
-    diff_predict = np.abs(served_arr - expected)
-    diff_batch = np.abs(batch - expected)
+    scale = np.maximum(1.0, np.abs(expected)) if task == "regression" else 1.0
+    diff_predict, diff_batch = _row_diff(served, expected, scale), _row_diff(batch, expected, scale)
     mismatches = int(((diff_predict > tolerance) | (diff_batch > tolerance)).sum())
-    labels_agree = bool(np.array_equal(np.asarray(body["labels"]), (expected >= threshold).astype(int)))
-    report = CanaryReport(rows=len(records), test_window=test_window, max_abs_diff_predict=float(diff_predict.max()),
-                          max_abs_diff_batch=float(diff_batch.max()), tolerance=tolerance, mismatches=mismatches,
-                          labels_agree=labels_agree)
+    labels_agree = True
+    if task != "regression":
+        want = prediction_columns(expected, task, threshold=threshold, classes=classes)["label"].tolist()
+        labels_agree = served_labels == want and batch_labels == want
+    report = CanaryReport(task=task, rows=len(records), test_window=test_window,
+                          max_abs_diff_predict=float(diff_predict.max()), max_abs_diff_batch=float(diff_batch.max()),
+                          tolerance=tolerance, mismatches=mismatches, labels_agree=labels_agree)
     if mismatches or not labels_agree:
         worst = int(np.argmax(np.maximum(diff_predict, diff_batch)))
         raise CanaryFailed(
             f"the served model disagrees with the in-process pipeline on {mismatches} of {len(records)} canary rows "
             f"of the test window {test_window} (tolerance {tolerance:g}): worst row {worst} "
-            f"({records[worst].get(spec.id_column)}) served {served_arr[worst]!r} / batch {batch[worst]!r}, "
-            f"expected {expected[worst]!r}" + ("" if labels_agree else "; labels differ too"))
+            f"({records[worst].get(spec.id_column)}) served {_shown(served[worst])} / batch {_shown(batch[worst])}, "
+            f"expected {_shown(expected[worst])}" + ("" if labels_agree else "; labels differ too"))
     return report
+
+
+def _record_answers(predictions: list[dict], task: str, classes: list[str] | None):
+    """/predict's per-record answers as (scores like model_scores, labels or None)."""
+    import numpy as np
+
+    if task == "binary":
+        return np.asarray([p["probability"] for p in predictions], float), [p["label"] for p in predictions]
+    if task == "multiclass":
+        return (np.asarray([[p["probabilities"][c] for c in classes] for p in predictions], float),
+                [p["label"] for p in predictions])
+    return np.asarray([p["prediction"] for p in predictions], float), None
+
+
+def _batch_answers(body: dict, task: str, classes: list[str] | None):
+    """/predict_batch's column answer as (scores like model_scores, labels or None)."""
+    import numpy as np
+
+    if task == "binary":
+        return np.asarray(body["probabilities"], float), body["labels"]
+    if task == "multiclass":
+        return np.column_stack([np.asarray(body["probabilities"][c], float) for c in classes]), body["labels"]
+    return np.asarray(body["predictions"], float), None
+
+
+def _row_diff(served, expected, scale):
+    """The largest absolute difference per row (over the classes of a multiclass row), over ``scale``."""
+    import numpy as np
+
+    diff = np.abs(served - expected) / scale
+    return diff.max(axis=1) if diff.ndim == 2 else diff
+
+
+def _shown(value) -> str:
+    return repr(value.tolist() if hasattr(value, "tolist") else value)
 
 
 def check_latency(url: str, records: list[dict[str, Any]], requests: int, budget_ms: float,
@@ -149,7 +204,7 @@ def check_latency(url: str, records: list[dict[str, Any]], requests: int, budget
     import httpx
     import numpy as np
 
-    client = client or httpx.Client(timeout=60.0)
+    client = client or httpx.Client(timeout=60.0, headers=canary_headers())
     times = []
     for i in range(requests + 3):
         started = time.perf_counter()
@@ -175,20 +230,24 @@ def check_running(store: ObjectStore, settings: Settings, url: str, model_name: 
     """The canary and latency checks against a server already answering at ``url`` (test-serving, rollout).
 
     /metadata must report ``model_version``; the first ``serving.canary_rows`` rows of the model's test
-    window must get the in-process pipeline's probabilities through /predict and /predict_batch; sequential
-    single-row requests must meet ``serving.latency_budget_ms`` (p95). CanaryFailed names what failed.
+    window must get the in-process pipeline's predictions through /predict and /predict_batch; sequential
+    single-row requests must meet ``serving.latency_budget_ms`` (p95). CanaryFailed names what failed. Every
+    request is canary traffic (:func:`canary_headers`).
     """
     import httpx
 
+    from mlcycle.tasks.features import model_input
+    from mlcycle.tasks.predictions import model_scores
     from mlcycle.tasks.registry.versions import load_model
 
-    cfg = settings.serving
+    cfg, spec = settings.serving, settings.dataset
     loaded = load_model(store, model_name, model_version)
     frame, window = canary_rows(store, settings, model_name, model_version, cfg.canary_rows)
-    expected = loaded.predict_proba(frame)
-    threshold = cfg.threshold or loaded.metadata.threshold
+    expected = model_scores(loaded.pipeline, model_input(frame, loaded.metadata.features), spec.task,
+                            spec.class_labels)
+    threshold = (cfg.threshold or loaded.metadata.threshold) if spec.task == "binary" else None
     features = [c.name for c in loaded.metadata.features]
-    with httpx.Client(timeout=60.0, headers=api_headers(settings)) as client:
+    with httpx.Client(timeout=60.0, headers=canary_headers(settings)) as client:
         response = client.get(f"{url}/metadata")
         if response.status_code != 200 or response.json().get("model_version") != model_version:
             raise CanaryFailed(f"/metadata at {url} does not report {model_name} v{model_version}: "

@@ -166,7 +166,8 @@ def bento_model_tag(name: str, version: int, model_sha256: str) -> str:
 
 
 def served_model_from(metadata, spec, registry_uri: str) -> ServedModel:
-    """What the service needs to know about a registry version (tasks.registry.ModelVersion)."""
+    """What the service needs to know about a registry version (tasks.registry.ModelVersion): its identity, its
+    input, and what it predicts (the dataset declaration's task, classes and positive label)."""
     names = [c.name for c in metadata.features]
     for column in metadata.features:  # the model's recorded input must still be what the dataset declares
         try:
@@ -234,7 +235,7 @@ def import_model(store: ObjectStore, settings: Settings, ref: int | str = "champ
     info = {"registry_uri": served.registry_uri, "model_sha256": metadata.model_sha256,
             "threshold": metadata.threshold, "window": metadata.lineage.window, "features": served.features,
             "trained_at": metadata.created_at.isoformat(), "partitions": served.lineage.partitions,
-            "metrics": served.lineage.metrics}
+            "metrics": {k: v for k, v in served.lineage.metrics.items() if v is not None}}  # BentoML refuses None
     path = save_bento_model(settings, tag, {MODEL_FILE: data,
                                             SERVED_MODEL_FILE: served.model_dump_json(indent=1).encode()},
                             labels=labels, metadata=info)

@@ -307,7 +307,7 @@ class ServingSettings(Section):
     access_log: bool = False  # BentoML's per-request access log (costs ~10% throughput)
     trace_requests: bool = False  # OpenTelemetry spans for API requests (~0.4 ms each; needs an exporter)
     canary_rows: int = Field(default=200, ge=1)  # test-serving: rows of the test window sent as canaries
-    canary_tolerance: float = Field(default=1e-9, ge=0)  # |served - in-process probability| allowed
+    canary_tolerance: float = Field(default=1e-9, ge=0)  # |served - in-process| (regression: over max(1, |value|))
     latency_budget_ms: float = Field(default=250.0, gt=0)  # test-serving: p95 of single-row /predict
     latency_requests: int = Field(default=50, ge=5)  # single-row requests timed for the budget
     readiness_timeout_seconds: float = Field(default=180.0, gt=0)  # `bentoml serve` start -> /readyz 200

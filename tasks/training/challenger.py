@@ -39,10 +39,10 @@ from mlcycle.tasks.features import (
     build_pipeline,
     input_schema,
     model_input,
-    predictions,
     resolve_family,
     training_features,
 )
+from mlcycle.tasks.predictions import model_scores
 from mlcycle.tasks.profile import PROFILE_FILE, build_profile
 from mlcycle.tasks.records.training import Candidate, Comparison, StagedArtifact, TrainingWindow
 from mlcycle.tasks.registry.aliases import read_alias
@@ -110,7 +110,7 @@ def _train_challenger(store: ObjectStore, settings: Settings, window: TrainingWi
     clock = time.perf_counter()
     test = frames["test"]
     X_test = model_input(test, features)
-    scores = predictions(pipeline, X_test, task, classes)
+    scores = model_scores(pipeline, X_test, task, classes)
     test_scores = score_model(test, y["test"], scores, slice_features(settings), training.threshold, task=task,
                               classes=classes)
     importances = permutation_importances(pipeline, X_test, y["test"], seed=seed, scoring=scoring)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mlcycle.tasks.evaluation.metrics import compute_metrics
-from mlcycle.tasks.features import class_probabilities
+from mlcycle.tasks.predictions import class_probabilities
 from mlcycle.tasks.records.evaluation import FeatureLeakage, LeakageCheck
 from mlcycle.tasks.settings import DatasetSpec, FeatureSpec, LeakageSettings
 from mlcycle.tasks.settings.problem import category_keys_of

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from mlcycle.tasks.evaluation.metrics import compute_metrics
-from mlcycle.tasks.features import model_input, predictions, search_distributions
+from mlcycle.tasks.features import model_input, search_distributions
+from mlcycle.tasks.predictions import model_scores
 from mlcycle.tasks.records.training import CandidateScore, SearchSummary, SplitName
 from mlcycle.tasks.runners import dask_client
 from mlcycle.tasks.settings import ConfigError, DaskSettings, TrainingSettings
@@ -103,7 +104,7 @@ class MetricScorer:
         return f"{name}@{self.threshold}" if self.task == "binary" else name
 
     def __call__(self, estimator, X, y) -> float:
-        scores = predictions(estimator, X, self.task, self.class_labels)
+        scores = model_scores(estimator, X, self.task, self.class_labels)
         value = compute_metrics(y, scores, self.threshold, task=self.task, classes=self.class_labels).get(self.metric)
         if value is None:
             return float("nan")

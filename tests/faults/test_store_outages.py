@@ -192,8 +192,8 @@ def _submit(log, spec, request_id: str, rows: int = 5) -> None:
         else:
             columns[f.name] = np.array(rng.choice(f.categories, rows), dtype=object)
     probabilities = rng.uniform(0, 1, rows)
-    assert log.submit(request_id, "/predict", columns, [f"{request_id}-{i}" for i in range(rows)], probabilities,
-                      (probabilities >= 0.5).astype(np.int8))
+    assert log.submit(request_id, "/predict", columns, [f"{request_id}-{i}" for i in range(rows)],
+                      {"probability": probabilities, "label": (probabilities >= 0.5).astype(np.int8)})
 
 
 def _writer(store, settings, spill_dir):
