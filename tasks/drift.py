@@ -27,7 +27,9 @@ and KS against the reference prediction sample.
 
 Dataset-level decision: drift when the share of drifted features >= ``drift_share``, or a feature
 marked ``critical`` in the dataset declaration drifts, or the predictions drift. Below ``min_rows``
-current rows nothing is decided: the report says "not enough data".
+current rows nothing is decided: the report says "not enough data". Every decision carries the rule
+applied to its window in words (``DriftDecision.verdict``: "2 of 10 features drifted (20%), below the
+50% share, and no critical feature drifted: no dataset drift").
 
 Memory does not grow with the training set: the reference side is the stored profile only. The
 current window is processed one column at a time (bin counts, a sort for KS), so a window of millions
@@ -255,7 +257,33 @@ def decide_drift(results: list[FeatureDrift], prediction: FeatureDrift | None, n
     return DriftDecision(
         enough_data=True, rows=n, min_rows=config.min_rows, features=results, prediction=prediction,
         drifted_features=drifted, drifted_share=share, dataset_drift=bool(reasons), reasons=reasons,
+        verdict=_verdict(results, drifted, critical, prediction, share, config.drift_share),
     )
+
+
+def _verdict(results: list[FeatureDrift], drifted: list[str], critical: list[str], prediction: FeatureDrift | None,
+             share: float, drift_share: float) -> str:
+    """The dataset-level rule applied to this window, in words: each of its three parts, then the verdict.
+
+    "2 of 10 features drifted (20%), below the 50% share, and no critical feature drifted: no dataset drift".
+    """
+    if results:
+        side = "at or above" if share >= drift_share else "below"
+        parts = [f"{len(drifted)} of {len(results)} features drifted ({share:.0%}), {side} the {drift_share:.0%} share"]
+    else:
+        parts = ["no feature could be compared with the reference"]
+    if critical:
+        parts.append(f"critical feature{'s' if len(critical) > 1 else ''} {', '.join(critical)} drifted")
+    elif any(r.critical for r in results):
+        parts.append("no critical feature drifted")
+    else:
+        parts.append("no feature is declared critical")
+    if prediction is not None:
+        parts.append("the predictions drifted" if prediction.drifted else "the predictions did not drift")
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + ", and " + parts[-1]
+    dataset_drift = ((bool(results) and share >= drift_share) or bool(critical)
+                     or bool(prediction and prediction.drifted))
+    return f"{listed}: {'dataset drift' if dataset_drift else 'no dataset drift'}"
 
 
 def _as_float(values) -> np.ndarray:

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from mlcycle.tasks.monitor.trigger import TRIGGERS, claim_trigger, update_trigger
-from mlcycle.tasks.monitor.window import check_performance, window_for
+from mlcycle.tasks.monitor.performance import check_performance
+from mlcycle.tasks.monitor.window import window_for
 from mlcycle.tasks.records.monitoring import DriftDecision, MonitorReport, MonitorWindow
 
 T0 = dt.datetime(2026, 10, 23, tzinfo=dt.UTC)

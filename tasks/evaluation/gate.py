@@ -21,10 +21,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from mlcycle.tasks.evaluation.metrics import improvement
+from mlcycle.tasks.lazy_task import NO_CACHE, task
 from mlcycle.tasks.records.evaluation import BootstrapResult, GateDecision, Metrics, ModelScores, RuleResult
 from mlcycle.tasks.records.training import Candidate, Comparison
 from mlcycle.tasks.settings import GateSettings

@@ -31,12 +31,11 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ValidationError
 
 from mlcycle.tasks.evaluation.gate import comparison_table
 from mlcycle.tasks.features import model_input
+from mlcycle.tasks.lazy_task import NO_CACHE, task
 from mlcycle.tasks.profile import PROFILE_FILE, ReferenceProfile
 from mlcycle.tasks.records.evaluation import GateDecision
 from mlcycle.tasks.records.registry import (

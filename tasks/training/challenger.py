@@ -22,12 +22,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from mlcycle.tasks.evaluation.metrics import paired_bootstrap, permutation_importances, score_model
 from mlcycle.tasks.evaluation.plots import calibration_plot, importance_plot, roc_plot
 from mlcycle.tasks.features import build_pipeline, input_schema, model_input, resolve_family, training_features
+from mlcycle.tasks.lazy_task import NO_CACHE, task
 from mlcycle.tasks.profile import PROFILE_FILE, build_profile
 from mlcycle.tasks.records.training import Candidate, Comparison, StagedArtifact, TrainingWindow
 from mlcycle.tasks.registry.aliases import read_alias
