@@ -60,7 +60,9 @@ def main() -> None:
         sys.exit(code)
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as its return value here
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except (UsageFailure, ConfigError, ValidationError, UnsafeKey) as exc:
         fail(exc, EXIT_USAGE)
     except SourceError as exc:
