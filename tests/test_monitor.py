@@ -330,3 +330,17 @@ def test_each_report_states_the_verdict(settings):
     assert f"**Why:** {decision.verdict}" in render_markdown(report, None, {})
     assert f"<b>Why:</b> {decision.verdict}" in render_html(report, None, None, {})
     assert MonitorReport.model_validate_json(report.model_dump_json()).drift.verdict == decision.verdict
+
+
+def test_every_drift_and_monitor_threshold_is_in_the_project_file_with_a_comment():
+    import re
+    from pathlib import Path
+
+    from mlcycle.tasks.settings.sections import DriftSettings, MonitorSettings
+
+    text = (Path(__file__).resolve().parents[1] / "mlcycle.yaml").read_text()
+    for section, model in (("drift", DriftSettings), ("monitor", MonitorSettings)):
+        body = re.search(rf"^{section}:\n((?:[ #].*\n|\n)*?)(?=^\S|\Z)", text, flags=re.M).group(1)
+        for field in model.model_fields:
+            assert re.search(rf"^  {field}: \S.*#\s*\S", body, flags=re.M), f"{section}.{field} undeclared or bare"
+    assert "drift_share" in text and "critical: true" in text  # the dataset-level rule, in the file
