@@ -13,7 +13,8 @@ Prefect's own decorator each of them paid that second, which made them miss thei
 
 and gets an object that builds the real ``prefect.Task`` (same options, same function) the first time it
 is called or any attribute is read (``.submit``, ``.map``, ``.with_options``, ``.fn``, ``.name``), then
-hands everything to it. Flows, ``retrying()`` and tests use it exactly as the task itself.
+hands everything to it. Flows, ``retrying()`` and tests use it exactly as the task itself; it pickles by
+reference to its module (a Dask worker imports the same wrapper).
 """
 
 from __future__ import annotations
@@ -61,12 +62,25 @@ class LazyTask:
         return self.prefect_task(*args, **kwargs)
 
     def __getattr__(self, name: str):
-        if name.startswith("_lazy_"):  # not built yet (e.g. during copy or unpickling): no recursion
+        # only the task's own attributes are handed on: not this object's (missing while it is being copied or
+        # unpickled, and a lookup of them here would recurse), nor special names
+        if name.startswith("_lazy_") or name == "prefect_task" or (name.startswith("__") and name.endswith("__")):
             raise AttributeError(name)
         return getattr(self.prefect_task, name)
 
+    def __reduce__(self):
+        """Pickled by reference, as a module-level function is: the other side (a Dask worker) imports the
+        same wrapper from the same module."""
+        return _module_attribute, (self.__module__, self.__qualname__)
+
     def __repr__(self) -> str:
         return f"LazyTask({self._lazy_options.get('name', self._lazy_fn.__name__)!r})"
+
+
+def _module_attribute(module: str, name: str) -> Any:
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 def task(**options: Any) -> Callable[[Callable], LazyTask]:
