@@ -24,7 +24,14 @@ from mlcycle.flows.cli.common import (
 commands = typer.Typer()
 
 
-@commands.command()
+HELP = ("Measure drift and live performance of the champion; start a training when warranted.\n\n"
+        "Exit codes: 0 done (also when there is nothing to monitor yet); 1 the run failed; 2 bad usage or "
+        "configuration; 3 retraining warranted but could not be started (no train deployment on the Prefect "
+        "server: run `mlcycle up`, or train now with `mlcycle train`). With 3 the report and the decision are "
+        "stored and printed all the same.")
+
+
+@commands.command(help=HELP)
 def monitor(
     ctx: typer.Context,
     hours: int = typer.Option(None, "--hours", min=1, help="window length (default: monitor.window_hours)"),
@@ -32,12 +39,7 @@ def monitor(
     start: str = typer.Option(None, "--start", help="window start, ISO datetime UTC (overrides --hours)"),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Measure drift and live performance of the champion; start a training when warranted.
-
-    Exit codes: 0 done (also with nothing to monitor yet); 1 the run failed; 2 bad usage or configuration;
-    3 retraining warranted but could not be started (no train deployment: run `mlcycle up`, or `mlcycle
-    train`); the report and the decision are stored and printed all the same.
-    """
+    """Measure drift and live performance of the champion; start a training when warranted (exit codes: HELP)."""
     from mlcycle.tasks.monitor.window import nothing_to_monitor
     from mlcycle.tasks.storage import open_store
     from mlcycle.tasks.training.challenger import model_name
