@@ -9,7 +9,7 @@ export DO_NOT_TRACK := 1
 export BENTOML_DO_NOT_TRACK := true
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install demo down test lint status clean
+.PHONY: install nginx demo down test lint status clean
 
 # The environment is built from the lock (the whole resolved set), never from loose requirements.
 $(BIN)/.installed: requirements.lock pyproject.toml
@@ -21,8 +21,13 @@ $(BIN)/.installed: requirements.lock pyproject.toml
 
 install: $(BIN)/.installed
 
+## nginx: the stable endpoint's nginx, which pip cannot install: installed when root on Debian (its system
+## service not started), else stop at once with the command to run (infra/nginx.sh)
+nginx:
+	@bash infra/nginx.sh
+
 ## demo: create .venv, install, start the local stack, run the pipeline end to end, print where to look
-demo: install
+demo: nginx install
 	$(BIN)/mlcycle up
 	$(BIN)/mlcycle demo
 

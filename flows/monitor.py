@@ -13,7 +13,9 @@ worker; the decision (BH across all tests) is taken from their results, the same
 
 The tasks are in ``tasks/monitor/`` (window, trigger, report); the trigger's guard rails are described in
 ``tasks/monitor/trigger.py``. A decision is always recorded, with its reasons, whether or not a training
-starts.
+starts: also when a warranted training cannot be started (no train deployment on this server, e.g. no
+`mlcycle up`): the trigger's outcome is then ``start-failed``, its ledger slot released, and the report,
+the decision and the run's log say so with the way out (`mlcycle up`, or `mlcycle train`).
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ def monitor_flow(hours: int | None = None, end: str | None = None,
         decision = start_training_task(settings, decision)
     report = retrying(report_task, settings.retries.monitoring)(
         settings, report.model_copy(update={"trigger": decision}))
-    get_run_logger().info("%s: %s; trigger %s (%s)", report.window_id, report.drift.summary(), decision.outcome,
-                          decision.detail)
+    logger = get_run_logger()
+    logger.info("%s: %s; trigger %s (%s)", report.window_id, report.drift.verdict, decision.outcome, decision.detail)
+    if report.retraining_not_started:  # the report and the decision are written; the run says what is missing
+        logger.error(decision.detail)
     return report

@@ -31,7 +31,9 @@ reported beside them.
 
 Dataset-level decision: drift when the share of drifted features >= ``drift_share``, or a feature
 marked ``critical`` in the dataset declaration drifts, or the predictions drift. Below ``min_rows``
-current rows nothing is decided: the report says "not enough data".
+current rows nothing is decided: the report says "not enough data". Every decision carries the rule
+applied to its window in words (``DriftDecision.verdict``: "2 of 10 features drifted (20%), below the
+50% share, and no critical feature drifted: no dataset drift").
 
 Memory does not grow with the training set: the reference side is the stored profile only. The
 current window is processed one column at a time (bin counts, a sort for KS), so a window of millions
@@ -40,148 +42,25 @@ of rows costs a few column buffers, not a copy of the frame.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from mlcycle.tasks.drift_stats import (
+    benjamini_hochberg,
+    bin_counts_sorted,
+    chi2_homogeneity,
+    js_distance,
+    ks_sorted,
+    psi,
+    relative_to_sd,
+    two_proportion_p,
+    wasserstein_sorted,
+)
 from mlcycle.tasks.records.monitoring import DriftDecision, FeatureDrift
 
-# Smoothing for PSI on empty bins: a bin with zero rows counts as this share instead of 0.
-_EPS = 1e-4
 # The inference-log column (tasks/inference_log.py: PREDICTION_COLUMNS) prediction drift reads, per task.
 PREDICTION_DRIFT_COLUMN = {"binary": "probability", "multiclass": "label", "regression": "prediction"}
 
 
-# --------------------------------------------------------------------------------------------------
-# The statistics, as plain functions (each tested against scipy)
-# --------------------------------------------------------------------------------------------------
-
-
-def psi(reference_counts, current_counts) -> float:
-    """Population stability index sum((c - r) * ln(c / r)) over shares, empty bins smoothed."""
-    r = np.asarray(reference_counts, dtype=float)
-    c = np.asarray(current_counts, dtype=float)
-    if r.sum() == 0 or c.sum() == 0:
-        return 0.0
-    r = np.maximum(r / r.sum(), _EPS)
-    c = np.maximum(c / c.sum(), _EPS)
-    return float(np.sum((c - r) * np.log(c / r)))
-
-
-def ks_sorted(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """KS on two sorted, NaN-free samples, ``a`` the small one (the reference sample).
-
-    Equal to ``scipy.stats.ks_2samp(a, b, method="asymp")``, without its sort of the current window
-    (already sorted once for PSI, KS and W1 together). Between consecutive points of ``a`` its CDF is
-    constant while ``b``'s only grows, so the largest gap is at a point of ``a`` or just before it:
-    2 x len(a) look-ups in ``b`` instead of a pass over both.
-    """
-    from scipy.stats import kstwo
-
-    n1, n2 = len(a), len(b)
-    if n1 == 0 or n2 == 0:
-        return 0.0, 1.0
-    at = np.abs(np.searchsorted(a, a, side="right") / n1 - np.searchsorted(b, a, side="right") / n2)
-    before = np.abs(np.searchsorted(a, a, side="left") / n1 - np.searchsorted(b, a, side="left") / n2)
-    d = float(max(at.max(), before.max()))
-    en = n1 * n2 / (n1 + n2)
-    p = float(kstwo.sf(d, np.round(en)))
-    return d, min(max(p, 0.0), 1.0)
-
-
-def wasserstein_sorted(a: np.ndarray, b: np.ndarray) -> float:
-    """W1 = integral of |F_a - F_b| (as ``scipy.stats.wasserstein_distance``) on sorted, NaN-free samples.
-
-    The small sample ``a`` is inserted into the sorted ``b`` (no second sort of the large one).
-    """
-    if len(a) == 0 or len(b) == 0:
-        return 0.0
-    merged = np.insert(b, np.searchsorted(b, a), a)
-    deltas = np.diff(merged)
-    points = merged[:-1]
-    cdf_a = np.searchsorted(a, points, side="right") / len(a)
-    cdf_b = np.searchsorted(b, points, side="right") / len(b)
-    return float(np.sum(np.abs(cdf_a - cdf_b) * deltas))
-
-
-def _scale(a: np.ndarray, reference_std: float | None) -> float:
-    if reference_std and reference_std > 0:
-        return float(reference_std)
-    return float(np.std(a)) or 1.0
-
-
-def bin_counts_sorted(sorted_values: np.ndarray, edges: list[float]) -> list[int]:
-    """Counts in the profile's bins (left-closed, out-of-range to the end bins) of an already sorted column."""
-    if len(edges) < 2:
-        return []
-    cuts = np.searchsorted(sorted_values, np.asarray(edges[1:-1]), side="left")
-    return [int(c) for c in np.diff(np.concatenate([[0], cuts, [len(sorted_values)]]))]
-
-
-def js_distance(p: dict[str, float], q: dict[str, float]) -> float:
-    """Jensen-Shannon distance (base 2, in [0, 1]) between two category distributions.
-
-    ``scipy.spatial.distance.jensenshannon`` on the union of the categories (a category missing on one
-    side has share 0 there). Two cases where scipy answers ``nan`` are distance 0 here: a side with no
-    mass at all (scipy divides 0 by 0), and two distributions equal up to rounding (the sum of relative
-    entropies comes out a hair below zero and its square root is ``nan``).
-    """
-    from scipy.spatial.distance import jensenshannon
-
-    keys = sorted(set(p) | set(q))
-    a = np.array([p.get(k, 0.0) for k in keys], dtype=float)
-    b = np.array([q.get(k, 0.0) for k in keys], dtype=float)
-    if a.sum() == 0 or b.sum() == 0:
-        return 0.0
-    with np.errstate(invalid="ignore"):
-        distance = float(jensenshannon(a, b, base=2))
-    return 0.0 if math.isnan(distance) else distance
-
-
-def chi2_homogeneity(reference_counts: dict[str, float], current_counts: dict[str, float]) -> tuple[float, float]:
-    """Chi-square test that reference and current counts come from one distribution (2 x k table)."""
-    from scipy.stats import chi2_contingency
-
-    keys = [k for k in sorted(set(reference_counts) | set(current_counts))
-            if reference_counts.get(k, 0) + current_counts.get(k, 0) > 0]
-    if len(keys) < 2:
-        return 0.0, 1.0
-    table = np.array([[reference_counts.get(k, 0.0) for k in keys], [current_counts.get(k, 0.0) for k in keys]])
-    if table[0].sum() == 0 or table[1].sum() == 0:
-        return 0.0, 1.0
-    stat, p, _, _ = chi2_contingency(table, correction=False)
-    return float(stat), float(p)
-
-
-def two_proportion_p(x1: float, n1: int, x2: float, n2: int) -> float:
-    """Two-sided p-value of the pooled two-proportion z-test (null rates)."""
-    from scipy.stats import norm
-
-    if n1 == 0 or n2 == 0:
-        return 1.0
-    pooled = (x1 + x2) / (n1 + n2)
-    if pooled in (0.0, 1.0):
-        return 1.0
-    z = (x1 / n1 - x2 / n2) / math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-    return float(2 * norm.sf(abs(z)))
-
-
-def benjamini_hochberg(p_values: list[float]) -> list[float]:
-    """BH-adjusted p-values (step-up, monotone, capped at 1), in the input order.
-
-    ``scipy.stats.false_discovery_control(method="bh")`` (Benjamini & Hochberg 1995): the expected
-    share of false alarms among the window's significant tests stays at most ``alpha``. A p-value
-    outside [0, 1] (or ``nan``) is refused with a ValueError instead of spreading ``nan``.
-    """
-    from scipy.stats import false_discovery_control
-
-    if not p_values:
-        return []
-    return [float(x) for x in false_discovery_control(p_values, method="bh")]
-
-
-# --------------------------------------------------------------------------------------------------
-# The assessment of one window
 # --------------------------------------------------------------------------------------------------
 
 
@@ -265,7 +144,33 @@ def decide_drift(results: list[FeatureDrift], prediction: FeatureDrift | None, n
     return DriftDecision(
         enough_data=True, rows=n, min_rows=config.min_rows, features=results, prediction=prediction,
         drifted_features=drifted, drifted_share=share, dataset_drift=bool(reasons), reasons=reasons,
+        verdict=_verdict(results, drifted, critical, prediction, share, config.drift_share),
     )
+
+
+def _verdict(results: list[FeatureDrift], drifted: list[str], critical: list[str], prediction: FeatureDrift | None,
+             share: float, drift_share: float) -> str:
+    """The dataset-level rule applied to this window, in words: each of its three parts, then the verdict.
+
+    "2 of 10 features drifted (20%), below the 50% share, and no critical feature drifted: no dataset drift".
+    """
+    if results:
+        side = "at or above" if share >= drift_share else "below"
+        parts = [f"{len(drifted)} of {len(results)} features drifted ({share:.0%}), {side} the {drift_share:.0%} share"]
+    else:
+        parts = ["no feature could be compared with the reference"]
+    if critical:
+        parts.append(f"critical feature{'s' if len(critical) > 1 else ''} {', '.join(critical)} drifted")
+    elif any(r.critical for r in results):
+        parts.append("no critical feature drifted")
+    else:
+        parts.append("no feature is declared critical")
+    if prediction is not None:
+        parts.append("the predictions drifted" if prediction.drifted else "the predictions did not drift")
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + ", and " + parts[-1]
+    dataset_drift = ((bool(results) and share >= drift_share) or bool(critical)
+                     or bool(prediction and prediction.drifted))
+    return f"{listed}: {'dataset drift' if dataset_drift else 'no dataset drift'}"
 
 
 def _as_float(values) -> np.ndarray:
@@ -288,7 +193,7 @@ def _numeric(ref, values, critical: bool) -> FeatureDrift:
     sample = np.sort(np.asarray(ref.sample, dtype=float))  # stored sorted; cheap insurance
     result.psi = psi(ref.counts, bin_counts_sorted(present, ref.bin_edges))
     result.statistic, result.p_value = ks_sorted(sample, present)
-    result.wasserstein_norm = wasserstein_sorted(sample, present) / _scale(sample, ref.std)
+    result.wasserstein_norm = wasserstein_sorted(sample, present) / relative_to_sd(sample, ref.std)
     return result
 
 

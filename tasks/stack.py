@@ -14,6 +14,9 @@ Services:
 
 ``up`` also creates the work pool and runs ``prefect deploy --all`` from the project root (the folder
 holding prefect.yaml), so every deployment, with its schedule, exists on the server.
+
+A flow command run without a Prefect API (no ``PREFECT_API_URL``, no stack) starts the ``prefect-server``
+service alone (:func:`ensure_prefect_server`), once; the next commands reuse it and ``down`` stops it.
 """
 
 from __future__ import annotations
@@ -174,6 +177,32 @@ def start_prefect_server(settings: Settings) -> Service:
     (settings.home / "prefect").mkdir(parents=True, exist_ok=True)
     return start_service(settings, "prefect-server", argv, url=f"http://127.0.0.1:{port}",
                          health_url=f"{prefect_api_url(port)}/health")
+
+
+def running_prefect_api(settings: Settings) -> str | None:
+    """The API URL of the stack's Prefect server when it runs (its pid file names a live, healthy process)."""
+    server = read_service(settings, "prefect-server")
+    url = prefect_api_url()
+    return url if server is not None and server.alive() and healthy(f"{url}/health") else None
+
+
+def ensure_prefect_server(settings: Settings) -> tuple[Service, bool]:
+    """The stack's Prefect server, started in the background unless it already runs; (service, started).
+
+    What a flow command without ``PREFECT_API_URL`` runs against: the server ``mlcycle up`` would start (same
+    pid file, same SQLite under ``MLCYCLE_HOME/prefect``), started once and reused by the next commands,
+    instead of a temporary server per command. Concurrent commands start it once: the check and the start
+    hold an exclusive ``flock`` on ``run/prefect-server.lock``, which the kernel releases if the holder dies.
+    """
+    import fcntl
+
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.run_dir / "prefect-server.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = read_service(settings, "prefect-server")
+        if current is not None and running_prefect_api(settings):
+            return current, False
+        return start_prefect_server(settings), True
 
 
 def worker_port() -> int:

@@ -143,3 +143,75 @@ def test_python_m_runs_the_same_cli(tmp_path):
                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("mlcycle: error: invalid date '2026-02-30'") and result.stdout == ""
+
+
+def _mlcycle(tmp_path, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m mlcycle.flows.cli ARGS` in a fresh process with its own home and no Prefect API configured."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLCYCLE_"))}
+    clean.update({"MLCYCLE_HOME": str(tmp_path / "home"), "MLCYCLE_CONFIG": str(ROOT / "mlcycle.yaml"), **(env or {})})
+    return subprocess.run([sys.executable, "-m", "mlcycle.flows.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=clean, timeout=timeout)
+
+
+def test_a_missing_landing_path_is_one_line_before_anything_starts(tmp_path):
+    result = _mlcycle(tmp_path, "ingest", "--date", "2026-10-01", "--source", "landing")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == ["mlcycle: error: source 'landing' needs MLCYCLE_LANDING_PATH (a folder or "
+                                          "s3://bucket/prefix)"]
+    assert not (tmp_path / "home" / "run").exists()  # no Prefect server was started, nor anything else
+
+
+def test_debug_adds_the_traceback_before_the_same_line(tmp_path):
+    result = _mlcycle(tmp_path, "--debug", "ingest", "--date", "2026-10-01", "--source", "landing")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):" and "UsageFailure" in result.stderr
+    assert lines[-1].startswith("mlcycle: error: source 'landing' needs MLCYCLE_LANDING_PATH")
+
+
+@pytest.mark.parametrize("args", [("models", "list"), ("models", "show", "champion"), ("partitions",), ("status",),
+                                  ("deployments", "list"), ("deployments", "current"), ("labels", "--simulate")])
+def test_commands_that_run_no_flow_import_no_prefect_and_start_no_server(tmp_path, args):
+    """What makes them answer at once: no Prefect import (a second), no server (seconds more)."""
+    probe = ("import sys\nfrom mlcycle.flows.cli import main\nsys.argv = ['mlcycle', *sys.argv[1:]]\n"
+             "try:\n    main()\nfinally:\n    print('prefect imported' if 'prefect' in sys.modules else 'no prefect',"
+             " file=sys.stderr)\n")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLCYCLE_"))}
+    clean.update({"MLCYCLE_HOME": str(tmp_path / "home"), "MLCYCLE_CONFIG": str(ROOT / "mlcycle.yaml")})
+    result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=ROOT, env=clean,
+                            timeout=120)
+    assert result.stderr.strip().splitlines()[-1] == "no prefect", result.stderr
+    assert not (tmp_path / "home" / "run").exists()
+
+
+def test_monitor_help_documents_its_exit_codes():
+    result = subprocess.run([sys.executable, "-m", "mlcycle.flows.cli", "monitor", "--help"], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert "3 retraining warranted but could not be started" in text and "mlcycle up" in text
+
+
+@pytest.mark.flow
+def test_a_quarantined_batch_is_one_line_on_stderr_not_prefects_traceback(tmp_path, prefect_harness):
+    """A real process against the test server: Prefect's console is quiet, the run's failure is one line."""
+    import datetime as dt
+
+    from prefect.settings import PREFECT_API_URL
+
+    from mlcycle.tasks.settings import load_settings
+    from mlcycle.tasks.simulator import simulate_batch
+
+    settings = load_settings(home=tmp_path / "home")
+    frame = simulate_batch(dt.date(2026, 10, 1), settings.simulator, settings.dataset, rows=300).frame
+    frame.loc[4, settings.dataset.categorical_features[0].name] = "nowhere"
+    (tmp_path / "in").mkdir()
+    frame.to_csv(tmp_path / "in" / "export_date=2026-10-01.csv", index=False)
+    env = {"PREFECT_API_URL": PREFECT_API_URL.value(), "MLCYCLE_LANDING_PATH": str(tmp_path / "in")}
+    result = _mlcycle(tmp_path, "ingest", "--date", "2026-10-01", "--source", "landing", env=env)
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("mlcycle: error: ValidationFailed: 2026-10-01: batch quarantined") and "nowhere" in line
+    verbose = _mlcycle(tmp_path, "-v", "ingest", "--date", "2026-10-01", "--source", "landing",
+                       env={**env, "PREFECT_LOGGING_LEVEL": "INFO"})  # the tests' environment says WARNING
+    assert verbose.returncode == 1 and "| INFO    | Flow run" in verbose.stderr  # -v: Prefect's own lines are back

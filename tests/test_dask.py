@@ -260,6 +260,7 @@ def test_per_feature_pieces_give_exactly_the_in_process_evaluation(monitored):
     """The fan-out's plain functions, without Prefect or Dask: column by column equals the whole frame."""
     from mlcycle.tasks.monitor.window import (
         evaluate,
+        prediction_column,
         report_from_parts,
         summarize_window,
         window_feature_drift,
@@ -279,7 +280,7 @@ def test_per_feature_pieces_give_exactly_the_in_process_evaluation(monitored):
     summary = summarize_window(store, window, champion.metrics.model_dump(), settings.dataset, settings.monitor)
     pieces = report_from_parts(
         summary, [window_feature_drift(store, window, settings.dataset, f.name) for f in settings.dataset.features],
-        window_prediction_drift(store, window), settings.drift)
+        window_prediction_drift(store, window, prediction_column(settings.dataset.task)), settings.drift)
     assert whole.drift.dataset_drift
     assert pieces.model_dump() == whole.model_dump()
     with pytest.raises(ConfigError, match="has no feature .salary."):

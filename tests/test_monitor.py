@@ -1,4 +1,5 @@
-"""Monitoring logic without Prefect: windows, the live-performance trigger, the trigger ledger's rules."""
+"""Monitoring logic without Prefect: windows and their ids, the live-performance check per task, the drift
+verdict in words, the trigger ledger's rules and the HTML report."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlcycle.tasks.monitor.performance import check_performance
 from mlcycle.tasks.monitor.trigger import TRIGGERS, claim_trigger, update_trigger
-from mlcycle.tasks.monitor.window import check_performance, window_for
+from mlcycle.tasks.monitor.window import window_for
 from mlcycle.tasks.records.monitoring import DriftDecision, MonitorReport, MonitorWindow
 
 T0 = dt.datetime(2026, 10, 23, tzinfo=dt.UTC)
@@ -127,3 +129,218 @@ def test_a_report_without_drift_says_so_and_draws_nothing():
                            drift=DriftDecision(enough_data=False, rows=0, min_rows=500))
     page = render_html(report, None, None, {})
     assert "<p>none</p>" in page and "not evaluated" in page and "no data" in page and "<img" not in page
+
+
+# --------------------------------------------------------------------------------------------------
+# window ids
+# --------------------------------------------------------------------------------------------------
+
+
+def test_windows_seconds_apart_get_different_ids_and_the_same_window_keeps_its_id():
+    end = dt.datetime(2026, 10, 23, 5, 0, 0, tzinfo=dt.UTC)
+    a = window_for("m", 3, 1, start=end - dt.timedelta(hours=1), end=end)
+    b = window_for("m", 3, 1, start=end - dt.timedelta(hours=1, seconds=7), end=end)
+    c = window_for("m", 3, 1, start=end - dt.timedelta(hours=1), end=end + dt.timedelta(microseconds=400))
+    assert len({a.window_id, b.window_id, c.window_id}) == 3
+    same = window_for("m", 3, 1, start=(end - dt.timedelta(hours=1)).astimezone(dt.timezone(dt.timedelta(hours=2))),
+                      end=end)
+    assert same.window_id == a.window_id == window_for("m", 3, 1, start=end - dt.timedelta(hours=1), end=end).window_id
+    assert a.window_id.startswith("m-v3-20261023T040000-20261023T050000-")
+
+
+# --------------------------------------------------------------------------------------------------
+# live performance per task, on real tables (tests/support/datasets.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def _spec(table, **declared):
+    from mlcycle.tasks.settings import DatasetSpec, FeatureSpec
+
+    features = [FeatureSpec(name=c, kind="numeric") for c in table.features]
+    return DatasetSpec(name=table.name, task=table.task, id_column="row_id", timestamp_column="ts",
+                       target=table.target, features=features, **declared)
+
+
+def _monitor(metric: str, min_labelled_rows: int = 50):
+    from mlcycle.tasks.settings import MonitorSettings
+
+    return MonitorSettings(performance_metric=metric, performance_tolerance=0.05, min_labelled_rows=min_labelled_rows)
+
+
+@pytest.fixture(scope="module")
+def multiclass_window():
+    """anes96's party identification (7 classes): a model fitted on one half, its logged outputs on the other."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from tests.support.datasets import anes96
+
+    table = anes96()
+    spec = _spec(table, classes=list(range(7)))
+    frame = table.frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    fit, live = frame.iloc[:472], frame.iloc[472:].reset_index(drop=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    model.fit(fit[table.features], fit[table.target].astype(str))
+    p = model.predict_proba(live[table.features])[:, [list(model.classes_).index(c) for c in spec.class_labels]]
+    rows = pd.DataFrame({table.target: live[table.target], "label": np.asarray(spec.class_labels)[p.argmax(1)],
+                         "probability": p.max(1), "probabilities": list(p)})
+    return spec, rows
+
+
+@pytest.mark.parametrize("metric", ["log_loss", "balanced_accuracy", "f1_macro", "roc_auc_ovr", "accuracy"])
+def test_multiclass_live_metric_degrades_in_its_own_direction(multiclass_window, metric):
+    spec, rows = multiclass_window
+    healthy = check_performance(rows, spec, {metric: None}, _monitor(metric))
+    same = check_performance(rows, spec, {metric: healthy.live_value}, _monitor(metric))
+    assert not same.degraded and same.worse_by == 0 and "within the tolerance" in same.detail
+    noise = rows.copy()
+    noise["probabilities"] = list(np.random.default_rng(1).dirichlet(np.ones(7), len(rows)))
+    noise["label"] = np.asarray(spec.class_labels)[np.argmax(np.stack(noise["probabilities"]), 1)]
+    broken = check_performance(noise, spec, {metric: healthy.live_value}, _monitor(metric))
+    assert broken.task == "multiclass" and broken.degraded and broken.worse_by > 0.05
+    lower = metric == "log_loss"
+    assert broken.higher_is_better is not lower
+    assert (broken.live_value > healthy.live_value) if lower else (broken.live_value < healthy.live_value)
+    assert ("rise of" if lower else "drop of") in broken.detail and "beyond the tolerance" in broken.detail
+
+
+def test_multiclass_labels_outside_the_classes_or_a_single_class_decide_nothing(multiclass_window):
+    spec, rows = multiclass_window
+    one = rows[rows[spec.target] == rows[spec.target].mode()[0]]
+    check = check_performance(one, spec, {"roc_auc_ovr": 0.7}, _monitor("roc_auc_ovr", 10))
+    assert check.live_value is None and not check.degraded and "single class" in check.detail
+    stray = rows.assign(**{spec.target: rows[spec.target].where(rows.index > 5, 9)})
+    check = check_performance(stray, spec, {"log_loss": 1.5}, _monitor("log_loss"))
+    assert not check.degraded and "['9'] that are not among the declared classes" in check.detail
+
+
+@pytest.fixture(scope="module")
+def regression_window():
+    """randhie's outpatient visits: a ridge fitted on 4,000 person-years, logged predictions for 2,000 more."""
+    from sklearn.linear_model import Ridge
+
+    from tests.support.datasets import randhie
+
+    table = randhie()
+    spec = _spec(table)
+    frame = table.frame.sample(n=6000, random_state=0).reset_index(drop=True)
+    fit, live = frame.iloc[:4000], frame.iloc[4000:].reset_index(drop=True)
+    model = Ridge().fit(fit[table.features], fit[table.target])
+    return spec, pd.DataFrame({table.target: live[table.target], "prediction": model.predict(live[table.features])})
+
+
+@pytest.mark.parametrize("metric", ["rmse", "mae", "r2"])
+def test_regression_live_metric_rises_or_drops_beyond_tolerance(regression_window, metric):
+    spec, rows = regression_window
+    healthy = check_performance(rows, spec, {metric: None}, _monitor(metric))
+    assert healthy.task == "regression" and healthy.live_value is not None
+    good = check_performance(rows, spec, {metric: healthy.live_value + (0.01 if metric == "r2" else -0.01)},
+                             _monitor(metric))
+    assert not good.degraded
+    off = rows.assign(prediction=rows["prediction"] + np.random.default_rng(0).normal(0, 3, len(rows)))
+    worse = check_performance(off, spec, {metric: healthy.live_value}, _monitor(metric))
+    assert worse.degraded and worse.higher_is_better is (metric == "r2")
+    assert ("drop of" if metric == "r2" else "rise of") in worse.detail
+
+
+def test_regression_r2_on_a_constant_target_is_undefined(regression_window):
+    spec, rows = regression_window
+    flat = rows.assign(**{spec.target: 2})
+    check = check_performance(flat, spec, {"r2": 0.1}, _monitor("r2"))
+    assert check.live_value is None and not check.degraded and "r2 undefined" in check.detail
+    assert "constant target" in check.detail
+    assert check_performance(flat, spec, {"rmse": 1.0}, _monitor("rmse")).live_value is not None
+
+
+def test_binary_labels_as_declared_classes_single_class_and_no_labels(settings):
+    """fair's affairs (binary): labels given as the declared classes ("no"/"yes"), then degenerate windows."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from tests.support.datasets import fair
+
+    table = fair()
+    features = table.features
+    spec = _spec(table, classes=["no", "yes"], positive_label="yes")
+    frame = table.frame.sample(n=3000, random_state=0).reset_index(drop=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    model.fit(frame[features][:1500], frame[table.target][:1500])
+    live = frame.iloc[1500:].reset_index(drop=True)
+    p = model.predict_proba(live[features])[:, 1]
+    rows = pd.DataFrame({table.target: np.where(live[table.target] == 1, "yes", "no"), "probability": p,
+                         "label": (p >= 0.5).astype(int)})
+    for metric in ("roc_auc", "pr_auc", "log_loss", "brier", "f1", "recall", "precision"):
+        check = check_performance(rows, spec, {metric: 0.5}, _monitor(metric))
+        assert check.live_value is not None, (metric, check.detail)
+    auc = check_performance(rows, spec, {"roc_auc": 0.95}, _monitor("roc_auc"))
+    assert auc.degraded and 0.6 < auc.live_value < 0.9
+    loss = check_performance(rows, spec, {"log_loss": 0.30}, _monitor("log_loss"))
+    assert loss.degraded and not loss.higher_is_better and "rise of" in loss.detail
+
+    ones = rows[rows[table.target] == "yes"]
+    single = check_performance(ones, spec, {"roc_auc": 0.8}, _monitor("roc_auc"))
+    assert single.live_value is None and "single class" in single.detail and not single.degraded
+    unlabelled = rows.assign(**{table.target: None})
+    empty = check_performance(unlabelled, spec, {"roc_auc": 0.8}, _monitor("roc_auc"))
+    assert empty.labelled_rows == 0 and "not enough labels: 0 labelled rows" in empty.detail
+    assert check_performance(rows.iloc[:0], spec, {"roc_auc": 0.8}, _monitor("roc_auc")).labelled_rows == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# the dataset-level verdict, in words
+# --------------------------------------------------------------------------------------------------
+
+
+def _feature(name: str, drifted: bool, critical: bool = False):
+    from mlcycle.tasks.records.monitoring import FeatureDrift
+
+    return FeatureDrift(feature=name, kind="numeric", critical=critical, n_reference=5000, n_current=2000,
+                        test="ks", p_value=1e-12 if drifted else 0.8, psi=0.6 if drifted else 0.01,
+                        wasserstein_norm=0.5 if drifted else 0.01, null_p_value=1.0)
+
+
+def test_the_verdict_says_why_in_words(settings):
+    from mlcycle.tasks.drift import decide_drift
+
+    calm = decide_drift([_feature(f"f{i}", i < 2, critical=i == 9) for i in range(10)], None, 2000, settings.drift)
+    assert calm.verdict == ("2 of 10 features drifted (20%), below the 50% share, and no critical feature "
+                            "drifted: no dataset drift")
+    assert not calm.dataset_drift
+    many = decide_drift([_feature(f"f{i}", i < 5) for i in range(10)], None, 2000, settings.drift)
+    assert many.dataset_drift and many.verdict == ("5 of 10 features drifted (50%), at or above the 50% share, "
+                                                   "and no feature is declared critical: dataset drift")
+    critical = decide_drift([_feature("a", True, critical=True), *(_feature(f"f{i}", False) for i in range(9))],
+                            None, 2000, settings.drift)
+    assert critical.dataset_drift and critical.verdict.startswith("1 of 10 features drifted (10%), below the 50% "
+                                                                  "share, and critical feature a drifted")
+    thin = decide_drift([], None, 10, settings.drift)
+    assert "no verdict" in thin.verdict and "fewer than the 500 needed" in thin.verdict
+
+
+def test_each_report_states_the_verdict(settings):
+    from mlcycle.tasks.drift import decide_drift
+    from mlcycle.tasks.monitor.report import render_html, render_markdown
+
+    decision = decide_drift([_feature(f"f{i}", False) for i in range(10)], None, 2000, settings.drift)
+    assert decision.verdict.startswith("0 of 10 features drifted (0%), below the 50% share")
+    window = MonitorWindow(model="m", champion_version=1, start=T0 - dt.timedelta(hours=24), end=T0)
+    report = MonitorReport(window_id=window.window_id, window=window, rows=2000, drift=decision, performance=None)
+    assert f"**Why:** {decision.verdict}" in render_markdown(report, None, {})
+    assert f"<b>Why:</b> {decision.verdict}" in render_html(report, None, None, {})
+    assert MonitorReport.model_validate_json(report.model_dump_json()).drift.verdict == decision.verdict
+
+
+def test_every_drift_and_monitor_threshold_is_in_the_project_file_with_a_comment():
+    import re
+    from pathlib import Path
+
+    from mlcycle.tasks.settings.sections import DriftSettings, MonitorSettings
+
+    text = (Path(__file__).resolve().parents[1] / "mlcycle.yaml").read_text()
+    for section, model in (("drift", DriftSettings), ("monitor", MonitorSettings)):
+        body = re.search(rf"^{section}:\n((?:[ #].*\n|\n)*?)(?=^\S|\Z)", text, flags=re.M).group(1)
+        for field in model.model_fields:
+            assert re.search(rf"^  {field}: \S.*#\s*\S", body, flags=re.M), f"{section}.{field} undeclared or bare"
+    assert "drift_share" in text and "critical: true" in text  # the dataset-level rule, in the file

@@ -12,7 +12,7 @@ import pytest
 from mlcycle.tasks.monitor.trigger import claim_trigger
 from mlcycle.tasks.records.monitoring import DriftDecision, MonitorReport, MonitorWindow
 from mlcycle.tasks.storage import open_store
-from tests.conftest import settings_env
+from tests.conftest import run_cli, settings_env
 
 pytestmark = pytest.mark.flow
 
@@ -78,10 +78,11 @@ def test_monitor_before_the_drift_date_does_not_trigger(world):
     from mlcycle.flows.monitor import monitor_flow
 
     settings, store, deployment_id = world
+    earlier = _train_runs(deployment_id)  # tests run in random order: the drifted window's may have run first
     report = monitor_flow(hours=24, end=_end(DRIFT_DATE - dt.timedelta(days=2)))
     assert report.drift.enough_data and not report.drift.dataset_drift, report.drift.reasons
     assert report.trigger.outcome == "not-warranted"
-    assert _train_runs(deployment_id) == []
+    assert _train_runs(deployment_id) == earlier
     assert store.exists(report.report_key)
     assert store.exists(f"monitoring/decisions/{report.window_id}.json")
 
@@ -135,3 +136,48 @@ def test_concurrent_monitors_over_one_window_trigger_at_most_once(store):
         t.join()
     assert outcomes.count("triggered") == 1
     assert set(outcomes) <= {"triggered", "already-triggered"}
+
+
+@pytest.fixture
+def without_train_deployment(world, monkeypatch):
+    """The world's settings, but a train deployment that does not exist on the server (as without `mlcycle up`)."""
+    from mlcycle.tasks.settings import get_settings
+
+    monkeypatch.setenv("MLCYCLE_MONITOR__TRAIN_DEPLOYMENT", "train/never-deployed")
+    monkeypatch.setenv("MLCYCLE_MONITOR__COOLDOWN_HOURS", "0")  # the ledger's earlier triggers do not hold this back
+    get_settings.cache_clear()
+    yield world
+    get_settings.cache_clear()
+
+
+def test_drift_without_a_train_deployment_loses_nothing_and_exits_3(without_train_deployment, monkeypatch, capsys):
+    """`mlcycle monitor` on a drifted window with no train deployment: the report and the decision are stored and
+    printed (human and --json), the trigger says why in one sentence with the way out, the ledger slot is released,
+    and the exit code is the README's (3)."""
+    import json
+
+    from mlcycle.tasks.monitor.trigger import trigger_records
+
+    settings, store, _ = without_train_deployment
+    start, end = "2026-10-23T12:00:00+00:00", "2026-10-24T12:00:00+00:00"  # a window no other test uses
+    code, out, err = run_cli(monkeypatch, capsys, "monitor", "--start", start, "--end", end, "--json")
+    assert code == 3, err
+    report = json.loads(out)
+    assert report["drift"]["dataset_drift"] and "debt_ratio" in report["drift"]["drifted_features"]
+    assert report["drift"]["verdict"].endswith(": dataset drift")
+    trigger = report["trigger"]
+    assert trigger["outcome"] == "start-failed" and not trigger["triggered"] and trigger["record"]["status"] == "failed"
+    assert "no deployment train/never-deployed" in trigger["detail"]
+    assert "`mlcycle up`" in trigger["detail"] and "`mlcycle train`" in trigger["detail"]
+    assert err.strip().splitlines() == [f"mlcycle: error: {trigger['detail']}"]
+    stored = json.loads(store.get_bytes(f"monitoring/decisions/{report['window_id']}.json"))
+    assert stored["trigger"]["outcome"] == "start-failed" and store.exists(report["report_key"])
+    html = store.get_bytes(report["report_key"]).decode()
+    assert "start-failed" in html and "mlcycle up" in html and report["drift"]["verdict"] in html
+
+    code, out, err = run_cli(monkeypatch, capsys, "monitor", "--start", start, "--end", end)  # human, and again
+    assert code == 3
+    assert f"window {report['window_id']}:" in out and "trigger: start-failed: retraining is warranted" in out
+    assert "why:   " in out and "mlcycle up" in err
+    mine = [r for r in trigger_records(store) if r.window_id == report["window_id"]]
+    assert [r.status for r in mine] == ["failed", "failed"]  # each failed start released its slot: a later run may try

@@ -175,3 +175,35 @@ def test_schedules_fire_by_themselves_and_the_worker_completes_the_run(stack_env
 
     left = unexpected_problems(Path(stack_env["MLCYCLE_HOME"]) / "run", [])
     assert not left, "problems in the stack's logs:\n" + "\n\n".join(str(p)[:3000] for p in left[:5])
+
+
+def test_flow_commands_start_the_stacks_server_once_and_reuse_it(tmp_path):
+    """No PREFECT_API_URL, no `mlcycle up`: the first flow command starts the stack's Prefect server in the
+    background (saying so on stderr), the next one reuses it, commands that run no flow never start it, and
+    `mlcycle down` stops it."""
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLCYCLE_"))}
+    env.update({"MLCYCLE_HOME": str(tmp_path / "home"), "MLCYCLE_CONFIG": str(ROOT / "mlcycle.yaml"),
+                "MLCYCLE_PREFECT_PORT": str(free_port()), "MLCYCLE_SIMULATOR__ROWS_PER_DAY": "200",
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"})
+    try:
+        status = json.loads(mlcycle(env, "status", "--json").stdout)
+        assert status["services"] == [] and status["schedules"] is None  # status reads, never starts
+        first = mlcycle(env, "ingest", "--date", "2026-10-01", "--json")
+        assert first.returncode == 0, first.stderr[-2000:]
+        assert json.loads(first.stdout)["zone"] == "validated"
+        assert "starting the stack's Prefect server in the background" in first.stderr
+        assert "`mlcycle down` stops it" in first.stderr and "temporary server" not in first.stderr
+        (server,) = json.loads(mlcycle(env, "status", "--json").stdout)["services"]
+        assert server["name"] == "prefect-server" and server["alive"]
+
+        second = mlcycle(env, "ingest", "--date", "2026-10-02")
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert second.stderr == ""  # reused: nothing started, and Prefect's console is quiet
+        (again,) = json.loads(mlcycle(env, "status", "--json").stdout)["services"]
+        assert again["pid"] == server["pid"]
+    finally:
+        down = mlcycle(env, "down", "--json")
+    assert json.loads(down.stdout)["stopped"] == ["prefect-server"]
+    assert not (psutil.pid_exists(server["pid"]) and psutil.Process(server["pid"]).status() != "zombie")

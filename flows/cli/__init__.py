@@ -1,11 +1,15 @@
 """The ``mlcycle`` command line: the same flows the Prefect deployments run, for humans and CI.
 
 Every command accepts ``--json`` (machine-readable output on stdout). Exit codes: 0 success; 1 the
-work failed (a quarantined batch, a failed flow); 2 bad usage or configuration. On failure a single
-line naming the reason goes to stderr.
+work failed (a quarantined batch, a failed flow); 2 bad usage or configuration, found before any flow or
+server starts; 3 (``mlcycle monitor``) retraining warranted but could not be started. On failure a single
+line naming the reason goes to stderr; the global ``--debug`` adds the traceback.
 
-Flows run against ``PREFECT_API_URL`` when set; otherwise against the local stack if `mlcycle up`
-started one (so runs show in its UI); otherwise Prefect's ephemeral server.
+Flows run against ``PREFECT_API_URL`` when set; otherwise against the local stack's Prefect server, which
+the first flow command starts in the background when `mlcycle up` has not (``common.prepare_flows``). Prefect's
+console logging is quiet unless ``-v`` (its INFO lines) or ``--debug``; the runs' logs are in its UI. Commands
+that run no flow (``models list/show``, ``partitions``, ``status``, ``deployments``, ``labels``) start no server
+and import no Prefect.
 
 This module holds the app and :func:`main`; each command group lives in its own module (``data``,
 ``models``, ``serving``, ``rollout``, ``stack``, ``monitor``, ``demo``, ``init``) on the helpers of ``common``.
@@ -14,11 +18,12 @@ This module holds the app and :func:`main`; each command group lives in its own 
 from __future__ import annotations
 
 import sys
+import traceback
 
 import typer
 
 from mlcycle.flows.cli import data, demo, init, models, monitor, rollout, serving, stack
-from mlcycle.flows.cli.common import UsageFailure, one_line
+from mlcycle.flows.cli.common import EXIT_FAILED, EXIT_USAGE, CliOptions, UsageFailure, one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="mlcycle: the life cycle of a tabular model on Prefect 3.")
@@ -26,31 +31,48 @@ for group in (init, data, stack, monitor, demo, models, serving, rollout):
     app.add_typer(group.commands)  # no name: the group's commands join the top level
 
 
+@app.callback()
+def options(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="on failure print the traceback; show all of Prefect's logs"),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="show Prefect's INFO log lines on stderr"),
+) -> None:
+    """Global options, before the command (mlcycle --debug ingest ...)."""
+    ctx.obj = CliOptions(debug=debug, verbose=verbose)
+
+
 def main() -> None:
-    """Console entry point: map failures to exit codes and a one-line reason on stderr."""
+    """Console entry point: map failures to exit codes and a one-line reason on stderr (with ``--debug``,
+    the traceback first)."""
     from pydantic import ValidationError
 
     from mlcycle.tasks.settings import ConfigError
     from mlcycle.tasks.sources import SourceError
     from mlcycle.tasks.storage import UnsafeKey
 
+    debug = "--debug" in sys.argv[1:]  # a global option: only valid before the command, read here too
+
+    def fail(exc: BaseException | str, code: int, with_type: bool = False) -> None:
+        if debug and isinstance(exc, BaseException):
+            traceback.print_exception(exc)
+        text = f"{type(exc).__name__}: {one_line(exc)}" if with_type else one_line(exc)
+        typer.echo(f"mlcycle: error: {text}", err=True)
+        sys.exit(code)
+
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as its return value here
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except (UsageFailure, ConfigError, ValidationError, UnsafeKey) as exc:
-        typer.echo(f"mlcycle: error: {one_line(exc)}", err=True)
-        sys.exit(2)
+        fail(exc, EXIT_USAGE)
     except SourceError as exc:
-        typer.echo(f"mlcycle: error: {one_line(exc)}", err=True)
-        sys.exit(1)
+        fail(exc, EXIT_FAILED)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("mlcycle: aborted", err=True)
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.TyperException as exc:  # typer's own usage errors (unknown command, missing option)
-        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        typer.echo(f"mlcycle: error: {one_line(message)}", err=True)
-        sys.exit(2)
+        fail(exc.format_message() if hasattr(exc, "format_message") else str(exc), EXIT_USAGE)
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, exit 1
-        typer.echo(f"mlcycle: error: {type(exc).__name__}: {one_line(exc)}", err=True)
-        sys.exit(1)
+        fail(exc, EXIT_FAILED, with_type=True)

@@ -1,11 +1,16 @@
-"""What every ``mlcycle`` command shares: output, usage errors, settings read at the edge, the local stack.
+"""What every ``mlcycle`` command shares: output, exit codes, usage errors, settings read at the edge, Prefect.
 
 * :func:`emit` prints a command's result: its JSON on stdout with ``--json`` (:data:`JSON_OPT`), else the
   human lines;
-* :class:`UsageFailure` is bad arguments (exit 2); :func:`check_dates` turns malformed or reversed date
-  arguments into one;
+* :data:`EXIT_FAILED`, :data:`EXIT_USAGE`, :data:`EXIT_RETRAINING_NOT_STARTED`: the exit codes besides 0;
+* :class:`UsageFailure` is bad arguments or configuration (exit 2), found before any flow or server starts;
+  :func:`check_dates` turns malformed or reversed date arguments into one;
 * :func:`read_settings` is where the CLI reads the configuration, once per command;
-* :func:`use_local_stack` points the flows at the stack `mlcycle up` started;
+* :class:`CliOptions`: the global ``--debug`` and ``-v`` (set by the app's callback, read by :func:`cli_options`);
+* :func:`prepare_flows` is what a command that runs a flow does first: the Prefect API it runs against
+  (``PREFECT_API_URL``, else the local stack's server, else that server started once in the background), and
+  Prefect's console logging quiet unless ``-v``/``--debug`` (the run's logs still reach the API and its UI);
+* :func:`stack_api` is the local stack's API when it runs, for commands that only read from it;
 * :func:`one_line` is the single line ``main()`` prints on stderr for any failure;
 * :func:`run_with_progress` runs a flow while a bar on stderr follows its backfill progress artifacts.
 """
@@ -13,16 +18,38 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import typer
 
 JSON_OPT = typer.Option(False, "--json", help="print machine-readable JSON on stdout")
 
+EXIT_FAILED = 1  # the work failed: a quarantined batch, a failed flow, a refused rollout
+EXIT_USAGE = 2  # bad usage or configuration, found before any flow or server starts
+EXIT_RETRAINING_NOT_STARTED = 3  # `mlcycle monitor`: retraining warranted but could not be started
+QUIET = logging.CRITICAL + 10  # above every level: Prefect's console handlers print nothing
+
 
 class UsageFailure(Exception):
     """Bad arguments or configuration: exit code 2."""
+
+
+@dataclass
+class CliOptions:
+    """The global options, given before the command: ``mlcycle --debug ingest ...``."""
+
+    debug: bool = False  # tracebacks on failure, and Prefect's console logging at its own level
+    verbose: bool = False  # Prefect's INFO lines on stderr
+
+
+def cli_options(ctx: typer.Context) -> CliOptions:
+    """The global options of the command being run (their defaults when none were given)."""
+    return ctx.find_object(CliOptions) or CliOptions()
 
 
 def read_settings():
@@ -40,20 +67,110 @@ def emit(as_json: bool, payload: Any, human: str) -> None:
         typer.echo(human)
 
 
-def use_local_stack() -> None:
-    """Point Prefect at the stack `mlcycle up` started, unless PREFECT_API_URL is already set."""
+def _no_telemetry() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+
+def stack_api(settings) -> str | None:
+    """``PREFECT_API_URL`` when set, else the local stack's API when its server runs; never starts one.
+
+    For commands that run no flow and only read from Prefect when it is there (``mlcycle status``).
+    """
+    _no_telemetry()
     if os.environ.get("PREFECT_API_URL"):
-        return
+        return os.environ["PREFECT_API_URL"]
     from mlcycle.tasks import stack
 
-    settings = read_settings()
-    server = stack.read_service(settings, "prefect-server")
-    if server and server.alive() and stack.healthy(f"{stack.prefect_api_url()}/health"):
-        os.environ["PREFECT_API_URL"] = stack.prefect_api_url()
+    url = stack.running_prefect_api(settings)
+    if url is not None:
+        os.environ["PREFECT_API_URL"] = url  # for the Prefect client this command may import next
         os.environ.setdefault("PREFECT_HOME", str((settings.home / "prefect").resolve()))
+    return url
+
+
+def prepare_flows(ctx: typer.Context, settings, console: int | None = None) -> str:
+    """Before a command runs a flow: the Prefect API to run it against, and Prefect's console quieted.
+
+    The API: ``PREFECT_API_URL`` (environment, Prefect profile, or a test harness) when set; else the local
+    stack's server when it runs; else that server is started in the background once (a stack service with a
+    pid file, as `mlcycle up` does for the server only; stderr says so and that `mlcycle down` stops it) and
+    the next commands reuse it, instead of a temporary server started by Prefect for every command.
+
+    Prefect's console handlers print nothing unless ``-v`` (INFO) or ``--debug`` (everything); ``console``
+    is the command's own default (the demo shows its steps). Both last until the command (``ctx``) ends.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from mlcycle.tasks import stack
+
+    _no_telemetry()
+    url = PREFECT_API_URL.value()
+    if not url:
+        url = stack.running_prefect_api(settings)
+        if url is None:
+            typer.echo(f"mlcycle: no Prefect API (PREFECT_API_URL) and no local stack: starting the stack's Prefect "
+                       f"server in the background at {url or stack.prefect_api_url()} ...", err=True)
+            server, _ = stack.ensure_prefect_server(settings)
+            url = stack.prefect_api_url()
+            typer.echo(f"mlcycle: Prefect server started (pid {server.pid}, UI {server.url}, log {server.log}); "
+                       "later commands reuse it, `mlcycle down` stops it", err=True)
+        ctx.with_resource(_environment({"PREFECT_API_URL": url,
+                                        "PREFECT_HOME": str((settings.home / "prefect").resolve())}))
+        ctx.with_resource(temporary_settings(updates={PREFECT_API_URL: url}))
+    options = cli_options(ctx)
+    level = logging.NOTSET if options.debug else logging.INFO if options.verbose else QUIET if console is None \
+        else console
+    ctx.with_resource(prefect_console(level))
+    return url
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Environment variables set for the command (the processes it starts inherit them), restored after."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def prefect_console(level: int) -> Iterator[None]:
+    """Prefect's console output at ``level`` while the command runs; the API handlers are left alone.
+
+    Prefect's logging config sends every record to the root logger's console handler (and ``prefect._internal``
+    to its own stderr handler); raising those handlers' level silences the console without changing any logger,
+    so a run's records still reach the Prefect API. When quiet, library warnings are not printed either.
+    """
+    import warnings
+
+    from prefect.logging.configuration import ensure_logging_setup
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    ensure_logging_setup()  # Prefect configures its logging when `prefect` itself is first imported
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+                                      if name.startswith(("prefect", "uvicorn", "fastapi")))]
+    handlers = {h for logger in loggers for h in logger.handlers
+                if isinstance(h, PrefectConsoleHandler)
+                or (type(h).__name__ == "_SafeStreamHandler" and logger.name.startswith("prefect"))}
+    before = {h: h.level for h in handlers}
+    for handler in handlers:
+        handler.setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            if level >= QUIET:
+                warnings.simplefilter("ignore")
+            yield
+    finally:
+        for handler, previous in before.items():
+            handler.setLevel(previous)
 
 
 def check_dates(date: str | None, start: str | None = None, end: str | None = None) -> None:

@@ -15,9 +15,9 @@ from mlcycle.flows.cli.common import (
     UsageFailure,
     check_dates,
     emit,
+    prepare_flows,
     read_settings,
     run_with_progress,
-    use_local_stack,
 )
 
 commands = typer.Typer()
@@ -31,18 +31,9 @@ def _manifest_line(m) -> str:
     return f"{m.date}  {m.zone:<10} {m.rows:>8} rows  sha256 {m.data_sha256[:16]}{verdict}  {m.data_key}"
 
 
-def _check_source(source: str | None) -> None:
-    """The source the flow will read, checked before it starts (the flow's own fetch runs the same check)."""
-    from mlcycle.tasks.sources import SourceError, chosen_source
-
-    try:
-        chosen_source(read_settings(), source)
-    except SourceError as exc:
-        raise UsageFailure(str(exc)) from None
-
-
 @commands.command()
 def ingest(
+    ctx: typer.Context,
     date: str = typer.Option(None, "--date", help="logical date YYYY-MM-DD"),
     start: str = typer.Option(None, "--start", help="backfill: first date YYYY-MM-DD"),
     end: str = typer.Option(None, "--end", help="backfill: last date YYYY-MM-DD (inclusive)"),
@@ -59,8 +50,9 @@ def ingest(
     if not date and not (start and end):
         raise UsageFailure("give --date YYYY-MM-DD, or --start and --end for a backfill")
     check_dates(date, start, end)
-    _check_source(source)
-    use_local_stack()
+    settings = read_settings()
+    _check_source(settings, source)
+    prepare_flows(ctx, settings)
     if date:
         from mlcycle.flows.ingest import ingest_flow
 
@@ -75,15 +67,33 @@ def ingest(
          "\n".join(_manifest_line(o.manifest) for o in report.outcomes if o.manifest))
 
 
+def _check_source(settings, source: str | None) -> None:
+    """The source the run would read, checked before anything starts (tasks/sources.py: chosen_source)."""
+    from mlcycle.tasks.sources import SourceError, chosen_source
+
+    try:
+        chosen_source(settings, source)
+    except SourceError as exc:
+        raise UsageFailure(str(exc)) from None
+
+
 @commands.command()
 def validate(
+    ctx: typer.Context,
     date: str = typer.Option(..., "--date", help="logical date YYYY-MM-DD of a raw partition"),
     replace: bool = typer.Option(False, "--replace", help="supersede a validated partition with other data"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Re-validate a raw partition and publish or quarantine it."""
+    from mlcycle.tasks.partitions import PartitionNotFound, list_partitions
+    from mlcycle.tasks.sources import parse_date
+    from mlcycle.tasks.storage import open_store
+
     check_dates(date)
-    use_local_stack()
+    settings = read_settings()
+    if parse_date(date) not in list_partitions(open_store(settings), "raw"):
+        raise PartitionNotFound(f"no raw partition for {date}: ingest it first (mlcycle ingest --date {date})")
+    prepare_flows(ctx, settings)
     from mlcycle.flows.ingest import validate_flow
 
     manifest = validate_flow(date=date, replace=replace)

@@ -7,24 +7,25 @@ and what was left running (`make down` stops it).
 
 from __future__ import annotations
 
+import logging
 import os
 
 import typer
 
-from mlcycle.flows.cli.common import JSON_OPT, emit, read_settings, run_with_progress, use_local_stack
+from mlcycle.flows.cli.common import JSON_OPT, emit, prepare_flows, read_settings, run_with_progress
 from mlcycle.flows.cli.models import metric_line, outcome_lines
 
 commands = typer.Typer()
 
 
 @commands.command()
-def demo(as_json: bool = JSON_OPT) -> None:
+def demo(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
     """The main job on embedded defaults: the whole life cycle, then where to look."""
     from mlcycle.tasks import stack
     from mlcycle.tasks.storage import open_store
 
     settings = read_settings()
-    use_local_stack()  # before anything imports Prefect: it reads PREFECT_API_URL when first imported
+    prepare_flows(ctx, settings, console=logging.INFO)  # the demo shows its steps as the flow's log lines
     from mlcycle.flows.demo import demo_flow
     from mlcycle.tasks.serving.client import curl_example, example_request
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from mlcycle.flows.cli.common import JSON_OPT, UsageFailure, check_dates, emit, read_settings, use_local_stack
+from mlcycle.flows.cli.common import JSON_OPT, UsageFailure, check_dates, emit, prepare_flows, read_settings
 
 commands = typer.Typer()
 registry = typer.Typer(add_completion=False, no_args_is_help=True, help="The model registry: versions and aliases.")
@@ -60,6 +60,7 @@ def outcome_lines(outcome) -> str:
 
 @commands.command()
 def train(
+    ctx: typer.Context,
     days: int = typer.Option(None, "--days", min=1, help="the last N validated days (default: training.window_days)"),
     end: str = typer.Option(None, "--end", help="last day of the window YYYY-MM-DD (default: latest validated)"),
     family: str = typer.Option(None, "--family", help="a model family of training.families"),
@@ -72,8 +73,8 @@ def train(
 
     settings = read_settings()
     check_dates(end)  # a malformed --end is a usage error (exit 2)
-    resolve_family(settings, family)  # an unknown family is a usage error before any flow starts
-    use_local_stack()
+    resolve_family(settings, family)  # an unknown family is a usage error (ConfigError) before any flow starts
+    prepare_flows(ctx, settings)
     from mlcycle.flows.train import train_flow
 
     outcome = train_flow(days=days, end=end, family=family, n_iter=n_iter, seed=seed)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from mlcycle.flows.cli.common import JSON_OPT, UsageFailure, emit, read_settings, use_local_stack
+from mlcycle.flows.cli.common import JSON_OPT, UsageFailure, emit, prepare_flows, read_settings
 
 commands = typer.Typer()
 deployments = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -18,6 +18,7 @@ commands.add_typer(deployments, name="deployments")
 
 @commands.command()
 def rollout(
+    ctx: typer.Context,
     target: str = typer.Option(None, "--target", help="docker | process (default: rollout.target)"),
     version: str = typer.Option(None, "--version", help="registry version to package and roll out (default: champion)"),
     bento: str = typer.Option(None, "--bento", help="roll out this packaged bento (name:version); skips packaging"),
@@ -30,8 +31,8 @@ def rollout(
         raise UsageFailure(f"--target must be 'docker' or 'process', got {target!r}")
     if version is not None and not (version.isascii() and version.isdigit() and int(version) >= 1):
         raise UsageFailure(f"--version must be a version number (1, 2, ...), got {version!r}")
+    settings = read_settings()
     if bento is not None:
-        use_local_stack()  # first: importing the flow imports Prefect, which reads PREFECT_API_URL on import
         from mlcycle.flows.rollout import check_bento_tag
 
         check_bento_tag(bento)  # UnsafeKey: exit 2
@@ -42,7 +43,13 @@ def rollout(
         raise UsageFailure("give at most one of --version, --bento and --image")
     if image and target == "process":
         raise UsageFailure("--image needs --target docker")
-    use_local_stack()
+    if version is not None:  # an unknown version fails here, before any flow or server starts
+        from mlcycle.tasks.registry.versions import load_metadata
+        from mlcycle.tasks.storage import open_store
+        from mlcycle.tasks.training.challenger import model_name
+
+        load_metadata(open_store(settings), model_name(settings), int(version))
+    prepare_flows(ctx, settings)
     from mlcycle.flows.rollout import rollout_flow
 
     record = rollout_flow(bento_tag=bento, version=int(version) if version else None,

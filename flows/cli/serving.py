@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from mlcycle.flows.cli.common import JSON_OPT, UsageFailure, check_dates, emit, read_settings, use_local_stack
+from mlcycle.flows.cli.common import JSON_OPT, UsageFailure, check_dates, emit, prepare_flows, read_settings
 
 commands = typer.Typer()
 
@@ -33,12 +33,19 @@ def _port(value: int | None) -> int | None:
 
 @commands.command()
 def package(
+    ctx: typer.Context,
     version: str = typer.Option(None, "--version", help="registry version to package (default: the champion)"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Import a registry version into BentoML, build the bento, test-serve it (canaries + latency)."""
+    from mlcycle.tasks.registry.versions import load_metadata
+    from mlcycle.tasks.storage import open_store
+    from mlcycle.tasks.training.challenger import model_name
+
     ref = _version(version)
-    use_local_stack()
+    settings = read_settings()
+    load_metadata(open_store(settings), model_name(settings), ref)  # no such version: one line, before any server
+    prepare_flows(ctx, settings)
     from mlcycle.flows.package import package_flow
 
     outcome = package_flow(version=None if ref == "champion" else ref)

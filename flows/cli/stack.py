@@ -6,11 +6,9 @@ Prefect API for each schedule's next and last scheduled run (the runs the schedu
 
 from __future__ import annotations
 
-import os
-
 import typer
 
-from mlcycle.flows.cli.common import JSON_OPT, emit, read_settings, use_local_stack
+from mlcycle.flows.cli.common import JSON_OPT, emit, read_settings, stack_api
 
 commands = typer.Typer()
 
@@ -45,7 +43,6 @@ def down(as_json: bool = JSON_OPT) -> None:
 @commands.command()
 def status(as_json: bool = JSON_OPT) -> None:
     """What runs in the local stack, the champion, the live deployment and the last monitor decision."""
-    use_local_stack()  # before the imports below bring in Prefect, which reads PREFECT_API_URL on import
     from mlcycle.tasks import stack
     from mlcycle.tasks.monitor.trigger import last_decision
     from mlcycle.tasks.partitions import list_partitions
@@ -55,13 +52,14 @@ def status(as_json: bool = JSON_OPT) -> None:
     from mlcycle.tasks.training.challenger import model_name
 
     settings = read_settings()
+    api = stack_api(settings)  # the stack's server when it runs; status never starts one
     running = [{**s.__dict__, "alive": s.alive()} for s in stack.services(settings)]
     store = open_store(settings)
     zones = {z: len(list_partitions(store, z)) for z in ("raw", "validated", "quarantine")}
     champion = read_alias(store, model_name(settings))
     current = read_current(store)
     decision = last_decision(store)
-    schedules = _schedules()
+    schedules = _schedules(api)
     info = {
         "services": running, "store": store.description, "partitions": zones,
         "champion": {"model": model_name(settings), "version": champion.version, "since": champion.set_at}
@@ -89,11 +87,11 @@ def status(as_json: bool = JSON_OPT) -> None:
     emit(as_json, info, "\n".join(lines))
 
 
-def _schedules():
+def _schedules(api: str | None):
     """Each scheduled deployment's next and last scheduled run, from the Prefect API; None when none answers."""
     import httpx
 
-    if not os.environ.get("PREFECT_API_URL"):  # set by use_local_stack() when the stack runs
+    if not api:
         return None
     from prefect.client.orchestration import get_client
 

@@ -29,10 +29,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from mlcycle.tasks.evaluation.metrics import improvement
+from mlcycle.tasks.lazy_task import NO_CACHE, task
 from mlcycle.tasks.records.evaluation import (
     BootstrapResult,
     GateDecision,

@@ -6,9 +6,10 @@ The monitoring flow (``flows/monitor.py``) reads as::
            -> drift decision (tasks.drift) + performance check -> report (store + artifacts)
            -> trigger decision (guard rails) -> run_deployment(train) without waiting
 
-* ``window.py``: the window, its rows and columns, the live-performance check and the evaluation
-  (whole, or fanned out per feature);
-* ``trigger.py``: the trigger ledger and its guard rails, the start of a training, the decisions kept;
+* ``window.py``: the window, its rows and columns, and the evaluation (whole, or fanned out per feature);
+* ``performance.py``: the live-performance check, the task's metric on the labelled rows, direction-aware;
+* ``trigger.py``: the trigger ledger and its guard rails, the start of a training (or why it could not
+  start), the decisions kept;
 * ``report.py``: the feature table, the markdown artifact and the HTML report (a Jinja2 template,
   ``templates/report.html.j2``, with matplotlib figures).
 

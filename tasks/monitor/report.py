@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mlcycle.tasks.monitor.trigger import save_decision
-from mlcycle.tasks.monitor.window import window_rows
+from mlcycle.tasks.monitor.window import prediction_column, window_rows
 from mlcycle.tasks.records.monitoring import FeatureDrift, MonitorReport
 from mlcycle.tasks.settings import Settings
 from mlcycle.tasks.storage import ObjectStore
@@ -57,6 +57,7 @@ def render_markdown(report: MonitorReport, report_uri: str | None, thresholds: d
         f"{report.rows} logged rows",
         "",
         f"**Drift:** {d.summary()}",
+        f"**Why:** {d.verdict}",
     ]
     if report.performance is not None:
         lines.append(f"**Performance:** {report.performance.detail}")
@@ -70,12 +71,16 @@ def render_markdown(report: MonitorReport, report_uri: str | None, thresholds: d
     return "\n".join(lines)
 
 
-def render_html(report: MonitorReport, profile, rows, thresholds: dict) -> str:
-    """A self-contained HTML report: the table, and reference-vs-current plots of drifted features."""
+def render_html(report: MonitorReport, profile, rows, thresholds: dict, prediction_column: str = "probability") -> str:
+    """A self-contained HTML report: the table, and reference-vs-current plots of drifted features.
+
+    ``prediction_column``: the inference-log column the predictions' drift was measured on
+    (``tasks/monitor/window.py: prediction_column``).
+    """
     table = feature_table(report)
     return _templates().get_template("report.html.j2").render(
         report=report, columns=list(table[0]) if table else [], table=table,
-        figures=drift_figures(report, profile, rows), thresholds_json=json.dumps(thresholds))
+        figures=drift_figures(report, profile, rows, prediction_column), thresholds_json=json.dumps(thresholds))
 
 
 @functools.cache
@@ -85,33 +90,34 @@ def _templates():
     return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
 
 
-def drift_figures(report: MonitorReport, profile, rows) -> list[tuple[str, str]]:
+def drift_figures(report: MonitorReport, profile, rows,
+                  prediction_column: str = "probability") -> list[tuple[str, str]]:
     """(feature, base64 PNG) of each drifted feature (and the predictions): reference vs current shares."""
     drifted = [f for f in report.drift.features if f.drifted]
     if report.drift.prediction is not None and report.drift.prediction.drifted:
         drifted.append(report.drift.prediction)
-    return [(f.feature, base64.b64encode(_figure(f, profile, rows)).decode()) for f in drifted]
+    return [(f.feature, base64.b64encode(_figure(f, profile, rows, prediction_column)).decode()) for f in drifted]
 
 
-def _figure(f: FeatureDrift, profile, rows) -> bytes:
+def _figure(f: FeatureDrift, profile, rows, prediction_column: str) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 3))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    if f.kind in ("numeric", "prediction"):
-        ref = profile.numeric[f.feature] if f.kind == "numeric" else profile.predictions
-        column = f.feature if f.kind == "numeric" else "probability"
+    ref = {"numeric": lambda: profile.numeric[f.feature], "categorical": lambda: profile.categorical[f.feature],
+           "prediction": lambda: profile.predictions}[f.kind]()
+    column = prediction_column if f.kind == "prediction" else f.feature
+    if hasattr(ref, "bin_counts"):  # binned (numeric features, scores and values); else category shares
         cur_counts = np.asarray(ref.bin_counts(np.asarray(rows[column], dtype=float)), dtype=float)
         ref_counts = np.asarray(ref.counts, dtype=float)
         x = np.arange(len(ref_counts))
         ax.bar(x - 0.2, ref_counts / max(ref_counts.sum(), 1), width=0.4, label="reference")
         ax.bar(x + 0.2, cur_counts / max(cur_counts.sum(), 1), width=0.4, label="current")
-        ax.set_xlabel("reference quantile bin" if f.kind == "numeric" else "probability bin")
+        ax.set_xlabel("reference quantile bin" if f.kind == "numeric" else f"{column} bin")
     else:
-        ref = profile.categorical[f.feature]
-        cur = ref.frequencies_of(rows[f.feature])
+        cur = ref.frequencies_of(rows[column])
         keys = list(cur)
         x = np.arange(len(keys))
         ax.bar(x - 0.2, [ref.frequencies.get(k, 0.0) for k in keys], width=0.4, label="reference")
@@ -138,7 +144,7 @@ def write_report(store: ObjectStore, report: MonitorReport, spec, thresholds: di
 
     rows = window_rows(store, report.window, spec)
     profile = load_profile(store, report.window.model, report.window.champion_version)
-    key = save_html(store, report, render_html(report, profile, rows, thresholds))
+    key = save_html(store, report, render_html(report, profile, rows, thresholds, prediction_column(spec.task)))
     report = report.model_copy(update={"report_key": key})
     save_decision(store, report)
     return report
@@ -148,8 +154,7 @@ def write_report(store: ObjectStore, report: MonitorReport, spec, thresholds: di
 # Prefect tasks: thin wrappers (flows/monitor.py)
 # --------------------------------------------------------------------------------------------------
 
-from prefect import task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
+from mlcycle.tasks.lazy_task import NO_CACHE, task  # noqa: E402
 
 
 @task(name="monitoring-report", cache_policy=NO_CACHE)

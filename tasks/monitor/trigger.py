@@ -10,7 +10,8 @@
 * and the Prefect idempotency key ``retrain-<window_id>`` on ``run_deployment`` itself.
 
 Every decision, taken or not, is written to ``monitoring/decisions/<window_id>.json`` with its
-reasons (:func:`save_decision`; ``mlcycle status`` shows :func:`last_decision`).
+reasons (:func:`save_decision`; ``mlcycle status`` shows :func:`last_decision`), also when a warranted
+training could not be started (outcome ``start-failed``, its slot released: :func:`start_training`).
 """
 
 from __future__ import annotations
@@ -125,28 +126,46 @@ def training_in_flight(deployment_name: str) -> bool:
 
 
 def start_training(store: ObjectStore, decision: TriggerDecision, deployment_name: str) -> TriggerDecision:
-    """Start the train deployment without waiting; the ledger records the run id (or the failure)."""
+    """Start the train deployment without waiting; the ledger records the run id, or the failure.
+
+    A start that fails (no such deployment on this Prefect server, or ``run_deployment`` raising) loses
+    nothing: the ledger slot is released (status ``failed``, so a later run can trigger again) and the
+    decision comes back as ``start-failed``, its detail one sentence with the way out. The caller still
+    writes the report and the decision.
+    """
     from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound as NoSuchDeployment
 
     record = decision.record
     try:
         run = run_deployment(deployment_name, parameters={"reason": record.reason[:500]},
                              timeout=0, idempotency_key=idempotency_key(record.window_id),
                              tags=["mlcycle", "retrain", f"trigger-{record.seq}"])
-    except Exception as exc:
-        update_trigger(store, record.model_copy(update={"status": "failed"}))
-        raise RuntimeError(f"could not start {deployment_name}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any failure to start is recorded, never a lost report
+        failed = record.model_copy(update={"status": "failed"})
+        update_trigger(store, failed)
+        return decision.model_copy(update={"triggered": False, "outcome": "start-failed", "record": failed,
+                                           "detail": not_started(deployment_name, exc, NoSuchDeployment)})
     record = record.model_copy(update={"status": "started", "training_flow_run_id": str(run.id)})
     update_trigger(store, record)
     return decision.model_copy(update={"record": record, "detail": f"{decision.detail} -> flow run {run.name}"})
+
+
+def not_started(deployment_name: str, exc: Exception, missing: type[Exception] = LookupError) -> str:
+    """Why a warranted retraining did not start, and the way out, in one sentence."""
+    if isinstance(exc, missing):
+        why = f"the Prefect server has no deployment {deployment_name} (monitor.train_deployment)"
+    else:
+        why = f"starting {deployment_name} failed ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
+    return (f"retraining is warranted but could not be started: {why}; deploy it with `mlcycle up`, "
+            "or train now with `mlcycle train`")
 
 
 # --------------------------------------------------------------------------------------------------
 # Prefect tasks: thin wrappers (flows/monitor.py)
 # --------------------------------------------------------------------------------------------------
 
-from prefect import task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
+from mlcycle.tasks.lazy_task import NO_CACHE, task  # noqa: E402
 
 
 @task(name="decide-trigger", cache_policy=NO_CACHE)

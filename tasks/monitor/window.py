@@ -2,10 +2,12 @@
 
 **Windows** are aligned to whole hours (``[end - window_hours, end)``, ``end`` rounded down to the hour
 unless given), so every monitor run within the same hour looks at the same window and gets the same
-``window_id``; the id also names the champion version, since a new champion starts a new story.
+``window_id``; the id also names the champion version, since a new champion starts a new story, and
+holds the bounds to the second plus a short hash of the exact bounds, so different windows never share one.
 
 :func:`evaluate` is the plain-function core of the monitoring flow: the window's rows from the
-inference log (labels joined), the drift decision (``tasks/drift.py``) and the performance check.
+inference log (labels joined), the drift decision (``tasks/drift.py``, the predictions in the task's
+column: :func:`prediction_column`) and the performance check (``tasks/monitor/performance.py``).
 The same evaluation also runs fanned out per feature (``flows/monitor.py`` does so on Dask when
 configured): :func:`summarize_window`, one :func:`window_feature_drift` per feature and
 :func:`window_prediction_drift`, each reading only its column, then :func:`report_from_parts`.
@@ -15,9 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import numpy as np
-
 from mlcycle.tasks.drift import assess_drift, decide_drift, feature_drift, prediction_drift
+from mlcycle.tasks.inference_log import PREDICTION_COLUMNS
+from mlcycle.tasks.monitor.performance import check_performance
 from mlcycle.tasks.records.monitoring import (
     DriftDecision,
     FeatureDrift,
@@ -84,43 +86,18 @@ def window_columns(store: ObjectStore, window: MonitorWindow, columns: list[str]
     return _in_window(logged, window) if len(logged) else logged
 
 
-def check_performance(rows, spec, champion_metrics: dict, config) -> PerformanceCheck:
-    """The primary metric on the labelled rows of the window vs the champion's test-window metric."""
-    from sklearn.metrics import roc_auc_score
-
-    metric = config.performance_metric
-    champion_value = champion_metrics.get(metric)
-    labelled = rows[rows[spec.target].notna()] if len(rows) and spec.target in rows.columns else rows.iloc[:0]
-    n = len(labelled)
-    check = PerformanceCheck(metric=metric, labelled_rows=n, min_labelled_rows=config.min_labelled_rows,
-                             champion_value=champion_value, tolerance=config.performance_tolerance,
-                             detail="")
-    if n < config.min_labelled_rows:
-        check.detail = f"not enough labels: {n} labelled rows, at least {config.min_labelled_rows} needed"
-        return check
-    y = labelled[spec.target].astype(int).to_numpy()
-    if len(np.unique(y)) < 2:
-        check.detail = f"{n} labelled rows hold a single class: {metric} undefined"
-        return check
-    if metric != "roc_auc":
-        raise ValueError(f"monitor.performance_metric {metric!r} is not supported (use roc_auc)")
-    check.live_value = float(roc_auc_score(y, labelled["probability"].astype(float).to_numpy()))
-    if champion_value is None:
-        check.detail = f"live {metric} {check.live_value:.4f}; the champion recorded no {metric}"
-        return check
-    drop = champion_value - check.live_value
-    check.degraded = drop > config.performance_tolerance
-    check.detail = (f"live {metric} {check.live_value:.4f} on {n} labelled rows vs champion test "
-                    f"{champion_value:.4f}: drop {drop:+.4f} {'>' if check.degraded else '<='} tolerance "
-                    f"{config.performance_tolerance}")
-    return check
+def prediction_column(task: str) -> str:
+    """The inference-log column whose distribution the prediction drift compares with the reference: the
+    task's first prediction column (binary ``probability``, multiclass ``label``, regression ``prediction``)."""
+    return PREDICTION_COLUMNS[task][0]
 
 
 def evaluate(store: ObjectStore, window: MonitorWindow, profile, champion_metrics: dict, spec, drift_config,
              monitor_config) -> MonitorReport:
     """Drift and performance for one window: the plain-function core of the monitoring flow."""
     rows = window_rows(store, window, spec)
-    decision = assess_drift(profile, rows, spec, drift_config, rows=len(rows)) if len(rows) else \
+    decision = assess_drift(profile, rows, spec, drift_config, prediction_column=prediction_column(spec.task),
+                            rows=len(rows)) if len(rows) else \
         DriftDecision(enough_data=False, rows=0, min_rows=drift_config.min_rows)
     performance = check_performance(rows, spec, champion_metrics, monitor_config) if len(rows) else None
     return _report(window, len(rows), decision, performance)
@@ -156,12 +133,13 @@ def window_feature_drift(store: ObjectStore, window: MonitorWindow, spec, featur
     return feature_drift(profile, window_columns(store, window, [feature])[feature], declared)
 
 
-def window_prediction_drift(store: ObjectStore, window: MonitorWindow,
-                            prediction_column: str = "probability") -> FeatureDrift | None:
+def window_prediction_drift(store: ObjectStore, window: MonitorWindow, column: str) -> FeatureDrift | None:
+    """The predictions of the window (``column``, see :func:`prediction_column`) against the reference."""
     from mlcycle.tasks.registry.versions import load_profile
 
     profile = load_profile(store, window.model, window.champion_version)
-    return prediction_drift(profile, window_columns(store, window, [prediction_column])[prediction_column])
+    values = window_columns(store, window, [column])
+    return prediction_drift(profile, values[column]) if column in values.columns else None
 
 
 def report_from_parts(summary: WindowSummary, features: list[FeatureDrift | None], prediction: FeatureDrift | None,
@@ -190,8 +168,7 @@ def nothing_to_monitor(store: ObjectStore, name: str) -> str | None:
 # Prefect tasks: thin wrappers (flows/monitor.py)
 # --------------------------------------------------------------------------------------------------
 
-from prefect import task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
+from mlcycle.tasks.lazy_task import NO_CACHE, task  # noqa: E402
 
 
 @task(name="nothing-to-monitor", cache_policy=NO_CACHE)
@@ -250,4 +227,4 @@ def feature_drift_task(settings: Settings, window: MonitorWindow, feature: str) 
 def prediction_drift_task(settings: Settings, window: MonitorWindow) -> FeatureDrift | None:
     from mlcycle.tasks.storage import open_store
 
-    return window_prediction_drift(open_store(settings), window)
+    return window_prediction_drift(open_store(settings), window, prediction_column(settings.dataset.task))

@@ -9,9 +9,10 @@ looks at, the live-performance check, the trigger ledger's entries and decisions
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class FeatureDrift(BaseModel):
@@ -46,6 +47,16 @@ class DriftDecision(BaseModel):
     drifted_share: float = 0.0
     dataset_drift: bool = False
     reasons: list[str] = Field(default_factory=list)
+    # Why the dataset-level verdict fell as it did, in words (tasks/drift.py: decide_drift), e.g. "2 of 10
+    # features drifted (20%), below the 50% share, and no critical feature drifted: no dataset drift".
+    verdict: str = ""
+
+    @model_validator(mode="after")
+    def _verdict_without_data(self) -> DriftDecision:
+        if not self.verdict and not self.enough_data:
+            self.verdict = (f"{self.rows} rows in the window, fewer than the {self.min_rows} needed "
+                            "(drift.min_rows): no verdict on drift")
+        return self
 
     def summary(self) -> str:
         if not self.enough_data:
@@ -63,7 +74,12 @@ class MonitorWindow(BaseModel):
 
     @property
     def window_id(self) -> str:
-        return (f"{self.model}-v{self.champion_version}-{self.start:%Y%m%dT%H%M}-{self.end:%Y%m%dT%H%M}")
+        """``<model>-v<version>-<start>-<end>-<hash>``: the bounds to the second, and a short hash of the exact
+        bounds (microseconds, in UTC), so two windows differ in id whenever their bounds differ, and the same
+        window always gets the same id (the trigger's idempotency rests on it)."""
+        start, end = (t.astimezone(dt.UTC) if t.tzinfo else t.replace(tzinfo=dt.UTC) for t in (self.start, self.end))
+        exact = hashlib.sha256(f"{start.isoformat()}/{end.isoformat()}".encode()).hexdigest()[:8]
+        return f"{self.model}-v{self.champion_version}-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}-{exact}"
 
     def dates(self) -> list[dt.date]:
         last = (self.end - dt.timedelta(microseconds=1)).date()
@@ -75,11 +91,20 @@ class MonitorWindow(BaseModel):
 
 
 class PerformanceCheck(BaseModel):
+    """The live metric on the window's labelled rows against the champion's test value (tasks/monitor/performance.py).
+
+    ``worse_by`` is oriented so that positive is worse whatever the metric's direction: champion minus live for
+    a higher-is-better metric (roc_auc, r2), live minus champion for a lower-is-better one (log_loss, rmse).
+    """
+
     metric: str
+    task: str = "binary"
+    higher_is_better: bool = True
     labelled_rows: int
     min_labelled_rows: int
     live_value: float | None = None
     champion_value: float | None = None
+    worse_by: float | None = None
     tolerance: float
     degraded: bool = False
     detail: str
@@ -100,8 +125,10 @@ class TriggerRecord(BaseModel):
 class TriggerDecision(BaseModel):
     retrain_warranted: bool
     triggered: bool = False
+    # start-failed: retraining was warranted and a ledger slot claimed, but the train deployment could not be
+    # started (none on this server, or run_deployment failed); the slot is released (status failed)
     outcome: Literal["not-warranted", "triggered", "already-triggered", "cooldown", "training-running",
-                     "not-enough-data"]
+                     "not-enough-data", "start-failed"]
     detail: str
     record: TriggerRecord | None = None
 
@@ -119,6 +146,11 @@ class MonitorReport(BaseModel):
     @property
     def retrain_warranted(self) -> bool:
         return bool(self.reasons)
+
+    @property
+    def retraining_not_started(self) -> bool:
+        """Retraining was warranted but could not be started (``mlcycle monitor`` exits with its own code)."""
+        return self.trigger is not None and self.trigger.outcome == "start-failed"
 
 
 class WindowSummary(BaseModel):

@@ -23,9 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
+from mlcycle.tasks.lazy_task import NO_CACHE, task
 from mlcycle.tasks.records.registry import AliasEvent, AliasPointer, AliasTarget
 from mlcycle.tasks.registry.versions import (
     MODEL_FILE,

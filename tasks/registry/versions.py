@@ -31,11 +31,10 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ValidationError
 
 from mlcycle.tasks.features import model_input
+from mlcycle.tasks.lazy_task import NO_CACHE, task
 from mlcycle.tasks.predictions import model_scores
 from mlcycle.tasks.profile import PROFILE_FILE, ReferenceProfile
 from mlcycle.tasks.records.evaluation import GateDecision

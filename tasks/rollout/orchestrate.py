@@ -303,8 +303,7 @@ def teardown(settings: Settings) -> list[str]:
 # Prefect tasks: thin wrappers (flows/rollout.py). No retries: a failed attempt is recorded, not repeated.
 # --------------------------------------------------------------------------------------------------
 
-from prefect import task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
+from mlcycle.tasks.lazy_task import NO_CACHE, task  # noqa: E402
 
 
 @task(name="rollout", cache_policy=NO_CACHE, task_run_name="rollout-{target}")

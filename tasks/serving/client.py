@@ -282,8 +282,7 @@ def verify_serving(store: ObjectStore, settings: Settings, bento: BentoRef, *,
 # Prefect tasks: thin wrappers (flows/package.py)
 # --------------------------------------------------------------------------------------------------
 
-from prefect import task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
+from mlcycle.tasks.lazy_task import NO_CACHE, task  # noqa: E402
 
 
 @task(name="test-serve", cache_policy=NO_CACHE)

@@ -349,8 +349,7 @@ def output_tail(text: str, chars: int = 1500) -> str:
 # Prefect tasks: thin wrappers (flows/package.py)
 # --------------------------------------------------------------------------------------------------
 
-from prefect import task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
+from mlcycle.tasks.lazy_task import NO_CACHE, task  # noqa: E402
 
 
 @task(name="import-model", cache_policy=NO_CACHE)

@@ -79,9 +79,10 @@ class DatasetSpec(Section):
 
     name: str = "loans"
     task: Literal["binary", "multiclass", "regression"] = "binary"
-    id_column: str = "application_id"
-    timestamp_column: str = "applied_at"
-    target: str = "defaulted"
+    # no default names a demo column (only tasks/simulator.py knows the demo dataset): the target is declared
+    id_column: str = "id"
+    timestamp_column: str = "timestamp"
+    target: str
     positive_label: str = "1"  # binary: the class whose probability the model outputs
     classes: list[str] | None = None  # binary: default [0, 1]; multiclass: required
     target_min: float | None = None  # regression: the target's declared range (validation checks it)

@@ -29,8 +29,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from mlcycle.tasks.evaluation.bootstrap import paired_bootstrap
 from mlcycle.tasks.evaluation.metrics import permutation_importances, score_model
@@ -42,6 +40,7 @@ from mlcycle.tasks.features import (
     resolve_family,
     training_features,
 )
+from mlcycle.tasks.lazy_task import NO_CACHE, task
 from mlcycle.tasks.predictions import model_scores
 from mlcycle.tasks.profile import PROFILE_FILE, build_profile
 from mlcycle.tasks.records.training import Candidate, Comparison, StagedArtifact, TrainingWindow
