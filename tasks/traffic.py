@@ -1,10 +1,9 @@
-"""Simulated live traffic: the simulator's applications for some days, scored and logged.
+"""Live traffic for the monitoring flow's input: rows posted to a prediction service, or scored in-process.
 
-Two ways to produce the monitoring flow's input:
-
-* :func:`send_http` posts each day's applications to a running prediction service (``/predict``), as
-  a client would; the service logs them itself, as live traffic (no ``X-Mlcycle-Traffic`` header). This
-  is what the demo does.
+* :func:`post_records` posts a frame's rows to a running prediction service (``/predict``), as a client
+  would; the service logs them itself, as live traffic (no ``X-Mlcycle-Traffic`` header).
+  :func:`send_http` posts the simulator's applications of some days (the demo on its loans data);
+  :func:`send_stored` the rows of validated partitions (the demo on any other dataset: the user's own rows).
 * :func:`log_in_process` scores them with the registry's champion in this process and writes them
   through the same :class:`~tasks.inference_log.InferenceLogWriter` the service uses, stamping each
   record with the application's own timestamp. Tests and benchmarks use it to lay down days of
@@ -62,6 +61,27 @@ def send_http(url: str, settings: Settings, days: list[dt.date], rows_per_day: i
 
     ``token``: the bearer token to send; None: the configured ``api_token`` (if any).
     """
+    import pandas as pd
+
+    frames = [simulate_batch(day, settings.simulator, settings.dataset, rows=rows_per_day).frame for day in days]
+    return post_records(url, settings, pd.concat(frames, ignore_index=True), request_rows, token, timeout)
+
+
+def send_stored(url: str, settings: Settings, store: ObjectStore, days: list[dt.date], request_rows: int = 20,
+                token: str | None = None, timeout: float = 30.0) -> dict[str, int]:
+    """POST the rows of the validated partitions of ``days`` (any dataset: the user's own stored rows)."""
+    import pandas as pd
+
+    from mlcycle.tasks.partitions import read_manifest, read_partition
+
+    frames = [read_partition(store, read_manifest(store, "validated", day).ref()) for day in days]
+    return post_records(url, settings, pd.concat(frames, ignore_index=True), request_rows, token, timeout)
+
+
+def post_records(url: str, settings: Settings, frame, request_rows: int = 20, token: str | None = None,
+                 timeout: float = 30.0) -> dict[str, int]:
+    """POST ``frame``'s id and feature columns to ``url``/predict, ``request_rows`` records a request, as a
+    client would (live traffic: no traffic header); returns request, failure and row counts."""
     import httpx
 
     spec = settings.dataset
@@ -69,17 +89,19 @@ def send_http(url: str, settings: Settings, days: list[dt.date], rows_per_day: i
     if token is None and settings.api_token is not None:
         token = settings.api_token.get_secret_value()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    columns = [c for c in (spec.id_column, *names) if c in frame.columns]
+    records = frame[columns].astype(object).where(frame[columns].notna(), None).to_dict("records")
+    for record in records:  # the id travels as text; numpy scalars as plain Python values
+        if record.get(spec.id_column) is not None:
+            record[spec.id_column] = str(record[spec.id_column])
     sent = failed = rows = 0
     with httpx.Client(base_url=url.rstrip("/"), timeout=timeout, headers=headers) as client:
-        for day in days:
-            frame = simulate_batch(day, settings.simulator, spec, rows=rows_per_day).frame
-            records = frame[[spec.id_column, *names]].astype(object).where(frame.notna(), None).to_dict("records")
-            for start in range(0, len(records), request_rows):
-                batch = records[start:start + request_rows]
-                response = client.post("/predict", json={"records": batch})
-                sent += 1
-                if response.status_code == 200:
-                    rows += len(batch)
-                else:
-                    failed += 1
+        for start in range(0, len(records), request_rows):
+            batch = records[start:start + request_rows]
+            response = client.post("/predict", json={"records": batch})
+            sent += 1
+            if response.status_code == 200:
+                rows += len(batch)
+            else:
+                failed += 1
     return {"requests": sent, "failed": failed, "rows": rows}

@@ -232,7 +232,7 @@ class GateSettings(Section):
     """When a challenger becomes ``champion`` (see tasks/evaluation/gate.py).
 
     ``primary_metric``, ``floors`` and ``ceilings`` default per task (tasks/settings/problem.py: binary
-    roc_auc with floor roc_auc 0.70 and ceiling brier 0.20; multiclass log_loss; regression rmse with floor
+    roc_auc with floor roc_auc 0.70 and no ceiling; multiclass log_loss; regression rmse with floor
     r2 0.0); the loaded settings hold the resolved values. Floors bound higher-is-better metrics, ceilings
     lower-is-better ones, of the dataset's task. ``leakage`` is the leakage guard (:class:`LeakageSettings`).
     """
