@@ -11,15 +11,10 @@
 from __future__ import annotations
 
 import os
-import socket
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.env import ROOT, S3Server, make_settings, minio_overrides
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -29,55 +24,6 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["MLCYCLE_CONFIG"] = str(ROOT / "mlcycle.yaml")
 for _key in [k for k in os.environ if k.startswith("MLCYCLE_") and k != "MLCYCLE_CONFIG"]:
     del os.environ[_key]
-
-S3_ACCESS_KEY = "mlcycle-test-access"
-S3_SECRET_KEY = "mlcycle-test-secret-value-9f3a"  # noqa: S105 - a throwaway value for moto only
-
-
-# .ci/run installs every system tool the tests need (Docker engine, nginx, PostgreSQL, compose, Chromium)
-# and sets REQUIRE_DOCKER_TESTS=1: there a missing tool FAILS its tests. On a developer machine without
-# the tool they are skipped, with the package to install named.
-REQUIRE_SYSTEM_TOOLS = os.environ.get("REQUIRE_DOCKER_TESTS") == "1"
-
-
-def unavailable(reason: str) -> None:
-    """A system tool a test needs is missing: fail where CI requires it, skip on a developer machine."""
-    if REQUIRE_SYSTEM_TOOLS:
-        pytest.fail(f"REQUIRE_DOCKER_TESTS=1 but {reason}")
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class S3Server:
-    """moto's S3 server on 127.0.0.1; ``stop()``/``start()`` keep the port and the stored objects."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self._server = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
 
 
 @pytest.fixture(scope="session")
@@ -98,23 +44,9 @@ def s3_running(s3_server):
         s3_server.start()
 
 
-def make_settings(home: Path, **overrides):
-    from mlcycle.tasks.settings import load_settings
-
-    return load_settings(home=home, **overrides)
-
-
 @pytest.fixture
 def settings(tmp_path):
     return make_settings(tmp_path / "home")
-
-
-def minio_overrides(server: S3Server, bucket: str | None = None) -> dict:
-    from pydantic import SecretStr
-
-    return dict(store="minio", s3_endpoint=server.endpoint, s3_access_key=SecretStr(S3_ACCESS_KEY),
-                s3_secret_key=SecretStr(S3_SECRET_KEY), s3_bucket=bucket or f"t-{uuid.uuid4().hex[:12]}",
-                s3_timeout_seconds=3.0)
 
 
 @pytest.fixture(params=["local", "minio"])
@@ -149,46 +81,6 @@ def env_settings(monkeypatch, tmp_path):
     get_settings.cache_clear()
 
 
-def minio_env(server: S3Server, bucket: str | None = None) -> dict[str, str]:
-    return {"store": "minio", "s3_endpoint": server.endpoint, "s3_access_key": S3_ACCESS_KEY,
-            "s3_secret_key": S3_SECRET_KEY, "s3_bucket": bucket or f"t-{uuid.uuid4().hex[:12]}",
-            "s3_timeout_seconds": "3"}
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run `mlcycle ARGS` in-process through the console entry point: (exit code, stdout, stderr)."""
-    import sys
-
-    from mlcycle.flows.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["mlcycle", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@contextmanager
-def settings_env(env: dict[str, str], unset: tuple[str, ...] = ()) -> Iterator:
-    """``get_settings()`` under these environment variables (for module-scoped fixtures, which cannot use
-    ``monkeypatch``); the environment and the settings cache are restored afterwards."""
-    from mlcycle.tasks.settings import get_settings
-
-    with pytest.MonkeyPatch.context() as mp:
-        for key in unset:
-            mp.delenv(key, raising=False)
-        for key, value in env.items():
-            mp.setenv(key, value)
-        get_settings.cache_clear()
-        try:
-            yield get_settings()
-        finally:
-            get_settings.cache_clear()
-
-
 @pytest.fixture(scope="module")
 def validated_template(tmp_path_factory):
     """Validated partitions written once per module, copied into each training test's home."""
@@ -210,3 +102,42 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def packaged_champion(tmp_path_factory):
+    """The demo's champion, trained, promoted and packaged into a bento once per session
+    (tests/support/champion.py)."""
+    from tests.support.champion import package_champion
+
+    return package_champion(tmp_path_factory.mktemp("serving-champion"))
+
+
+@pytest.fixture(scope="session")
+def rollout_models(tmp_path_factory):
+    """Two registered, packaged model versions and a broken bento, built once per session
+    (tests/support/rollout.py)."""
+    from tests.support.rollout import build_rollout_models
+
+    return build_rollout_models(tmp_path_factory.mktemp("rollout-models"))
+
+
+@pytest.fixture(scope="session")
+def serving_images(rollout_models, tmp_path_factory):
+    """The rollout models' serving images, each built on first use (tests/support/images.py)."""
+    from tests.support.images import ServingImages
+
+    return ServingImages(rollout_models, tmp_path_factory.mktemp("wheelhouse"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def docker_engine_left_as_found():
+    """A Docker engine a test started (tests/support/images.py:require_engine) is stopped when the session
+    ends; one that was running before is left running."""
+    from mlcycle.tasks.rollout.images import engine_available
+    from tests.support.images import stop_engine
+
+    was_running = engine_available()
+    yield
+    if not was_running and engine_available():
+        stop_engine()

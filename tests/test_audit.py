@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from infra.audit import CANARY, read_report
-from tests.conftest import ROOT, free_port
+from tests.support.env import ROOT, free_port
 
 
 def report(*deps: dict, canary: bool = True) -> dict:

@@ -30,7 +30,7 @@ import pandas as pd
 import pytest
 
 from mlcycle.tasks.storage import LocalStore
-from tests.conftest import ROOT, free_port, make_settings
+from tests.support.env import ROOT, free_port, make_settings
 from tests.support.registry import fitted_model, register_fitted
 
 POLICY_DIR = ROOT / "infra" / "minio"

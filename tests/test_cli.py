@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.support.env import ROOT, run_cli
 
 
 @pytest.mark.parametrize("args, fragment", [

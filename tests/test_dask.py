@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mlcycle.tasks.storage import open_store
-from tests.conftest import ROOT, free_port, settings_env
+from tests.support.env import ROOT, free_port, settings_env
 
 pytestmark = pytest.mark.flow
 

@@ -8,82 +8,11 @@ never silently skips the container tests.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import os
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import unavailable
-
-_IMAGES: dict[str, object] = {}
-
-
-def require_engine(settings) -> None:
-    """Skip (locally) or fail (CI) when no Docker engine answers and none can be started.
-
-    An engine this test session starts (infra/docker-engine.sh) is stopped when the session ends.
-    """
-    from mlcycle.tasks.rollout.images import ImageError, engine_available, ensure_engine
-
-    running = engine_available()
-    try:
-        ensure_engine(settings)
-    except ImageError as exc:
-        unavailable(f"no Docker engine: {exc}")
-    if not running and "engine" not in _IMAGES:
-        _IMAGES["engine"] = True
-        atexit.register(_stop_engine, Path("/var/run/docker.pid"))
-
-
-def _stop_engine(pidfile: Path) -> None:
-    import signal
-
-    with contextlib.suppress(OSError, ValueError):
-        os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
-
-
-def serving_image(tmp_path_factory, which: str = "v1"):
-    """The serving image of the v1 (or v2) bento of tests/test_rollout.py, built once per session (again
-    if a module removed it meanwhile: tests/test_rollout_docker.py cleans up the images it used)."""
-    from mlcycle.tasks.rollout.images import build_serving_image, image_info
-
-    if which in _IMAGES and image_info(_IMAGES[which].tag) is not None:
-        return _IMAGES[which]
-    from tests.test_rollout import rollout_models, rollout_settings
-
-    models = rollout_models(tmp_path_factory)
-    settings = rollout_settings(models.home, wheelhouse_dir=wheelhouse_dir(tmp_path_factory))
-    require_engine(settings)
-    bento = models.v1 if which == "v1" else models.v2
-    _IMAGES[which] = build_serving_image(settings, bento.tag)
-    return _IMAGES[which]
-
-
-def wheelhouse_dir(tmp_path_factory):
-    if "wheelhouse" not in _IMAGES:
-        _IMAGES["wheelhouse"] = tmp_path_factory.mktemp("wheelhouse")
-    return _IMAGES["wheelhouse"]
-
-
-def never_ready_image(settings, like) -> str:
-    """An image that starts and never answers /readyz (its process sleeps), labelled like ``like``."""
-    import contextlib
-    import io
-
-    from mlcycle.tasks.rollout.images import docker_client, image_info, label_instruction
-
-    tag = f"{settings.rollout.image_name}:never-ready"
-    if image_info(tag) is None:
-        labels = {**like.labels, "io.mlcycle.bento-tag": "none:never-ready"}
-        dockerfile = (f"FROM {settings.rollout.base_image}\n{label_instruction(labels)}\n"
-                      'CMD ["python3", "-c", "import time; time.sleep(3600)"]\n')
-        with contextlib.closing(docker_client(timeout=1800)) as client:
-            client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, forcerm=True,
-                                network_mode="host")
-    return tag
-
+from tests.support.images import require_engine
 
 # --------------------------------------------------------------------------------------------------
 # names (no engine)
@@ -129,12 +58,11 @@ def test_the_base_image_is_built_once_and_then_found_by_tag(settings):
 
 
 @pytest.mark.slow
-def test_the_serving_image_runs_as_non_root_with_a_readiness_healthcheck_and_labels(tmp_path_factory):
+def test_the_serving_image_runs_as_non_root_with_a_readiness_healthcheck_and_labels(serving_images, rollout_models):
     from mlcycle.tasks.rollout.images import image_info
-    from tests.test_rollout import rollout_models
 
-    image = serving_image(tmp_path_factory)
-    models = rollout_models(tmp_path_factory)
+    image = serving_images.get("v1")
+    models = rollout_models
     assert image.tag == f"mlcycle-serving:mlcycle-model-{models.v1.tag.split(':')[1]}"
     assert image.bento_tag == models.v1.tag and image.model_name == models.v1.model_name
     assert image.model_version == "1" and len(image.git_commit) >= 40
@@ -146,14 +74,13 @@ def test_the_serving_image_runs_as_non_root_with_a_readiness_healthcheck_and_lab
 
 
 @pytest.mark.slow
-def test_the_image_holds_the_bento_and_its_model_and_builds_no_twice(tmp_path_factory):
-    import contextlib
+def test_the_image_holds_the_bento_and_its_model_and_builds_no_twice(serving_images, rollout_models):
 
     from mlcycle.tasks.rollout.images import build_serving_image, docker_client
-    from tests.test_rollout import rollout_models, rollout_settings
+    from tests.support.rollout import rollout_settings
 
-    image = serving_image(tmp_path_factory)
-    models = rollout_models(tmp_path_factory)
+    image = serving_images.get("v1")
+    models = rollout_models
     name, version = models.v1.model_tag.split(":")
     script = (f"id -u; ls /home/mlcycle/bento/models/{name}/{version}; "
               "python -c 'import sklearn, bentoml; print(bentoml.__version__)'")
@@ -161,6 +88,6 @@ def test_the_image_holds_the_bento_and_its_model_and_builds_no_twice(tmp_path_fa
         listing = client.containers.run(image.tag, ["sh", "-c", script], network_mode="host", remove=True).decode()
     assert listing.split()[0] == "10001"
     assert "model.joblib" in listing and "served_model.json" in listing and "1.4.39" in listing
-    settings = rollout_settings(models.home, wheelhouse_dir=wheelhouse_dir(tmp_path_factory))
+    settings = rollout_settings(models.home, wheelhouse_dir=serving_images.wheelhouse)
     again = build_serving_image(settings, models.v1.tag)
     assert again.built is False and again.id == image.id

@@ -14,7 +14,8 @@ from mlcycle.tasks.inference_log import InferenceLogWriter
 from mlcycle.tasks.inference_reader import inference_dates, join_labels, read_inference_log
 from mlcycle.tasks.labels import LabelsError, normalize_labels, read_labels, write_labels
 from mlcycle.tasks.storage import LocalStore, StoreUnavailable
-from tests.conftest import make_settings
+from tests.support.env import make_settings
+from tests.support.inference import columns, submit, writer
 
 
 @pytest.fixture(scope="module")
@@ -35,30 +36,6 @@ class FlakyStore(LocalStore):
             raise StoreUnavailable(f"{self.description}: cannot write {key!r}: endpoint unreachable")
         self.puts += 1
         return super().put_bytes(key, data)
-
-
-def columns(spec, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = {}
-    for f in spec.features:
-        if f.kind == "numeric":
-            out[f.name] = rng.uniform(f.min or 0, f.max or 1, n).round(0 if f.dtype == "int" else 3)
-        else:
-            out[f.name] = np.array(rng.choice(f.categories, n), dtype=object)
-    return out
-
-
-def writer(store, spec, tmp_path, **kw) -> InferenceLogWriter:
-    options = {"queue_rows": 10_000, "flush_rows": 1_000, "flush_interval_seconds": 60.0, "retry_delay_seconds": 0.01,
-               **kw}
-    return InferenceLogWriter(store, model="loans-default", model_version=3, features=spec.features,
-                              id_column=spec.id_column, spill_dir=tmp_path / "spill", **options)
-
-
-def submit(log, spec, request_id: str, n: int, ts=None, seed=0) -> bool:
-    probabilities = np.linspace(0, 1, n)
-    return log.submit(request_id, "predict", columns(spec, n, seed), [f"id-{request_id}-{i}" for i in range(n)],
-                      {"probability": probabilities, "label": (probabilities >= 0.5).astype(np.int64)}, ts=ts)
 
 
 def test_every_prediction_is_logged_with_inputs_outputs_and_model_version(store, tmp_path, spec):
@@ -181,7 +158,7 @@ def test_labels_by_id_column_and_bad_labels_are_named(tmp_path, spec):
 def test_mlcycle_labels_imports_a_file_and_names_bad_rows(env_settings, monkeypatch, capsys, tmp_path):
     import json
 
-    from tests.test_cli import run_cli
+    from tests.support.env import run_cli
 
     settings = env_settings()
     good = tmp_path / "outcomes.csv"

@@ -33,7 +33,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from tests.conftest import ROOT, S3_ACCESS_KEY, S3_SECRET_KEY, free_port, unavailable
+from tests.support.env import ROOT, S3_ACCESS_KEY, S3_SECRET_KEY, free_port, unavailable
 
 INFRA = ROOT / "infra"
 COMPOSE_FILE = INFRA / "docker-compose.yml"
@@ -366,16 +366,14 @@ def test_serving_deployment_rolls_out_without_losing_capacity_and_runs_locked_do
     assert served.store == "minio" and served.s3_bucket == configmap["MLCYCLE_S3_BUCKET"]
 
 
-def test_serving_pod_security_context_runs_on_the_real_image(tmp_path_factory, s3_running):
+def test_serving_pod_security_context_runs_on_the_real_image(serving_images, rollout_models, s3_running):
     """The Deployment's container, run by Docker as Kubernetes would: if the service needed to write
     anywhere but its emptyDir mounts, or to run as root, it would not get ready here."""
     from minio import Minio
 
-    from tests.test_images import serving_image
-    from tests.test_rollout import rollout_models
 
-    image = serving_image(tmp_path_factory)  # skips or fails (CI) without an engine, like the image tests
-    request = rollout_models(tmp_path_factory).request  # a row of the served model's own test window
+    image = serving_images.get("v1")  # skips or fails (CI) without an engine, like the image tests
+    request = rollout_models.request  # a row of the served model's own test window
     from mlcycle.tasks.rollout.images import docker_client
 
     deployment = k8s_resources()["Deployment/mlcycle-serving"]

@@ -11,7 +11,7 @@ import pytest
 
 from mlcycle.tasks.partitions import list_partitions, read_manifest
 from mlcycle.tasks.storage import open_store
-from tests.conftest import minio_env
+from tests.support.env import minio_env
 
 pytestmark = pytest.mark.flow
 

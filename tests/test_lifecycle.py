@@ -39,8 +39,8 @@ from unittest import mock
 import pytest
 import yaml
 
-from tests.conftest import REQUIRE_SYSTEM_TOOLS, ROOT, free_port
-from tests.test_endpoint import NEEDS_NGINX
+from tests.support.endpoint import NEEDS_NGINX
+from tests.support.env import REQUIRE_SYSTEM_TOOLS, ROOT, free_port
 
 pytestmark = [pytest.mark.slow, NEEDS_NGINX, pytest.mark.timeout(1800)]
 

@@ -12,7 +12,7 @@ import pytest
 from mlcycle.tasks.monitor.trigger import claim_trigger
 from mlcycle.tasks.records.monitoring import DriftDecision, MonitorReport, MonitorWindow
 from mlcycle.tasks.storage import open_store
-from tests.conftest import run_cli, settings_env
+from tests.support.env import run_cli, settings_env
 
 pytestmark = pytest.mark.flow
 

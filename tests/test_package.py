@@ -16,13 +16,12 @@ from mlcycle.tasks.serving.client import CanaryFailed, verify_serving
 from mlcycle.tasks.serving.packaging import BENTOFILE, BuildFailed, bentoml_env, build_bento, import_model
 from mlcycle.tasks.serving.process import ServeFailed, ServeProcess, start_serving, wait_ready
 from mlcycle.tasks.storage import sha256_file
-from tests.conftest import ROOT
-from tests.test_serving import packaged_champion
+from tests.support.env import ROOT
 
 
 @pytest.fixture(scope="module")
-def champion(tmp_path_factory):
-    return packaged_champion(tmp_path_factory)
+def champion(packaged_champion):
+    return packaged_champion
 
 
 def _pins(lines) -> dict[str, str]:
@@ -97,7 +96,7 @@ def test_the_bento_tag_and_labels_carry_the_registry_version_and_rebuilding_reus
 def test_an_older_bento_gets_only_the_serving_keys_its_bundled_config_declares(tmp_path):
     """Serving a bento built before a settings key existed (a rollback) must not fail on that key."""
     from mlcycle.tasks.serving.packaging import serving_overrides
-    from tests.conftest import make_settings
+    from tests.support.env import make_settings
 
     bundled = tmp_path / "mlcycle.yaml"
     bundled.write_text("serving:\n  max_records: 1000\n  inference_log:\n    flush_rows: 20000\n")
@@ -253,7 +252,7 @@ def test_package_flow_fails_with_the_reason_when_test_serving_fails(champion, ch
 
 @pytest.mark.flow
 def test_cli_package_exit_codes(champion, champion_env, prefect_harness, capsys):
-    from tests.test_cli import run_cli
+    from tests.support.env import run_cli
 
     code, _, err = run_cli(champion_env, capsys, "package", "--version", "zero")
     assert code == 2 and "--version must be a version number" in err

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.support.env import run_cli
 
 # Values a user (or an attacker) may type where a name, a version or a date is expected.
 HOSTILE = {
@@ -244,7 +244,7 @@ def test_landing_objects_with_unsafe_names_are_refused_naming_them(s3_running, t
 
     from mlcycle.tasks.landing import LandingZone
     from mlcycle.tasks.storage import UnsafeKey, open_store
-    from tests.conftest import make_settings, minio_overrides
+    from tests.support.env import make_settings, minio_overrides
 
     settings = make_settings(tmp_path / "home", **minio_overrides(s3_running))
     store = open_store(settings)
@@ -268,8 +268,8 @@ def test_an_oddly_named_file_in_the_spill_folder_never_blocks_the_spilled_parts(
     from mlcycle.tasks.inference_log import INFERENCE_PREFIX, InferenceLogWriter, part_key, table_bytes
     from mlcycle.tasks.inference_reader import read_inference_log
     from mlcycle.tasks.storage import LocalStore
-    from tests.conftest import make_settings
-    from tests.test_inference_log import submit
+    from tests.support.env import make_settings
+    from tests.support.inference import submit
 
     spec = make_settings(tmp_path / "cfg").dataset
     store = LocalStore(tmp_path / "store")

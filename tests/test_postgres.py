@@ -37,7 +37,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port, unavailable
+from tests.support.env import ROOT, free_port, unavailable
 
 pytestmark = pytest.mark.slow
 

@@ -38,7 +38,7 @@ from mlcycle.tasks.features import model_input
 from mlcycle.tasks.schema import build_schema, error_message
 from mlcycle.tasks.serving.client import columns_payload, records_payload
 from mlcycle.tasks.settings import DatasetSpec, FeatureSpec
-from tests.conftest import make_settings
+from tests.support.env import make_settings
 
 FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=20, deadline=None, database=None,

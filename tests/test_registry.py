@@ -35,7 +35,7 @@ from mlcycle.tasks.registry.versions import (
 from mlcycle.tasks.storage import IntegrityError, StoreUnavailable, sha256_bytes
 from mlcycle.tasks.training.challenger import train_challenger
 from mlcycle.tasks.training.window import select_window
-from tests.conftest import run_cli
+from tests.support.env import run_cli
 from tests.support.registry import fitted_model, register_fitted
 from tests.support.training import (
     START,
@@ -54,7 +54,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """A small fitted pipeline, its joblib bytes, and the candidate describing it (tests/support/registry.py)."""
-    from tests.conftest import make_settings
+    from tests.support.env import make_settings
 
     return fitted_model(make_settings(tmp_path_factory.mktemp("fitted")), NAME)
 

@@ -1,8 +1,10 @@
-"""Rollout on the ``docker`` target, with the real engine: images built once per session (tests/test_images.py).
+"""Rollout on the ``docker`` target, with the real engine: images built once per session (the
+``serving_images`` fixture of tests/conftest.py).
 
 The same scenario as tests/test_rollout.py, in containers: v1 goes live, v2 replaces it while a client
 sends requests through the stable URL, an image that never becomes ready and a build that cannot run
-both leave v2 serving with the failed attempts recorded, rollback returns to v1.
+both leave v2 serving with the failed attempts recorded, rollback returns to v1. Each test brings the
+home to the state it starts from (``scenario.serving``): any one passes alone and in any order.
 """
 
 from __future__ import annotations
@@ -14,26 +16,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_endpoint import NEEDS_NGINX
-from tests.test_images import never_ready_image, require_engine, serving_image, wheelhouse_dir
-from tests.test_rollout import Scenario, clone_home, predict, rollout_models, traffic
+from tests.support.endpoint import NEEDS_NGINX
+from tests.support.images import never_ready_image, require_engine
+from tests.support.rollout import Scenario, clone_home, predict, traffic
 
 pytestmark = [pytest.mark.slow, NEEDS_NGINX]
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory):
-    models = rollout_models(tmp_path_factory)
-    settings = clone_home(models, tmp_path_factory.mktemp("docker") / "home",
-                          wheelhouse_dir=wheelhouse_dir(tmp_path_factory))
+def scenario(rollout_models, serving_images, tmp_path_factory):
+    settings = clone_home(rollout_models, tmp_path_factory.mktemp("docker") / "home",
+                          wheelhouse_dir=serving_images.wheelhouse)
     require_engine(settings)
-    s = Scenario(settings, models, "docker")
-    s.live["images"] = {"v1": serving_image(tmp_path_factory, "v1"), "v2": serving_image(tmp_path_factory, "v2")}
+    s = Scenario(settings, rollout_models, "docker")
+    s.images = {"v1": serving_images.get("v1"), "v2": serving_images.get("v2")}
     yield s
     s.teardown()
     from mlcycle.tasks.rollout.images import remove_image
 
-    for image in s.live["images"].values():  # bento versions change with the code: do not pile them up
+    for image in s.images.values():  # bento versions change with the code: do not pile them up
         if image.built:                       # (the virtualenv layers stay cached for the next build)
             remove_image(image.tag)
 
@@ -48,9 +49,13 @@ def container(record):
 def test_first_docker_rollout_serves_v1_from_its_image(scenario):
     from mlcycle.tasks.rollout.orchestrate import read_current
 
-    image = scenario.live["images"]["v1"]
+    image = scenario.images["v1"]
+    before = scenario.current()
+    if before is not None and before.model_version == "1":
+        before = scenario.serving("2")
     record = scenario.rollout(scenario.models.v1.tag)
     assert record.status == "live" and record.target == "docker" and record.model_version == "1"
+    assert record.previous_id == (before.id if before else None)
     assert record.image == image.tag and record.image_id == image.id and record.timings.build_seconds == 0.0
     answer = predict(scenario.url, scenario.models.request)
     assert answer["model_version"] == 1 and answer["deployment"] == record.id
@@ -63,7 +68,6 @@ def test_first_docker_rollout_serves_v1_from_its_image(scenario):
         time.sleep(1)
         running.reload()
     assert running.attrs["State"]["Health"]["Status"] == "healthy"
-    scenario.live["v1"] = record
 
 
 def test_v2_container_replaces_v1_under_continuous_traffic_without_a_failed_request(scenario):
@@ -71,20 +75,20 @@ def test_v2_container_replaces_v1_under_continuous_traffic_without_a_failed_requ
 
     from mlcycle.tasks.rollout.orchestrate import find, read_current
 
-    v1 = scenario.live["v1"]
+    v1 = scenario.serving("1")
     record, _ = scenario.roll_v2_under_traffic()
-    assert record.image == scenario.live["images"]["v2"].tag and record.previous_id == v1.id
+    assert record.image == scenario.images["v2"].tag and record.previous_id == v1.id
     assert read_current(scenario.store).id == record.id
     assert find(scenario.store, v1.id).status == "retired"
     with pytest.raises(NotFound):
         container(v1)  # stopped and removed after the drain
-    scenario.live["v2"] = record
 
 
 def test_an_image_that_never_becomes_ready_leaves_v2_serving_and_is_recorded(scenario):
     from mlcycle.tasks.rollout.orchestrate import RolloutFailed, read_current, rollout
 
-    image = never_ready_image(scenario.settings, scenario.live["images"]["v1"])
+    v2 = scenario.serving("2")
+    image = never_ready_image(scenario.settings, scenario.images["v1"])
     impatient = scenario.settings.model_copy(update={"rollout": scenario.settings.rollout.model_copy(
         update={"readiness_timeout_seconds": 15})})
     with traffic(scenario.url, scenario.models.request) as client, pytest.raises(RolloutFailed) as failed:
@@ -93,7 +97,7 @@ def test_an_image_that_never_becomes_ready_leaves_v2_serving_and_is_recorded(sce
     record = failed.value.record
     assert record.status == "failed" and record.failed_stage == "ready" and "within 15s" in record.reason
     assert record.image == image
-    assert read_current(scenario.store).id == scenario.live["v2"].id
+    assert read_current(scenario.store).id == v2.id
     from docker.errors import NotFound
 
     with pytest.raises(NotFound):
@@ -105,20 +109,21 @@ def test_an_image_that_cannot_be_built_leaves_v2_serving_and_is_recorded(scenari
 
     unbuildable = scenario.settings.model_copy(update={"rollout": scenario.settings.rollout.model_copy(update={
         "image_name": "mlcycle-serving-unbuildable", "base_image": "local/no-such-base:1", "build_base_image": False})})
+    v2 = scenario.serving("2")
     with pytest.raises(RolloutFailed, match="could not be pulled") as failed:
         rollout(unbuildable, scenario.store, bento_tag=scenario.models.v1.tag, target="docker")
     assert failed.value.record.failed_stage == "build" and failed.value.record.backend is None
     assert history(scenario.store, limit=1)[0].failed_stage == "build"
-    assert read_current(scenario.store).id == scenario.live["v2"].id
+    assert read_current(scenario.store).id == v2.id
     assert predict(scenario.url, scenario.models.request)["model_version"] == 2
 
 
 def test_rollback_starts_the_v1_image_again_and_switches_without_a_failed_request(scenario):
     from mlcycle.tasks.rollout.orchestrate import current_status
 
-    v2 = scenario.live["v2"]
+    v2 = scenario.serving("2")
     back = scenario.roll_back_under_traffic()
-    assert back.kind == "rollback" and back.rollback_of == v2.id and back.image == scenario.live["images"]["v1"].tag
+    assert back.kind == "rollback" and back.rollback_of == v2.id and back.image == scenario.images["v1"].tag
     status = current_status(scenario.settings, scenario.store)
     assert status.deployment.id == back.id and status.backend_alive and status.endpoint_serves == back.id
 
@@ -141,7 +146,7 @@ def test_the_container_is_locked_down_and_reads_its_secrets_from_files_not_its_e
     from mlcycle.tasks.rollout.targets import CONTAINER_UID, DockerTarget
     from mlcycle.tasks.serving.process import free_port
     from mlcycle.tasks.storage import open_store
-    from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY, minio_overrides
+    from tests.support.env import S3_ACCESS_KEY, S3_SECRET_KEY, minio_overrides
 
     token = "tok-docker-secret-file-5c7e"  # noqa: S105 - a test value
     base = scenario.settings
@@ -151,7 +156,7 @@ def test_the_container_is_locked_down_and_reads_its_secrets_from_files_not_its_e
                                        "serving": serving})
     store = open_store(settings)
     target = DockerTarget(settings)
-    record = Deployment(id="lockeddown", target="docker", image=scenario.live["images"]["v1"].tag,
+    record = Deployment(id="lockeddown", target="docker", image=scenario.images["v1"].tag,
                         endpoint_url="-", requested_at=dt.datetime.now(dt.UTC))
     backend = target.start(record, free_port())
     secrets = target.secrets_dir(backend.container_name)

@@ -1,4 +1,8 @@
-"""The rollout flow on real Prefect (package chained before it) and ``mlcycle rollout`` / ``deployments``."""
+"""The rollout flow on real Prefect (package chained before it) and ``mlcycle rollout`` / ``deployments``.
+
+The tests share one home; each brings it to the state it starts from (:func:`serving_v1`), so any one
+passes alone and in any order.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,16 @@ import json
 
 import pytest
 
-from tests.conftest import free_port
-from tests.test_endpoint import NEEDS_NGINX
-from tests.test_rollout import clone_home, predict, rollout_models
+from tests.support.endpoint import NEEDS_NGINX
+from tests.support.env import free_port
+from tests.support.rollout import clone_home, predict
 
 pytestmark = [pytest.mark.flow, NEEDS_NGINX]
 
 
 @pytest.fixture(scope="module")
-def flow_home(tmp_path_factory):
-    models = rollout_models(tmp_path_factory)
+def flow_home(rollout_models, tmp_path_factory):
+    models = rollout_models
     settings = clone_home(models, tmp_path_factory.mktemp("flow") / "home")
     yield models, settings
     from mlcycle.tasks.rollout.orchestrate import teardown
@@ -38,6 +42,18 @@ def flow_env(flow_home, monkeypatch, prefect_harness):
     get_settings.cache_clear()
     yield models, get_settings()
     get_settings.cache_clear()
+
+
+def serving_v1(models, settings):
+    """v1 live on the flow home (rolled out if something else, or nothing, is): the deployment record."""
+    from mlcycle.tasks.rollout.orchestrate import read_current, rollout
+    from mlcycle.tasks.storage import open_store
+
+    store = open_store(settings)
+    current = read_current(store)
+    if current is not None and current.model_version == "1":
+        return current
+    return rollout(settings, store, bento_tag=models.v1.tag, target="process")
 
 
 def test_the_flow_packages_the_champion_then_rolls_it_out(flow_env):
@@ -92,6 +108,7 @@ def test_a_failed_rollout_fails_the_flow_run_and_v1_keeps_serving(flow_env):
     from mlcycle.tasks.storage import open_store
 
     models, settings = flow_env
+    serving_v1(models, settings)
     with pytest.raises(RolloutFailed, match="failed at ready"):
         rollout_flow(bento_tag=models.broken)
     failed = history(open_store(settings), limit=1)[0]
@@ -100,9 +117,12 @@ def test_a_failed_rollout_fails_the_flow_run_and_v1_keeps_serving(flow_env):
 
 
 def test_cli_rollout_rollback_and_deployment_records(flow_env, monkeypatch, capsys):
-    from tests.test_cli import run_cli
+    from tests.support.env import run_cli
 
     models, settings = flow_env
+    serving_v1(models, settings)
+    code, _, err = run_cli(monkeypatch, capsys, "rollout", "--bento", models.broken)
+    assert code == 1 and "failed at ready" in err
     code, out, err = run_cli(monkeypatch, capsys, "rollout", "--bento", models.v2.tag, "--json")
     assert code == 0, err
     v2 = json.loads(out)
@@ -136,14 +156,14 @@ def test_cli_rollout_rollback_and_deployment_records(flow_env, monkeypatch, caps
     (["rollout", "--bento", "a:b", "--version", "1"], "at most one of"),
 ])
 def test_cli_rollout_usage_errors_exit_2(flow_env, monkeypatch, capsys, args, fragment):
-    from tests.test_cli import run_cli
+    from tests.support.env import run_cli
 
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_failed_rollout_exits_1_with_one_line(flow_env, monkeypatch, capsys):
-    from tests.test_cli import run_cli
+    from tests.support.env import run_cli
 
     models, _ = flow_env
     code, _, err = run_cli(monkeypatch, capsys, "rollout", "--bento", "mlcycle-model:v9-nothere")
@@ -151,7 +171,7 @@ def test_cli_failed_rollout_exits_1_with_one_line(flow_env, monkeypatch, capsys)
 
 
 def test_an_unused_port_is_what_current_reports_before_any_rollout(tmp_path, monkeypatch, capsys, env_settings):
-    from tests.test_cli import run_cli
+    from tests.support.env import run_cli
 
     port = free_port()
     env_settings(rollout__endpoint_port=str(port))

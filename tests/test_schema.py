@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from mlcycle.tasks.schema import build_schema, error_message
-from tests.conftest import make_settings
+from tests.support.env import make_settings
 
 
 @pytest.fixture(scope="module")

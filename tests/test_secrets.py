@@ -30,7 +30,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from tests.conftest import make_settings
+from tests.support.env import make_settings
 
 pytestmark = pytest.mark.flow
 
@@ -109,7 +109,7 @@ def test_settings_never_show_their_secrets(secret_env):
 
 def test_store_errors_never_carry_the_credentials(secret_env, tmp_path):
     from mlcycle.tasks.storage import StoreError, open_store
-    from tests.conftest import free_port
+    from tests.support.env import free_port
 
     down = secret_env.model_copy(update={"s3_endpoint": f"127.0.0.1:{free_port()}", "s3_timeout_seconds": 1.0})
     with pytest.raises(StoreError) as info:

@@ -18,9 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import httpx
 import numpy as np
@@ -28,59 +26,16 @@ import pandas as pd
 import pytest
 
 from mlcycle.tasks.storage import LocalStore
-from tests.conftest import ROOT
+from tests.support.champion import BUILD_TOKEN, GOOD, Champion
+from tests.support.env import ROOT
 
 SECRET = "s3cr3t-never-in-logs-9431"  # noqa: S105 - a marker: must not leak into /metadata or the log
 TOKEN = "tok-3f9a1c-serving-tests"  # noqa: S105 - the guarded server's bearer token (a test value)
-BUILD_TOKEN = "tok-present-at-build-time-7d21"  # noqa: S105 - in the environment of `bentoml build` only
-SERVING = {"max_body_bytes": 64 * 1024, "max_records": 100, "canary_rows": 120, "latency_requests": 20}
-
-
-@dataclass
-class Champion:
-    settings: object
-    store: LocalStore
-    model: object  # tasks.records.serving.PackagedModel
-    bento: object  # tasks.records.serving.BentoRef
-    loaded: object  # tasks.registry.LoadedModel
-
-
-_CACHE: dict[str, Champion] = {}
-
-
-def packaged_champion(tmp_path_factory) -> Champion:
-    """Train, register and promote one small model, import it into BentoML and build its bento (once)."""
-    if "champion" in _CACHE:
-        return _CACHE["champion"]
-    from threadpoolctl import threadpool_limits
-
-    from mlcycle.tasks.evaluation.gate import decide
-    from mlcycle.tasks.registry.aliases import promote
-    from mlcycle.tasks.registry.versions import load_model, register_candidate
-    from mlcycle.tasks.serving.packaging import build_bento, import_model
-    from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
-    from mlcycle.tasks.training.window import select_window
-    from tests.support.training import DAYS, fast_settings, seed_validated
-
-    home = tmp_path_factory.mktemp("serving-champion")
-    settings = fast_settings(home, training={"family": "hist_gradient_boosting"}, serving=SERVING)
-    store = LocalStore(settings.store_root)
-    with threadpool_limits(1):
-        seed_validated(store, settings)
-        candidate = train_challenger(store, settings, select_window(store, days=DAYS))
-        comparison = compare_with_champion(store, settings, candidate)
-        version = register_candidate(store, candidate, comparison, decide(settings.gate, candidate, comparison))
-    promote(store, version.name, version.version, reason="serving tests")
-    model = import_model(store, settings)
-    with mock.patch.dict(os.environ, {"MLCYCLE_API_TOKEN": BUILD_TOKEN}):  # must not end up in the bento
-        bento = build_bento(settings, model)
-    _CACHE["champion"] = Champion(settings, store, model, bento, load_model(store, version.name, version.version))
-    return _CACHE["champion"]
 
 
 @pytest.fixture(scope="module")
-def champion(tmp_path_factory) -> Champion:
-    return packaged_champion(tmp_path_factory)
+def champion(packaged_champion) -> Champion:
+    return packaged_champion
 
 
 @contextmanager
@@ -166,9 +121,6 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(server, ca
 # --------------------------------------------------------------------------------------------------
 # bad requests: 4xx naming the field and the problem, never a 5xx
 # --------------------------------------------------------------------------------------------------
-
-GOOD = {"income": 52000.0, "age": 41, "debt_ratio": 0.3, "credit_score": 700, "loan_amount": 12000,
-        "employment_years": 5.5, "employment_type": "salaried", "region": "north", "loan_purpose": "car"}
 
 
 def body(**change) -> str:
@@ -498,7 +450,7 @@ def test_mlcycle_serve_logs_every_request_and_flushes_on_sigterm(champion, monke
     from mlcycle.tasks.inference_reader import join_labels
     from mlcycle.tasks.labels import read_labels
     from mlcycle.tasks.settings import get_settings
-    from tests.test_cli import run_cli
+    from tests.support.env import run_cli
 
     monkeypatch.setenv("MLCYCLE_HOME", str(settings.home))
     get_settings.cache_clear()
@@ -578,7 +530,7 @@ def test_the_example_request_comes_from_the_models_own_rows_for_any_dataset(tmp_
     from mlcycle.tasks.serving.packaging import import_model
     from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
     from mlcycle.tasks.training.window import select_window
-    from tests.conftest import make_settings
+    from tests.support.env import make_settings
     from tests.support.training import DAYS, START, write_day
 
     config = tmp_path / "mlcycle.yaml"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.support.env import ROOT, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from mlcycle.tasks.storage import (
     get_verified,
     sha256_bytes,
 )
-from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY, free_port
+from tests.support.env import S3_ACCESS_KEY, S3_SECRET_KEY, free_port
 
 
 def test_put_get_roundtrip_reports_size_and_sha(store):

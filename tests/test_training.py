@@ -17,7 +17,7 @@ from mlcycle.tasks.settings import ConfigError
 from mlcycle.tasks.storage import LocalStore
 from mlcycle.tasks.training.challenger import train_challenger
 from mlcycle.tasks.training.window import TrainingDataError, labels, load_rows, select_window, time_split
-from tests.conftest import run_cli
+from tests.support.env import run_cli
 from tests.support.training import DAYS, ROWS, START, fast_settings, one_thread_per_fit, simulated, write_day
 
 

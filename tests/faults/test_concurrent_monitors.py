@@ -22,8 +22,8 @@ import pytest
 
 from mlcycle.tasks.monitor.trigger import trigger_records
 from mlcycle.tasks.storage import open_store
-from tests.conftest import ROOT
-from tests.faults.conftest import FAST_FLOW_ENV, flow_settings
+from tests.support.env import ROOT
+from tests.support.faults import FAST_FLOW_ENV, flow_settings
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
 

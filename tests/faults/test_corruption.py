@@ -19,8 +19,8 @@ import pytest
 from mlcycle.tasks.partitions import list_partitions, manifest_key, read_manifest, read_partition
 from mlcycle.tasks.registry.versions import list_versions, load_metadata, load_model, version_prefix
 from mlcycle.tasks.storage import IntegrityError, LocalStore, open_store
-from tests.conftest import run_cli
-from tests.faults.conftest import copy_store, flow_settings, s3_env
+from tests.support.env import run_cli
+from tests.support.faults import copy_store, flow_settings, s3_env
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from mlcycle.tasks.storage import open_store
-from tests.conftest import ROOT
-from tests.faults.conftest import (
+from tests.support.env import ROOT
+from tests.support.faults import (
     CLEAN_DAY,
     FAST_FLOW_ENV,
     diff_fingerprints,

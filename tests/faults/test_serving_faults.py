@@ -27,7 +27,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.test_serving import GOOD, packaged_champion
+from tests.support.champion import GOOD
 
 REQUEST_TIMEOUT = 30.0
 MAX_IN_FLIGHT = 8
@@ -35,8 +35,8 @@ RETRY_AFTER = 2
 
 
 @pytest.fixture(scope="module")
-def champion(tmp_path_factory):
-    return packaged_champion(tmp_path_factory)
+def champion(packaged_champion):
+    return packaged_champion
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ import pytest
 
 from mlcycle.tasks.partitions import list_partitions, read_manifest, read_partition
 from mlcycle.tasks.storage import open_store
-from tests.conftest import run_cli
-from tests.faults.conftest import (
+from tests.support.env import run_cli
+from tests.support.faults import (
     CLEAN_DAY,
     diff_fingerprints,
     flow_settings,

@@ -28,6 +28,7 @@ from tests.support.training import write_day
 
 START = dt.date(2026, 9, 1)
 DAYS = 6
+_CACHE: dict[str, ServedTable] = {}
 ROWS = {"fair": 1500, "anes96": 944, "randhie": 1500}
 FAMILY = {"fair": "logistic_regression", "anes96": "hist_gradient_boosting", "randhie": "ridge"}
 CATEGORIES = {  # numeric-coded columns declared as categories, with the values the config writes
@@ -53,9 +54,6 @@ class ServedTable:
     @property
     def spec(self):
         return self.settings.dataset
-
-
-_CACHE: dict[str, ServedTable] = {}
 
 
 def declaration(table: RealTable) -> dict:
@@ -148,3 +146,5 @@ def served_table(name: str, home: Path) -> ServedTable:
         bento = build_bento(settings, model)
     _CACHE[name] = ServedTable(table, settings, store, version, pipeline, model, bento)
     return _CACHE[name]
+
+
