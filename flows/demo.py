@@ -32,6 +32,7 @@ from mlcycle.tasks.demo import (
     champion_task,
     monitor_phase,
     send_traffic_task,
+    simulated,
     traffic_phases,
     wait_for_logged_rows_task,
 )
@@ -47,7 +48,7 @@ def demo_flow() -> DemoSummary:
 
     start = settings.demo.start
     end = start + dt.timedelta(days=settings.demo.days - 1)
-    logger.info("1/5 ingest + validate %d simulated days from %s", settings.demo.days, start)
+    logger.info("1/5 ingest + validate %d days from %s (%s)", settings.demo.days, start, settings.ingest.source)
     backfill = backfill_flow(start=start.isoformat(), end=end.isoformat())
 
     logger.info("2/5 train, gate and register a champion")
@@ -60,7 +61,8 @@ def demo_flow() -> DemoSummary:
     if deployment is None:  # nothing was chained (not promoted, or no rollout deployment): roll out here
         deployment = rollout_flow(target="process")
 
-    logger.info("4/5 simulated traffic through the endpoint (before, then after the drift date), then monitor")
+    logger.info("4/5 traffic through the endpoint (%s), then monitor",
+                "simulated: before, then after the drift date" if simulated(settings) else "the stored rows")
     phases = traffic_phases(settings)
     monitoring = []
     for label, days in phases:

@@ -1,8 +1,11 @@
 """The demo's own steps (flows/demo.py): its traffic, and the two waits between the life cycle's stages.
 
-* :func:`traffic_phases` picks the simulated days the demo sends: four before the first drift date,
-  then four from it on; :func:`send_traffic` posts them through the endpoint (tasks.traffic) and fails
-  when any request failed.
+* :func:`traffic_phases` picks the days the demo sends. On the simulator (the embedded defaults): four
+  simulated days before the first drift date, then four from it on. On any other declaration (ingested
+  from the landing zone): the user's own rows, the last four days the demo ingested (the champion's test
+  window), sent once: the monitor sees the live traffic of the model's own data. :func:`send_traffic`
+  posts them through the endpoint (tasks.traffic: simulated rows, or the stored validated partitions) and
+  fails when any request failed.
 * :func:`wait_for_logged_rows` waits until the inference log holds the rows just sent: the service
   writes its log in parts on a timer (``serving.inference_log.flush_interval_seconds``), and the
   monitor must not look at the window before they are there. Bounded by
@@ -34,8 +37,18 @@ from mlcycle.tasks.storage import ObjectStore, open_store
 TRAFFIC_ROWS_PER_DAY = 300
 
 
+def simulated(settings: Settings) -> bool:
+    """Whether the demo runs on the simulator (its drift schedule, its traffic) or on the user's own rows."""
+    return settings.ingest.source == "simulator"
+
+
 def traffic_phases(settings: Settings) -> list[tuple[str, list[dt.date]]]:
-    """(label, days) of the demo's traffic: the four days before the first drift date, then four from it."""
+    """(label, days) of the demo's traffic: on the simulator the four days before the first drift date,
+    then four from it; on the user's own data the last (up to) four days the demo ingested."""
+    if not simulated(settings):
+        last = settings.demo.start + dt.timedelta(days=settings.demo.days - 1)
+        days = [last - dt.timedelta(days=i) for i in range(min(4, settings.demo.days) - 1, -1, -1)]
+        return [("the latest stored days", days)]
     drift_dates = sorted({e.start for e in settings.simulator.drift})
     first_drift = drift_dates[0] if drift_dates else settings.demo.start + dt.timedelta(days=30)
     return [("before the drift date", [first_drift - dt.timedelta(days=i) for i in (4, 3, 2, 1)]),
@@ -45,16 +58,23 @@ def traffic_phases(settings: Settings) -> list[tuple[str, list[dt.date]]]:
 def catch_up_range(settings: Settings, last_served: dt.date) -> tuple[dt.date, dt.date] | None:
     """The days after the demo's backfill up to ``last_served``, as the daily ingest would have ingested
     them by then (None when there are none): the retraining the monitor triggers then learns from the
-    drifted days; with only the champion's own days it could never beat the champion at the gate."""
+    drifted days; with only the champion's own days it could never beat the champion at the gate. On the
+    user's own data the demo sends only days it ingested: None."""
+    if not simulated(settings):
+        return None
     first = settings.demo.start + dt.timedelta(days=settings.demo.days)
     return (first, last_served) if first <= last_served else None
 
 
-def send_traffic(settings: Settings, url: str, days: list[dt.date]) -> dict[str, int]:
-    """POST the simulator's applications of ``days`` to the endpoint; every request must be answered."""
-    from mlcycle.tasks.traffic import send_http
+def send_traffic(settings: Settings, store: ObjectStore, url: str, days: list[dt.date]) -> dict[str, int]:
+    """POST the rows of ``days`` to the endpoint (simulated applications, or the stored validated rows of
+    the user's own data); every request must be answered."""
+    from mlcycle.tasks.traffic import send_http, send_stored
 
-    sent = send_http(url, settings, days, rows_per_day=TRAFFIC_ROWS_PER_DAY)
+    if simulated(settings):
+        sent = send_http(url, settings, days, rows_per_day=TRAFFIC_ROWS_PER_DAY)
+    else:
+        sent = send_stored(url, settings, store, days)
     if sent["failed"]:
         raise RuntimeError(f"{sent['failed']} of {sent['requests']} demo requests failed at {url}")
     return sent
@@ -163,7 +183,7 @@ def monitor_phase(label: str, report) -> MonitorPhase:
 
 @task(name="demo-traffic", cache_policy=NO_CACHE)
 def send_traffic_task(settings: Settings, url: str, days: list[dt.date]) -> dict[str, int]:
-    return send_traffic(settings, url, days)
+    return send_traffic(settings, open_store(settings), url, days)
 
 
 @task(name="wait-for-inference-log", cache_policy=NO_CACHE)

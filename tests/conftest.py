@@ -114,6 +114,14 @@ def packaged_champion(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def served_tables(tmp_path_factory):
+    """The real tables' packaged models, each built on first use (tests/support/serving.py)."""
+    from tests.support.serving import ServedTables
+
+    return ServedTables(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def rollout_models(tmp_path_factory):
     """Two registered, packaged model versions and a broken bento, built once per session
     (tests/support/rollout.py)."""

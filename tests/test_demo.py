@@ -35,6 +35,18 @@ def test_traffic_straddles_the_first_drift_date_and_the_served_days_get_ingested
     assert catch_up_range(settings, first_not_backfilled - dt.timedelta(days=1)) is None
 
 
+@pytest.mark.parametrize("days, sent", [(14, 4), (2, 2)])
+def test_on_the_users_own_data_the_demo_sends_the_last_days_it_ingested(settings, days, sent):
+    """Landing source: no drift schedule and no simulated rows; the last (up to) four ingested days, once."""
+    own = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"source": "landing"}),
+                                      "demo": settings.demo.model_copy(update={"days": days})})
+    ((label, chosen),) = traffic_phases(own)
+    last = own.demo.start + dt.timedelta(days=days - 1)
+    assert label == "the latest stored days"
+    assert chosen == [last - dt.timedelta(days=i) for i in range(sent - 1, -1, -1)]
+    assert catch_up_range(own, last + dt.timedelta(days=3)) is None
+
+
 # --------------------------------------------------------------------------------------------------
 # waiting for the inference log to hold the rows sent
 # --------------------------------------------------------------------------------------------------

@@ -20,8 +20,12 @@ from tests.support.env import ROOT
 
 
 @pytest.fixture(scope="module")
-def champion(packaged_champion):
-    return packaged_champion
+def champion(tmp_path_factory):
+    """A champion of this module's own: its tests damage the BentoML model and build impostor bentos, which
+    the session's shared champion (tests/test_serving.py, the serving faults) must never see."""
+    from tests.support.champion import package_champion
+
+    return package_champion(tmp_path_factory.mktemp("package-champion"))
 
 
 def _pins(lines) -> dict[str, str]:

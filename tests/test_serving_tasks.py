@@ -16,17 +16,17 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support.serving import BOOLEANS, CATEGORIES, served_table
+from tests.support.serving import BOOLEANS, CATEGORIES
 
 TASKS = {"fair": "binary", "anes96": "multiclass", "randhie": "regression"}
 
 
 @pytest.fixture(scope="module", params=list(TASKS), ids=[f"{t}-{task}" for t, task in TASKS.items()])
-def served(request, tmp_path_factory):
+def served(request, served_tables):
     """One table's packaged model, served by a real `bentoml serve` of its bento."""
     from mlcycle.tasks.serving.process import start_serving, wait_ready
 
-    table = served_table(request.param, tmp_path_factory.mktemp(f"serving-{request.param}"))
+    table = served_tables.get(request.param)
     process = start_serving(table.settings, table.bento.tag)
     try:
         wait_ready(process, table.settings.serving.readiness_timeout_seconds)

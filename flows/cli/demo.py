@@ -43,6 +43,7 @@ def demo(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
         training_text += (f"\nchampion: {training.name} v{champion.version} ({champion.family}): "
                           f"{metric_line(champion.metrics)}")
     example = example_request(store, settings, training.name, int(serving.model_version))
+    info["example"] = example
     lines = [
         f"ingest:    {summary.ingested}",
         f"training:  {training_text}",

@@ -28,7 +28,6 @@ from tests.support.training import write_day
 
 START = dt.date(2026, 9, 1)
 DAYS = 6
-_CACHE: dict[str, ServedTable] = {}
 ROWS = {"fair": 1500, "anes96": 944, "randhie": 1500}
 FAMILY = {"fair": "logistic_regression", "anes96": "hist_gradient_boosting", "randhie": "ridge"}
 CATEGORIES = {  # numeric-coded columns declared as categories, with the values the config writes
@@ -111,9 +110,8 @@ def fit_and_register(store, settings):
 
 
 def served_table(name: str, home: Path) -> ServedTable:
-    """The table ``name`` declared, stored, fitted, registered, promoted, imported and built (once)."""
-    if name in _CACHE:
-        return _CACHE[name]
+    """The table ``name`` declared, stored, fitted, registered, promoted, imported and built in ``home``
+    (the session fixture ``served_tables`` of tests/conftest.py builds each once)."""
     from threadpoolctl import threadpool_limits
 
     from mlcycle.tasks.serving.packaging import build_bento, import_model
@@ -144,7 +142,17 @@ def served_table(name: str, home: Path) -> ServedTable:
             version, pipeline = fit_and_register(store, settings)
         model = import_model(store, settings)
         bento = build_bento(settings, model)
-    _CACHE[name] = ServedTable(table, settings, store, version, pipeline, model, bento)
-    return _CACHE[name]
+    return ServedTable(table, settings, store, version, pipeline, model, bento)
 
 
+class ServedTables:
+    """Each table's :func:`served_table`, built on first use in its own folder and kept for the session."""
+
+    def __init__(self, tmp_path_factory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.built: dict[str, ServedTable] = {}
+
+    def get(self, name: str) -> ServedTable:
+        if name not in self.built:
+            self.built[name] = served_table(name, self.tmp_path_factory.mktemp(f"serving-{name}"))
+        return self.built[name]
