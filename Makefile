@@ -9,7 +9,7 @@ export DO_NOT_TRACK := 1
 export BENTOML_DO_NOT_TRACK := true
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install nginx demo down test lint status clean
+.PHONY: install nginx demo down test test-random lint status clean
 
 # The environment is built from the lock (the whole resolved set), never from loose requirements.
 $(BIN)/.installed: requirements.lock pyproject.toml
@@ -38,9 +38,13 @@ down:
 status: install
 	$(BIN)/mlcycle status
 
-## test: the whole test suite (what CI runs)
+## test: the whole test suite (what CI runs), in file order; `make test-random` shuffles modules and tests
+## (pytest-randomly: every module must pass alone and in any order; a failure prints its seed to replay)
 test: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -p no:randomly
+
+test-random: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 ## lint: ruff, and no six-line run repeated between project modules (pylint's duplicate-code check)
 lint: install
