@@ -54,7 +54,10 @@ def demo_flow() -> DemoSummary:
     logger.info("2/5 train, gate and register a champion")
     trained_at = dt.datetime.now(dt.UTC)
     outcome = train_flow()
-    champion = champion_task(settings) if outcome.champion is not None else None
+    if outcome.champion is None:  # nothing to package or serve: say why, in the gate's own words
+        raise RuntimeError(f"the demo's training promoted no champion, so there is nothing to serve: "
+                           f"{outcome.decision.summary}")
+    champion = champion_task(settings)
 
     logger.info("3/5 the promotion starts the rollout deployment: package, test-serve, blue/green switch")
     deployment = chained_rollout_task(settings, outcome.champion, trained_at) if outcome.promoted else None

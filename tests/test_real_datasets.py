@@ -232,7 +232,8 @@ def test_mlcycle_demo_runs_the_whole_cycle_on_a_users_table(tmp_path):
     project = Project(tmp_path / "user-demo", "fair")
     table = project.table
     total, phase_rows = SIZE[project.name]
-    frame = table.frame.sample(total, random_state=3).reset_index(drop=True)
+    frame = table.frame.drop(columns=[table.leak] if table.leak else [])
+    frame = frame.sample(total, random_state=3).reset_index(drop=True)
     trained = dataclasses.replace(table, frame=frame)
     export = project.root / "fair.csv"
     project.root.mkdir(parents=True, exist_ok=True)
