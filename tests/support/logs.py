@@ -62,8 +62,8 @@ def _block_end(lines: list[str], i: int) -> int:
     k = tb + 1
     while k < len(lines):
         line = lines[k]
-        if line.startswith((" ", "\t")) or not line.strip():
-            k += 1
+        if line.startswith((" ", "\t")) or not line.strip() or line.startswith("Traceback (most recent call last)"):
+            k += 1  # a frame, a blank line, or the header of a chained traceback (after its marker)
             continue
         # ``line`` names the exception; a chained traceback may follow after a blank line and a marker
         after = k + 1
@@ -87,3 +87,33 @@ def unexpected_problems(run_dir: Path, expected: list[Expected]) -> list[Problem
             if not allowed:
                 left.append(problem)
     return left
+
+
+# Prefect 3.8's server persists a worker-channel heartbeat in a deferred SQLite transaction (read the work
+# pool, then write the worker row): when another writer commits in between, SQLite refuses the upgrade at
+# once (SQLITE_BUSY_SNAPSHOT, busy_timeout does not apply) and the server logs the traceback, closes the
+# channel with the retryable reason ``heartbeat_persistence_failed``, and the worker reconnects. It is only
+# accounted for together with :func:`assert_workers_online`, which proves the worker did come back.
+SQLITE_HEARTBEAT_RACE = Expected(
+    r"Worker channel heartbeat persistence failed: work_pool=mlcycle-process(?s:.*)database is locked",
+    "Prefect's SQLite heartbeat upgrade race: the server closes the channel as retryable, the worker reconnects",
+    log="prefect-server.log")
+
+
+def assert_workers_online(api_url: str, work_pool: str = "mlcycle-process", within_s: float = 120.0) -> None:
+    """Every worker the stack started is ONLINE and heartbeated in the last ``within_s`` seconds: a heartbeat
+    the server once failed to persist cost nothing."""
+    import datetime as dt
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        workers = client.read_workers_for_work_pool(work_pool)
+    assert workers, f"no worker ever registered with the {work_pool} work pool"
+    now = dt.datetime.now(dt.timezone.utc)
+    for worker in workers:
+        assert str(worker.status.value).upper() == "ONLINE", f"worker {worker.name} is {worker.status}"
+        assert worker.last_heartbeat_time is not None, f"worker {worker.name} never heartbeated"
+        age = (now - worker.last_heartbeat_time).total_seconds()
+        assert age < within_s, f"worker {worker.name} last heartbeated {age:.0f}s ago"
