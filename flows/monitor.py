@@ -1,9 +1,10 @@
-"""The monitor flow: drift and live performance of the champion, and a guarded retraining trigger.
+"""The monitor flow: drift and live performance of the version that serves, and a guarded retraining trigger.
 
 ``monitor`` (deployment ``monitor/hourly``, scheduled in prefect.yaml)::
 
     nothing-to-monitor? (no champion yet: the run completes, with the reason)
-    ─▶ evaluate-window (drift + performance) ─▶ decide-trigger (ledger, cooldown, one training)
+    ─▶ evaluate-window (drift + performance of the version the live deployment serves; the champion
+       when nothing is deployed) ─▶ decide-trigger (ledger, cooldown, one training)
     ─▶ start-training (run_deployment train/on-demand, not awaited) ─▶ monitoring-report (store + artifacts)
 
 With ``dask.address`` set, evaluate-window is replaced by the subflow ``monitor-drift-features`` on a

@@ -49,7 +49,7 @@ def test_too_few_labels_decide_nothing(settings):
 
 
 def _report(window_id: str, drift: bool = True) -> MonitorReport:
-    window = MonitorWindow(model="m", champion_version=1, start=T0 - dt.timedelta(hours=24), end=T0)
+    window = MonitorWindow(model="m", version=1, start=T0 - dt.timedelta(hours=24), end=T0)
     decision = DriftDecision(enough_data=True, rows=1000, min_rows=500, dataset_drift=drift,
                              reasons=["critical feature(s) drifted: debt_ratio"] if drift else [])
     return MonitorReport(window_id=window_id, window=window, rows=1000, drift=decision, performance=None,
@@ -105,7 +105,7 @@ def test_the_html_report_escapes_its_text_and_draws_each_drifted_feature(setting
     decision = assess_drift(profile, current, spec, settings.drift, prediction_column=None)
     drifted = decision.drifted_features
     assert "debt_ratio" in drifted and "region" in drifted
-    window = MonitorWindow(model="m<1>", champion_version=1, start=T0 - dt.timedelta(hours=24), end=T0)
+    window = MonitorWindow(model="m<1>", version=1, start=T0 - dt.timedelta(hours=24), end=T0)
     report = MonitorReport(window_id=window.window_id, window=window, rows=len(current), drift=decision,
                            performance=None, reasons=decision.reasons,
                            trigger=TriggerDecision(retrain_warranted=True, outcome="cooldown",
@@ -124,7 +124,7 @@ def test_the_html_report_escapes_its_text_and_draws_each_drifted_feature(setting
 def test_a_report_without_drift_says_so_and_draws_nothing():
     from mlcycle.tasks.monitor.report import render_html
 
-    window = MonitorWindow(model="m", champion_version=1, start=T0 - dt.timedelta(hours=24), end=T0)
+    window = MonitorWindow(model="m", version=1, start=T0 - dt.timedelta(hours=24), end=T0)
     report = MonitorReport(window_id=window.window_id, window=window, rows=0, performance=None,
                            drift=DriftDecision(enough_data=False, rows=0, min_rows=500))
     page = render_html(report, None, None, {})
@@ -325,7 +325,7 @@ def test_each_report_states_the_verdict(settings):
 
     decision = decide_drift([_feature(f"f{i}", False) for i in range(10)], None, 2000, settings.drift)
     assert decision.verdict.startswith("0 of 10 features drifted (0%), below the 50% share")
-    window = MonitorWindow(model="m", champion_version=1, start=T0 - dt.timedelta(hours=24), end=T0)
+    window = MonitorWindow(model="m", version=1, start=T0 - dt.timedelta(hours=24), end=T0)
     report = MonitorReport(window_id=window.window_id, window=window, rows=2000, drift=decision, performance=None)
     assert f"**Why:** {decision.verdict}" in render_markdown(report, None, {})
     assert f"<b>Why:</b> {decision.verdict}" in render_html(report, None, None, {})

@@ -116,7 +116,7 @@ def test_concurrent_monitors_over_one_window_trigger_at_most_once(store):
     Its own ledger, not the world's: the tests above trigger at the wall clock's time, and a fixed ``now``
     measured against that would fall into their cooldown once the calendar passes it.
     """
-    window = MonitorWindow(model="race", champion_version=1, start=dt.datetime(2027, 1, 1, tzinfo=dt.UTC),
+    window = MonitorWindow(model="race", version=1, start=dt.datetime(2027, 1, 1, tzinfo=dt.UTC),
                            end=dt.datetime(2027, 1, 2, tzinfo=dt.UTC))
     report = MonitorReport(window_id=window.window_id, window=window, rows=1000,
                            drift=DriftDecision(enough_data=True, rows=1000, min_rows=500, dataset_drift=True,

@@ -179,3 +179,83 @@ def test_an_unused_port_is_what_current_reports_before_any_rollout(tmp_path, mon
     status = json.loads(out)
     assert code == 0 and status["deployment"] is None and status["endpoint_url"] == f"http://127.0.0.1:{port}"
     assert status["endpoint_running"] is False
+
+
+def _live_rows_logged(store, ids: set[str], since, timeout: float = 60.0) -> None:
+    """Wait until the live backend has written the rows of requests ``ids`` (it flushes every few seconds)."""
+    import time
+
+    from mlcycle.tasks.inference_reader import read_inference_log
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logged = read_inference_log(store, traffic=None)
+        if ids <= set(logged.loc[logged["ts"] >= since, "request_id"]):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the requests {sorted(ids)[:3]}... were not logged within {timeout:.0f}s")
+
+
+def _monitor_since(began):
+    """The monitor flow (real Prefect) over ``[began, now + 1 min)``."""
+    import datetime as dt
+
+    from mlcycle.flows.monitor import monitor_flow
+
+    end = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    return monitor_flow(start=began.isoformat(), end=end.isoformat())
+
+
+def test_the_monitor_judges_the_version_that_serves_not_the_champion(flow_env):
+    """v2 rolled out by hand while v1 stays champion, then a rollback, then v2 promoted but its rollout
+    failing: each time the window holds the traffic of the version behind the endpoint, judged against that
+    version's own reference, and the report says which deployment it came from."""
+    import datetime as dt
+
+    from mlcycle.tasks.registry.aliases import promote
+    from mlcycle.tasks.registry.versions import read_alias
+    from mlcycle.tasks.rollout.orchestrate import RolloutFailed, read_current, rollback, rollout
+    from mlcycle.tasks.storage import open_store
+
+    models, settings = flow_env
+    store = open_store(settings)
+    serving_v1(models, settings)
+    per_request = len(models.request["records"])
+
+    def traffic_since(began, expected_version: int, requests: int = 3) -> None:
+        ids = set()
+        for _ in range(requests):
+            answer = predict(read_current(store).endpoint_url, models.request)
+            assert answer["model_version"] == expected_version
+            ids.add(answer["request_id"])
+        _live_rows_logged(store, ids, began)
+
+    # 1. a version that is not the champion serves: its traffic is judged, not filtered out as "no data"
+    v2 = rollout(settings, store, bento_tag=models.v2.tag, target="process")
+    assert read_alias(store, v2.model_name).version == 1
+    began = dt.datetime.now(dt.UTC)
+    traffic_since(began, 2)
+    report = _monitor_since(began)
+    assert report.window.version == 2 and report.rows == 3 * per_request
+    assert f"live deployment {v2.id}" in report.window.served_by and "champion v1" in report.window.served_by
+
+    # 2. after a rollback, the version rolled back to
+    back = rollback(settings, store)
+    began = dt.datetime.now(dt.UTC)
+    traffic_since(began, 1)
+    report = _monitor_since(began)
+    assert report.window.version == 1 and report.rows == 3 * per_request
+    assert f"live deployment {back.id}" in report.window.served_by
+
+    # 3. v2 becomes champion but its rollout fails: v1 keeps serving, and v1 is what the monitor judges
+    promote(store, v2.model_name, 2, reason="monitor test: a champion whose rollout fails")
+    try:
+        with pytest.raises(RolloutFailed):
+            rollout(settings, store, bento_tag=models.broken, target="process")
+        began = dt.datetime.now(dt.UTC)
+        traffic_since(began, 1)
+        report = _monitor_since(began)
+        assert report.window.version == 1 and report.rows == 3 * per_request
+        assert "champion v2" in report.window.served_by
+    finally:
+        promote(store, v2.model_name, 1, reason="monitor test: the home's champion again")

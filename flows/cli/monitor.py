@@ -62,7 +62,9 @@ def monitor(
     if report is None:  # the champion went away meanwhile
         emit(as_json, None, "nothing to monitor: no champion yet; train one with `mlcycle train`")
         return
-    lines = [f"window {report.window_id}: {report.rows} rows", f"drift: {report.drift.summary()}",
+    lines = [f"window {report.window_id}: {report.rows} rows",
+             f"judged: v{report.window.version}, from the {report.window.served_by}",
+             f"drift: {report.drift.summary()}",
              f"why:   {report.drift.verdict}"]
     if report.performance is not None:
         lines.append(f"performance: {report.performance.detail}")

@@ -1,4 +1,4 @@
-"""Monitoring: drift and live performance of the champion over a window, and the retraining trigger.
+"""Monitoring: drift and live performance of the serving version over a window, and the retraining trigger.
 
 The monitoring flow (``flows/monitor.py``) reads as::
 

@@ -52,9 +52,10 @@ def render_markdown(report: MonitorReport, report_uri: str | None, thresholds: d
     d = report.drift
     trigger = report.trigger
     lines = [
-        f"# Monitoring {report.window.model} v{report.window.champion_version}",
+        f"# Monitoring {report.window.model} v{report.window.version}",
         f"window {report.window.start:%Y-%m-%d %H:%M} to {report.window.end:%Y-%m-%d %H:%M} UTC, "
         f"{report.rows} logged rows",
+        f"judged: v{report.window.version}, from the {report.window.served_by}",
         "",
         f"**Drift:** {d.summary()}",
         f"**Why:** {d.verdict}",
@@ -143,7 +144,7 @@ def write_report(store: ObjectStore, report: MonitorReport, spec, thresholds: di
     from mlcycle.tasks.registry.versions import load_profile
 
     rows = window_rows(store, report.window, spec)
-    profile = load_profile(store, report.window.model, report.window.champion_version)
+    profile = load_profile(store, report.window.model, report.window.version)
     key = save_html(store, report, render_html(report, profile, rows, thresholds, prediction_column(spec.task)))
     report = report.model_copy(update={"report_key": key})
     save_decision(store, report)

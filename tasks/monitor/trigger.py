@@ -67,7 +67,7 @@ def claim_trigger(store: ObjectStore, report: MonitorReport, now: dt.datetime, c
                                    detail="a run of the train deployment is already scheduled or running")
         seq = (records[-1].seq if records else 0) + 1
         record = TriggerRecord(seq=seq, window_id=report.window_id, model=report.window.model,
-                               champion_version=report.window.champion_version, at=now,
+                               version=report.window.version, at=now,
                                reason="; ".join(report.reasons), monitor_flow_run_id=monitor_flow_run_id)
         if store.create_exclusive(_trigger_key(seq), record.model_dump_json(indent=1).encode()):
             return TriggerDecision(retrain_warranted=True, triggered=True, outcome="triggered", record=record,

@@ -36,8 +36,8 @@ from mlcycle.tasks.storage import ObjectStore
 # --------------------------------------------------------------------------------------------------
 
 
-def window_for(model: str, champion_version: int, hours: int, end: dt.datetime | None = None,
-               start: dt.datetime | None = None) -> MonitorWindow:
+def window_for(model: str, version: int, hours: int, end: dt.datetime | None = None,
+               start: dt.datetime | None = None, served_by: str = "champion") -> MonitorWindow:
     """``[end - hours, end)``, ``end`` defaulting to now rounded down to the hour (UTC); or ``[start, end)``."""
     if end is None:
         end = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
@@ -46,12 +46,12 @@ def window_for(model: str, champion_version: int, hours: int, end: dt.datetime |
         start = start if start.tzinfo else start.replace(tzinfo=dt.UTC)
         if start >= end:
             raise ValueError(f"monitoring window start {start.isoformat()} is not before its end {end.isoformat()}")
-    return MonitorWindow(model=model, champion_version=champion_version,
+    return MonitorWindow(model=model, version=version, served_by=served_by,
                          start=start or end - dt.timedelta(hours=hours), end=end)
 
 
 def window_rows(store: ObjectStore, window: MonitorWindow, spec):
-    """The inference log rows of the window for the current champion, with labels joined when present."""
+    """The inference log rows of the window for the version judged, with labels joined when present."""
     from mlcycle.tasks.inference_reader import join_labels, read_inference_log
     from mlcycle.tasks.labels import read_labels
 
@@ -64,13 +64,13 @@ def window_rows(store: ObjectStore, window: MonitorWindow, spec):
 
 
 def _in_window(logged, window: MonitorWindow):
-    """The rows logged inside ``[start, end)`` by the window's champion version, in log order."""
+    """The rows logged inside ``[start, end)`` by the window's version, in log order."""
     import pandas as pd
 
     ts = pd.to_datetime(logged["ts"], utc=True)
     keep = (ts >= pd.Timestamp(window.start)) & (ts < pd.Timestamp(window.end))
     if "model_version" in logged.columns:
-        keep &= logged["model_version"].astype(str) == str(window.champion_version)
+        keep &= logged["model_version"].astype(str) == str(window.version)
     return logged[keep.to_numpy()].reset_index(drop=True)
 
 
@@ -125,11 +125,11 @@ def summarize_window(store: ObjectStore, window: MonitorWindow, champion_metrics
 
 
 def window_feature_drift(store: ObjectStore, window: MonitorWindow, spec, feature: str) -> FeatureDrift | None:
-    """One feature of the window against the champion's reference: reads that column and the profile only."""
+    """One feature of the window against its version's reference: reads that column and the profile only."""
     from mlcycle.tasks.registry.versions import load_profile
 
     declared = spec.feature(feature)
-    profile = load_profile(store, window.model, window.champion_version)
+    profile = load_profile(store, window.model, window.version)
     return feature_drift(profile, window_columns(store, window, [feature])[feature], declared)
 
 
@@ -137,7 +137,7 @@ def window_prediction_drift(store: ObjectStore, window: MonitorWindow, column: s
     """The predictions of the window (``column``, see :func:`prediction_column`) against the reference."""
     from mlcycle.tasks.registry.versions import load_profile
 
-    profile = load_profile(store, window.model, window.champion_version)
+    profile = load_profile(store, window.model, window.version)
     values = window_columns(store, window, [column])
     return prediction_drift(profile, values[column]) if column in values.columns else None
 
@@ -147,6 +147,34 @@ def report_from_parts(summary: WindowSummary, features: list[FeatureDrift | None
     """The report :func:`evaluate` gives, from the fanned-out pieces (``features`` in dataset order)."""
     decision = decide_drift([f for f in features if f is not None], prediction, summary.rows, drift_config)
     return _report(summary.window, summary.rows, decision, summary.performance)
+
+
+# --------------------------------------------------------------------------------------------------
+# which version is judged
+# --------------------------------------------------------------------------------------------------
+
+
+def judged_version(store: ObjectStore, name: str) -> tuple[int, str]:
+    """The version of model ``name`` whose traffic the monitor judges, and why, in words.
+
+    The live deployment's version when the stable endpoint serves this model (what answers requests is
+    what there is to judge: after a failed rollout the old version keeps serving, after a rollback an
+    older one serves again, and a registry rollback moves the champion without redeploying); the
+    champion only when nothing of model ``name`` is deployed (no rollout yet, or `mlcycle serve` only).
+    """
+    from mlcycle.tasks.registry.versions import read_alias
+    from mlcycle.tasks.rollout.orchestrate import read_current
+
+    champion = read_alias(store, name)
+    current = read_current(store)
+    if current is not None and current.status == "live" and current.model_name == name and current.model_version:
+        version = int(current.model_version)
+        against = "the champion" if champion and champion.version == version else (
+            f"champion v{champion.version}" if champion else "no champion")
+        return version, f"live deployment {current.id} (serving v{version}; {against})"
+    if champion is None:
+        raise LookupError(f"model {name!r} has no champion and no live deployment to judge")
+    return champion.version, "champion (nothing of this model is deployed behind the endpoint)"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,10 +223,11 @@ def evaluate_window_task(settings: Settings, hours: int, end: dt.datetime | None
 
     store = open_store(settings)
     name = model_name(settings)
-    champion = load_metadata(store, name, "champion")
-    profile = load_profile(store, name, "champion")
-    window = window_for(name, champion.version, hours, end, start)
-    return evaluate(store, window, profile, champion.metrics.model_dump(), settings.dataset, settings.drift,
+    version, served_by = judged_version(store, name)
+    judged = load_metadata(store, name, version)
+    profile = load_profile(store, name, version)
+    window = window_for(name, version, hours, end, start, served_by)
+    return evaluate(store, window, profile, judged.metrics.model_dump(), settings.dataset, settings.drift,
                     settings.monitor)
 
 
@@ -211,9 +240,10 @@ def window_summary_task(settings: Settings, hours: int, end: dt.datetime | None,
 
     store = open_store(settings)
     name = model_name(settings)
-    champion = load_metadata(store, name, "champion")
-    window = window_for(name, champion.version, hours, end, start)
-    return summarize_window(store, window, champion.metrics.model_dump(), settings.dataset, settings.monitor)
+    version, served_by = judged_version(store, name)
+    window = window_for(name, version, hours, end, start, served_by)
+    judged = load_metadata(store, name, version)
+    return summarize_window(store, window, judged.metrics.model_dump(), settings.dataset, settings.monitor)
 
 
 @task(name="feature-drift", cache_policy=NO_CACHE, task_run_name="drift-{feature}")

@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AliasChoices, BaseModel, Field, model_validator
 
 
 class FeatureDrift(BaseModel):
@@ -67,8 +67,18 @@ class DriftDecision(BaseModel):
 
 
 class MonitorWindow(BaseModel):
+    """The hours of the inference log one monitor run judges, for one version of one model.
+
+    ``version`` is the version that serves: the live deployment's when the endpoint serves this model, the
+    champion only when nothing of it is deployed (``served_by`` says which, in words). After a failed
+    rollout, a rollback or a registry rollback the live version can differ from the champion, and its
+    traffic is what there is to judge. Windows stored before ``served_by`` existed named the field
+    ``champion_version`` and read as judged on the champion.
+    """
+
     model: str
-    champion_version: int
+    version: int = Field(validation_alias=AliasChoices("version", "champion_version"))
+    served_by: str = "champion"
     start: dt.datetime
     end: dt.datetime
 
@@ -79,7 +89,7 @@ class MonitorWindow(BaseModel):
         window always gets the same id (the trigger's idempotency rests on it)."""
         start, end = (t.astimezone(dt.UTC) if t.tzinfo else t.replace(tzinfo=dt.UTC) for t in (self.start, self.end))
         exact = hashlib.sha256(f"{start.isoformat()}/{end.isoformat()}".encode()).hexdigest()[:8]
-        return f"{self.model}-v{self.champion_version}-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}-{exact}"
+        return f"{self.model}-v{self.version}-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}-{exact}"
 
     def dates(self) -> list[dt.date]:
         last = (self.end - dt.timedelta(microseconds=1)).date()
@@ -114,7 +124,7 @@ class TriggerRecord(BaseModel):
     seq: int
     window_id: str
     model: str
-    champion_version: int
+    version: int = Field(validation_alias=AliasChoices("version", "champion_version"))  # the version judged
     at: dt.datetime
     reason: str
     status: Literal["claimed", "started", "failed"] = "claimed"
