@@ -204,3 +204,28 @@ def test_the_endpoint_is_a_stack_service_that_down_stops(echo_pair, ep_settings)
     assert not endpoint.is_running(ep_settings) and not stack.pid_alive(service.pid)
     with pytest.raises(endpoint.EndpointError, match="not running"):
         endpoint.switch_endpoint(ep_settings, upstream(blue, "blue"))
+
+
+def test_the_body_limit_is_the_services_and_nginx_refuses_over_it_in_json(echo_pair, tmp_path):
+    """serving.max_body_bytes is nginx's limit too: a body at the limit reaches the backend, one byte over
+    gets the service's JSON 413 naming the setting (never nginx's HTML page), on the same connection rules."""
+    from mlcycle.tasks.rollout import endpoint
+
+    limit = 64 * 1024
+    settings = make_settings(tmp_path / "home", rollout={"endpoint_port": free_port()},
+                             serving={"max_body_bytes": limit})
+    blue, _ = echo_pair
+    try:
+        endpoint.start_endpoint(settings, upstream(blue, "blue"))
+        url = f"{endpoint.endpoint_url(settings)}/predict"
+        head = b'{"x": 1, "pad": "'
+        at_limit = head + b"p" * (limit - len(head) - 2) + b'"}'
+        assert len(at_limit) == limit
+        reached = httpx.post(url, content=at_limit, headers={"content-type": "application/json"}, timeout=30)
+        assert reached.status_code != 413 and reached.headers["x-mlcycle-deployment"] == "blue"
+        over = httpx.post(url, content=at_limit + b" ", headers={"content-type": "application/json"}, timeout=30)
+        assert over.status_code == 413 and over.headers["content-type"].startswith("application/json")
+        assert f"limit of {limit} bytes (serving.max_body_bytes)" in over.json()["error"]
+        assert over.headers["x-mlcycle-deployment"] == "blue"
+    finally:
+        endpoint.stop_endpoint(settings)
