@@ -77,6 +77,10 @@ class RecordingStore(LocalStore):
         self.written.add(key)
         return super().create_exclusive(key, data)
 
+    def replace_if(self, key, data, tag):
+        self.written.add(key)
+        return super().replace_if(key, data, tag)
+
     def delete(self, key):
         self.written.add(key)
         return super().delete(key)
@@ -155,13 +159,14 @@ def test_the_flows_policy_grants_exactly_the_prefixes_the_flows_write(tmp_path, 
     from mlcycle.tasks.monitor.trigger import DECISIONS, TRIGGERS
     from mlcycle.tasks.records.rollout import CURRENT_KEY, HISTORY_PREFIX
     from mlcycle.tasks.rollout.orchestrate import LOCK_KEY
+    from mlcycle.tasks.storage.s3 import PROBE_PREFIX
 
     settings = make_settings(tmp_path / "home")
     store = RecordingStore(settings.store_root)
     run_the_stages(settings, store, fitted)
     written = {k.split("/")[0] for k in store.written}
     declared = {k.split("/")[0] for k in (TRIGGERS, DECISIONS, REPORTS, CURRENT_KEY, HISTORY_PREFIX, LOCK_KEY,
-                                          LABELS_PREFIX)}
+                                          LABELS_PREFIX, PROBE_PREFIX)}
     assert {"raw", "validated", "quarantine", "validation", "superseded", "models", "labels"} <= written
     g = grants("flows")
     writable = object_prefixes(g["s3:PutObject"], settings.s3_bucket)

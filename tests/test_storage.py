@@ -87,6 +87,40 @@ def test_create_exclusive_has_one_winner_under_contention(store):
     assert store.get_bytes("locks/race.claim") == str(winners[0]).encode()
 
 
+def test_replace_if_writes_only_over_the_bytes_it_read(store):
+    store.put_bytes("aliases/champion.json", b"v1")
+    seen = store.read_tagged("aliases/champion.json")
+    assert seen.data == b"v1" and seen.tag
+    assert store.replace_if("aliases/champion.json", b"v2", seen.tag) is True
+    assert store.replace_if("aliases/champion.json", b"v3", seen.tag) is False  # it moved since
+    assert store.get_bytes("aliases/champion.json") == b"v2"
+    assert store.replace_if("aliases/champion.json", b"v2", seen.tag) is True  # a retry of a write that landed
+    assert store.replace_if("aliases/absent.json", b"x", seen.tag) is False
+    assert not store.exists("aliases/absent.json")
+    with pytest.raises(ObjectNotFound):
+        store.read_tagged("aliases/absent.json")
+
+
+def test_replace_if_has_one_winner_under_contention(store):
+    store.put_bytes("aliases/race.json", b"start")
+    tag = store.read_tagged("aliases/race.json").tag
+    winners: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def replace(i: int) -> None:
+        barrier.wait()
+        if store.replace_if("aliases/race.json", f"writer {i}".encode(), tag):
+            winners.append(i)
+
+    threads = [threading.Thread(target=replace, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+    assert store.get_bytes("aliases/race.json") == f"writer {winners[0]}".encode()
+
+
 def test_get_verified_refuses_tampered_bytes(store):
     info = store.put_bytes("validated/date=2026-10-01/data.parquet", b"original bytes")
     store.put_bytes("validated/date=2026-10-01/data.parquet", b"tampered bytes")
@@ -226,3 +260,26 @@ def test_one_minio_set_up_serves_the_project_bucket_and_a_landing_bucket(s3_runn
     assert landing.uri("a") == "s3://landing-bucket/a" and landing.endpoint == project.endpoint
     landing.put_bytes("2026-10-02/loans.csv", b"x,y\n")
     assert landing.get_bytes("2026-10-02/loans.csv") == b"x,y\n" and not project.exists("2026-10-02/loans.csv")
+
+
+def test_a_server_that_ignores_conditional_writes_is_refused_before_any_claim(s3_running):
+    """Behind a proxy that drops If-Match / If-None-Match, the first claim fails naming the problem, and
+    nothing is written; plain reads and writes still work (so `mlcycle ingest` can say what is wrong later)."""
+    from mlcycle.tasks.storage import ConditionalWritesUnsupported
+    from tests.support.s3proxy import IgnoresConditions
+
+    proxy = IgnoresConditions(s3_running)
+    try:
+        store = MinioStore(proxy.endpoint, S3_ACCESS_KEY, S3_SECRET_KEY, "ignores-conditions")
+        store.put_bytes("raw/a.json", b"{}")
+        with pytest.raises(ConditionalWritesUnsupported, match="does not honour conditional writes"):
+            store.create_exclusive("models/m/versions/1.claim", b"mine")
+        assert not store.exists("models/m/versions/1.claim")
+        with pytest.raises(ConditionalWritesUnsupported):
+            store.replace_if("raw/a.json", b"[]", store.read_tagged("raw/a.json").tag)
+        assert store.get_bytes("raw/a.json") == b"{}"
+        assert store.list("probes/") == []  # the probe leaves nothing behind
+    finally:
+        proxy.stop()
+    direct = MinioStore(s3_running.endpoint, S3_ACCESS_KEY, S3_SECRET_KEY, "ignores-conditions")
+    assert direct.create_exclusive("models/m/versions/1.claim", b"mine") is True  # the real server honours them

@@ -7,8 +7,16 @@ against each, the MinIO one over HTTP):
   ``.tmp/``, fsyncs it and ``os.replace``-s it into place; on S3 a PUT (single or multipart) becomes
   visible only when complete. Multi-object units (a partition, a model version) additionally write
   their manifest last, so a crash leaves no unit visible (see ``tasks.partitions``).
-* **Exclusive create.** :meth:`ObjectStore.create_exclusive` writes a key only if it does not exist
-  (``os.link`` locally, ``If-None-Match: *`` on S3): the primitive behind never-repeating versions.
+* **Conditional writes, the one concurrency primitive.** :meth:`ObjectStore.create_exclusive` writes a
+  key only if it does not exist (``os.link`` locally, ``If-None-Match: *`` on S3);
+  :meth:`ObjectStore.replace_if` replaces it only if it still holds what :meth:`ObjectStore.read_tagged`
+  returned (its tag: the sha256 of the file locally, compared and renamed under an ``flock`` the kernel
+  drops with a dead process; the ETag on S3, ``If-Match``). Version claims and seals, the champion
+  pointer, leases (tasks/storage/lease.py) and the trigger ledger rest on these two and on nothing else:
+  no lock file, no read-then-write. An S3 server that ignores the conditions would silently turn every one
+  of them into last-writer-wins, so the S3 backend probes it before its first conditional write and
+  refuses with :class:`ConditionalWritesUnsupported`. A write whose answer was lost and that is retried
+  finds the object holding its own bytes and counts as done (contents carry a unique token or time).
 * **Safe keys.** Keys are relative, ``/``-separated, from a small alphabet; ``..``, absolute paths,
   backslashes and control characters are refused before any I/O (:func:`check_key`).
 * **Errors that say what to do.** Every backend error becomes a :class:`StoreError` subclass naming
@@ -44,6 +52,10 @@ class ObjectNotFound(StoreError):
 
 class IntegrityError(StoreError):
     """Stored bytes do not match their recorded sha256: corrupted or tampered."""
+
+
+class ConditionalWritesUnsupported(StoreError):
+    """The S3 server accepted a write whose condition did not hold: it cannot be trusted with claims."""
 
 
 class UnsafeKey(StoreError, ValueError):
@@ -109,6 +121,14 @@ class ObjectInfo:
     sha256: str
 
 
+@dataclass(frozen=True)
+class Tagged:
+    """An object's bytes and the tag that :meth:`ObjectStore.replace_if` compares against."""
+
+    data: bytes
+    tag: str
+
+
 @runtime_checkable
 class ObjectStore(Protocol):
     """What every backend offers. Keys are checked with :func:`check_key`."""
@@ -118,6 +138,8 @@ class ObjectStore(Protocol):
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo: ...
     def put_file(self, key: str, path: Path) -> ObjectInfo: ...
     def create_exclusive(self, key: str, data: bytes) -> bool: ...
+    def read_tagged(self, key: str) -> Tagged: ...
+    def replace_if(self, key: str, data: bytes, tag: str) -> bool: ...
     def get_bytes(self, key: str) -> bytes: ...
     def download(self, key: str, dest: Path) -> None: ...
     def exists(self, key: str) -> bool: ...

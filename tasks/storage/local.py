@@ -1,13 +1,16 @@
 """The local-directory backend, the embedded default: objects as files under ``MLCYCLE_HOME/store``.
 
 Writes go to a temp file under ``.tmp/``, are fsynced and renamed into place (``os.replace``); exclusive
-creates use ``os.link``, which fails when the key exists. A read-only or full disk is a transient
+creates use ``os.link``, which fails when the key exists; a conditional replace compares the file's sha256
+with the caller's tag and renames its new bytes into place under an exclusive ``flock`` on
+``.tmp/conditional.lock`` (held for a read and a rename; the kernel releases it if the process dies). A read-only or full disk is a transient
 :class:`~mlcycle.tasks.storage.base.StoreUnavailable`, as on S3 an unreachable endpoint is.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import uuid
@@ -20,6 +23,7 @@ from mlcycle.tasks.storage.base import (
     ObjectNotFound,
     StoreError,
     StoreUnavailable,
+    Tagged,
     check_key,
     check_object_key,
     sha256_bytes,
@@ -104,6 +108,37 @@ class LocalStore:
                 return False
             finally:
                 tmp.unlink(missing_ok=True)
+
+    @contextmanager
+    def _conditional_lock(self) -> Iterator[None]:
+        tmp = self.root / ".tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp / "conditional.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def read_tagged(self, key: str) -> Tagged:
+        data = self.get_bytes(key)
+        return Tagged(data, sha256_bytes(data))
+
+    def replace_if(self, key: str, data: bytes, tag: str) -> bool:
+        dest = self._path(key)
+        with self._oserrors(key, "replace"), self._conditional_lock():
+            try:
+                current = dest.read_bytes()
+            except FileNotFoundError:
+                return False
+            if sha256_bytes(current) != tag:
+                return current == data  # a retried write of ours that already landed
+            tmp = self._write_temp(data)
+            try:
+                os.replace(tmp, dest)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return True
 
     def get_bytes(self, key: str) -> bytes:
         with self._oserrors(key, "read"):

@@ -1,5 +1,11 @@
 """The S3 backend through the ``minio`` SDK: MinIO in production, moto's S3 server in tests.
 
+Conditional writes (``If-None-Match: *``, ``If-Match: <etag>``) are one PUT signed with the SDK's public SigV4
+signer (``minio.signer.sign_v4_s3``) and sent on the client's connection pool, the condition a signed header
+(the SDK's ``put_object`` would turn it into ``x-amz-meta-*``, and its raw ``_put_object`` is private). Before
+its first conditional write a store probes the server once per process: a server that accepts a write whose
+condition fails is refused with :class:`ConditionalWritesUnsupported`, never silently trusted.
+
 The MinIO client is set up here and nowhere else: :meth:`MinioStore.from_settings` builds a store on the
 configured endpoint with its credentials, for the project bucket (``open_store``) or another one (a
 landing zone at ``s3://bucket/prefix``). S3 error codes become the errors of tasks/storage/base.py.
@@ -7,18 +13,24 @@ landing zone at ``s3://bucket/prefix``). S3 error codes become the errors of tas
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import re
+import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlcycle.tasks.storage.base import (
+    ConditionalWritesUnsupported,
     ObjectInfo,
     ObjectNotFound,
     StoreAuthError,
     StoreError,
     StoreUnavailable,
+    Tagged,
     check_key,
     check_object_key,
     sha256_bytes,
@@ -32,6 +44,13 @@ _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "I
                "ExpiredToken", "AuthorizationHeaderMalformed"}
 _TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
                     "XMinioServerNotInitialized"}
+# A condition that did not hold: 412, or 409 when S3 saw two conditional writes of one key at once; a 404
+# is an If-Match on a key that is gone.
+_LOST_CONDITION = {412, 409, 404}
+# (scheme, endpoint, bucket) whose server was seen to honour conditional writes, in this process
+_CONDITIONAL_OK: set[tuple[str, str, str]] = set()
+PROBE_PREFIX = "probes/"  # the probe's short-lived objects (the flows' bucket policy grants it)
+_PROBE_LOCK = threading.Lock()
 
 
 class MinioStore:
@@ -65,6 +84,8 @@ class MinioStore:
             retries=urllib3.Retry(total=2, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504],
                                   raise_on_status=False),
         )
+        self._http = http
+        self._access_key, self._secret_key, self._region = access_key, secret_key, region
         self._client = Minio(
             endpoint, access_key=access_key or None, secret_key=secret_key or None,
             secure=secure, region=region, http_client=http,
@@ -155,23 +176,92 @@ class MinioStore:
         return ObjectInfo(key, size, digest)
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
-        from minio.error import S3Error
+        return self._conditional_put(key, data, {"If-None-Match": "*"})
 
+    def read_tagged(self, key: str) -> Tagged:
         k = self._k(key)
-        self._ensure_bucket()
-        with self._errors(key, "create"):
+        with self._errors(key, "read"):
+            response = self._client.get_object(self.bucket, k)
             try:
-                # The public put_object() turns unknown headers into x-amz-meta-*; the conditional
-                # write needs the raw header, so call the SDK's PutObject primitive (minio 7.2.x).
-                self._client._put_object(
-                    self.bucket, k, data,
-                    headers={"If-None-Match": "*", "Content-Type": "application/octet-stream"},
-                )
-                return True
-            except S3Error as exc:
-                if exc.code in ("PreconditionFailed", "ConditionalRequestConflict"):
-                    return False
-                raise
+                data, etag = response.read(), response.headers.get("ETag", "")
+            finally:
+                response.close()
+                response.release_conn()
+        return Tagged(data, etag.strip('"'))
+
+    def replace_if(self, key: str, data: bytes, tag: str) -> bool:
+        return self._conditional_put(key, data, {"If-Match": f'"{tag}"'})
+
+    def _conditional_put(self, key: str, data: bytes, condition: dict[str, str]) -> bool:
+        """PUT ``data`` only if ``condition`` holds: True when written, False when the condition failed
+        (unless the object already holds exactly ``data``: a retried write of ours that had landed)."""
+        self._ensure_bucket()
+        self._probe_conditional_writes()
+        written = self._raw_conditional_put(key, data, condition)
+        if not written:
+            try:
+                return self.get_bytes(key) == data
+            except ObjectNotFound:
+                return False
+        return written
+
+    def _raw_conditional_put(self, key: str, data: bytes, condition: dict[str, str]) -> bool:
+        import hashlib
+        import urllib.parse
+
+        from minio.credentials import Credentials
+        from minio.signer import sign_v4_s3
+
+        path = "/" + urllib.parse.quote(f"{self.bucket}/{self._k(key)}", safe="/-_.~")
+        url = urllib.parse.urlsplit(f"{self.scheme}://{self.endpoint}{path}")
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        content_sha256 = hashlib.sha256(data).hexdigest()
+        headers = {**condition, "Host": self.endpoint, "Content-Type": "application/octet-stream",
+                   "Content-Length": str(len(data)), "x-amz-content-sha256": content_sha256,
+                   "x-amz-date": now.strftime("%Y%m%dT%H%M%SZ")}
+        if self._access_key:
+            headers = sign_v4_s3(method="PUT", url=url, region=self._region, headers=headers,
+                                 credentials=Credentials(self._access_key, self._secret_key),
+                                 content_sha256=content_sha256, date=now)
+        with self._errors(key, "write"):
+            response = self._http.request("PUT", url.geturl(), body=data, headers=headers)
+        if response.status in (200, 201, 204):
+            return True
+        if response.status in _LOST_CONDITION:
+            return False
+        code = re.search(rb"<Code>([^<]+)</Code>", response.data or b"")
+        what = f"HTTP {response.status} {code.group(1).decode(errors='replace') if code else ''}".strip()
+        where = f"{self.description}: cannot write {key!r}"
+        if response.status in (401, 403):
+            raise StoreAuthError(f"{where}: credentials rejected ({what}); check MLCYCLE_S3_ACCESS_KEY and "
+                                 "MLCYCLE_S3_SECRET_KEY")
+        if response.status >= 500:
+            raise StoreUnavailable(f"{where}: {what}")
+        raise StoreError(f"{where}: {what}")
+
+    def _probe_conditional_writes(self) -> None:
+        """Once per server and bucket in this process: a second create of one key and a replace with a
+        wrong ETag must both be refused; otherwise claims and pointers would be last-writer-wins."""
+        identity = (self.scheme, self.endpoint, self.bucket)
+        if identity in _CONDITIONAL_OK:
+            return
+        with _PROBE_LOCK:
+            if identity in _CONDITIONAL_OK:
+                return
+            key = f"{PROBE_PREFIX}conditional-writes-{uuid.uuid4().hex}"
+            try:
+                first = self._raw_conditional_put(key, b"first", {"If-None-Match": "*"})
+                second = self._raw_conditional_put(key, b"second", {"If-None-Match": "*"})
+                wrong = self._raw_conditional_put(key, b"third", {"If-Match": '"' + "0" * 32 + '"'})
+            finally:
+                self.delete(key)
+            if not first or second or wrong:
+                broken = "If-None-Match: *" if second else "If-Match" if wrong else "conditional PUT"
+                raise ConditionalWritesUnsupported(
+                    f"{self.description} does not honour conditional writes ({broken} was ignored): mlcycle "
+                    "needs them for version claims, the champion pointer, rollout leases and the trigger "
+                    "ledger; use a MinIO release with conditional PUTs (2024 or later) or AWS S3")
+            _CONDITIONAL_OK.add(identity)
 
     def get_bytes(self, key: str) -> bytes:
         k = self._k(key)
