@@ -1,10 +1,13 @@
 """Moving the champion alias: promote a version, roll back to the previous one, and the history of moves.
 
-* **Atomic alias moves.** ``aliases/champion.json`` holds the champion *and* the previous champion, so
-  both move in one object write; moves are serialised by a lock object (exclusive create; a lock older
-  than two minutes is considered abandoned). :func:`promote` can insist that the champion is still the
-  one the gate compared against (``expected_champion``), so a promotion never overrides a concurrent one
-  by accident. :func:`rollback` swaps champion and previous (a second rollback undoes the first).
+* **Atomic alias moves, no lock.** ``aliases/champion.json`` holds the champion *and* the previous
+  champion, so both move in one object write, and that write is conditional (tasks/storage/base.py): the
+  pointer is read with its tag, the move decided on what was read, and written only if the pointer is
+  still those bytes (create-if-absent for the first promotion); if another move landed in between, the
+  move is decided again on the new pointer. No lock object, so nothing to go stale or to be broken twice.
+  :func:`promote` can insist that the champion is still the one the gate compared against
+  (``expected_champion``), so a promotion never overrides a concurrent one by accident; re-deciding after a
+  lost race re-checks it. :func:`rollback` swaps champion and previous (a second rollback undoes the first).
 * **Verified targets.** A version becomes champion only after its metadata and model bytes pass their
   sha256 checks.
 * **Every move is recorded** under ``aliases/history/`` (an :class:`~mlcycle.tasks.records.registry.AliasEvent`
@@ -16,12 +19,11 @@ Reading the pointer (``read_alias``) and resolving ``champion`` / ``previous`` a
 from __future__ import annotations
 
 import datetime as dt
-import json
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from typing import Any
+
+from pydantic import ValidationError
 
 from mlcycle.tasks.lazy_task import NO_CACHE, task
 from mlcycle.tasks.records.registry import AliasEvent, AliasPointer, AliasTarget
@@ -38,9 +40,9 @@ from mlcycle.tasks.registry.versions import (
     record_bytes,
     resolve,
 )
-from mlcycle.tasks.storage import ObjectNotFound, ObjectStore, get_verified, open_store
+from mlcycle.tasks.storage import IntegrityError, ObjectNotFound, ObjectStore, get_verified, open_store
 
-LOCK_STALE_SECONDS = 120.0
+MAX_MOVE_ATTEMPTS = 50  # re-decisions after lost races before a move gives up (contention, not a fault)
 
 _ANY: Any = object()
 
@@ -49,40 +51,37 @@ class ChampionChanged(RegistryError):
     """The champion moved since the gate compared against it; the promotion was not made."""
 
 
-def _lock_key(name: str) -> str:
-    return f"{model_root(name)}aliases/champion.lock"
-
-
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@contextmanager
-def _alias_lock(store: ObjectStore, name: str, timeout: float = 30.0) -> Iterator[None]:
-    key = _lock_key(name)
-    token = uuid.uuid4().hex
-    deadline = time.monotonic() + timeout
-    while not store.create_exclusive(key, json.dumps({"token": token, "at": _now().isoformat()}).encode()):
+def _move(store: ObjectStore, name: str,
+          decide: Callable[[AliasPointer | None], AliasPointer | None]) -> tuple[AliasPointer | None, AliasPointer | None]:
+    """Move the champion pointer by one conditional write: ``decide`` gets the pointer as read and returns the
+    new one (None: nothing to move); re-decided on the new pointer whenever another move landed first.
+    Returns (the pointer decided on, the pointer now stored)."""
+    key = alias_key(name)
+    for _ in range(MAX_MOVE_ATTEMPTS):
         try:
-            held_at = dt.datetime.fromisoformat(json.loads(store.get_bytes(key))["at"])
-            age = (_now() - held_at).total_seconds()
+            seen = store.read_tagged(key)
         except ObjectNotFound:
-            continue
-        except (ValueError, KeyError, TypeError):
-            age = float("inf")
-        if age > LOCK_STALE_SECONDS:  # its holder died: break it
-            store.delete(key)
-            continue
-        if time.monotonic() > deadline:
-            raise RegistryError(f"the aliases of model {name!r} are locked by another promotion since "
-                                f"{held_at:%Y-%m-%d %H:%M:%S} UTC ({store.uri(key)}); retry later")
-        time.sleep(0.05)
+            seen = None
+        current = None if seen is None else _parse_pointer(store, key, seen.data)
+        pointer = decide(current)
+        if pointer is None:
+            return current, current
+        data = record_bytes(pointer)
+        if store.create_exclusive(key, data) if seen is None else store.replace_if(key, data, seen.tag):
+            return current, pointer
+    raise RegistryError(f"model {name!r}: the champion pointer {store.uri(key)} moved {MAX_MOVE_ATTEMPTS} times "
+                        "while this move was decided; retry")
+
+
+def _parse_pointer(store: ObjectStore, key: str, data: bytes) -> AliasPointer:
     try:
-        yield
-    finally:
-        with suppress(Exception):
-            if json.loads(store.get_bytes(key)).get("token") == token:
-                store.delete(key)
+        return AliasPointer.model_validate_json(data)
+    except ValidationError:
+        raise IntegrityError(f"{store.uri(key)} is corrupted: not an alias pointer") from None
 
 
 def _verified_target(store: ObjectStore, name: str, version: int) -> AliasTarget:
@@ -106,36 +105,39 @@ def promote(store: ObjectStore, name: str, version: Ref, *, reason: str,
     :class:`ChampionChanged` if the champion is no longer that one.
     """
     number = parse_version(version)
-    with _alias_lock(store, name):
-        current = read_alias(store, name)
+    target = _verified_target(store, name, number)  # a sealed version's bytes never change: checked once
+
+    def decide(current: AliasPointer | None) -> AliasPointer | None:
         now_champion = current.version if current else None
         if expected_champion is not _ANY and now_champion != expected_champion:
             raise ChampionChanged(
                 f"model {name!r}: the champion is now v{now_champion}, not v{expected_champion} as when the gate "
                 f"compared v{number} against it; v{number} was not promoted (promote it by hand if wanted)")
-        target = _verified_target(store, name, number)
         if current is not None and current.version == number:
-            return current
+            return None
         previous = AliasTarget(**current.model_dump(include=set(AliasTarget.model_fields))) if current else None
-        pointer = AliasPointer(**target.model_dump(), set_at=_now(), reason=reason, previous=previous)
-        store.put_bytes(alias_key(name), record_bytes(pointer))
-    _record(store, AliasEvent(action="promote", name=name, from_version=now_champion, to_version=number,
-                              reason=reason, at=pointer.set_at))
+        return AliasPointer(**target.model_dump(), set_at=_now(), reason=reason, previous=previous)
+
+    before, pointer = _move(store, name, decide)
+    if pointer is not before:
+        _record(store, AliasEvent(action="promote", name=name, from_version=before.version if before else None,
+                                  to_version=number, reason=reason, at=pointer.set_at))
     return pointer
 
 
 def rollback(store: ObjectStore, name: str, *, reason: str = "rollback") -> AliasPointer:
     """Champion back to previous; the demoted champion becomes previous (so rollback again undoes it)."""
-    with _alias_lock(store, name):
-        current = read_alias(store, name)
+
+    def decide(current: AliasPointer | None) -> AliasPointer:
         if current is None or current.previous is None:
             raise ModelNotFound(f"model {name!r} has no previous champion to roll back to"
                                 + ("" if current else " (nothing was promoted yet)"))
         target = _verified_target(store, name, current.previous.version)
         demoted = AliasTarget(**current.model_dump(include=set(AliasTarget.model_fields)))
-        pointer = AliasPointer(**target.model_dump(), set_at=_now(), reason=reason, previous=demoted)
-        store.put_bytes(alias_key(name), record_bytes(pointer))
-    _record(store, AliasEvent(action="rollback", name=name, from_version=demoted.version, to_version=target.version,
+        return AliasPointer(**target.model_dump(), set_at=_now(), reason=reason, previous=demoted)
+
+    before, pointer = _move(store, name, decide)
+    _record(store, AliasEvent(action="rollback", name=name, from_version=before.version, to_version=pointer.version,
                               reason=reason, at=pointer.set_at))
     return pointer
 

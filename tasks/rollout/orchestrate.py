@@ -16,7 +16,8 @@ Records (typed, tasks/records/rollout.py, in the object store)::
 
     deployments/current.json                 the live Deployment (what serves behind the stable URL)
     deployments/history/<ts>-<id>.json       every attempt: live, retired, failed (with stage + reason)
-    deployments/lock                         held during a rollout (exclusive create; stale after 1 h)
+    deployments/lock                         the rollout lease (tasks/storage/lease.py: renewed while a
+                                             rollout runs, free rollout.lease_seconds after its holder died)
 
 :func:`rollback` rolls out the deployment that was live before the current one (its image or bento,
 started fresh, canary-checked, switched); a second rollback returns to where the first started.
@@ -26,10 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
-import os
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -53,9 +51,9 @@ from mlcycle.tasks.serving.client import check_running
 from mlcycle.tasks.serving.process import free_port
 from mlcycle.tasks.settings import Settings
 from mlcycle.tasks.storage import ObjectNotFound, ObjectStore
+from mlcycle.tasks.storage.lease import Lease, LeaseHeld, leased
 
-LOCK_KEY = "deployments/lock"
-LOCK_STALE_SECONDS = 3600.0
+LOCK_KEY = "deployments/lock"  # the rollout lease
 
 # The canary check: (store, settings, candidate url, model name, model version) -> its two reports.
 CanaryFn = Callable[[ObjectStore, Settings, str, str, int], tuple[CanaryReport, LatencyReport]]
@@ -104,29 +102,15 @@ def find(store: ObjectStore, deployment_id: str) -> Deployment:
 
 
 @contextlib.contextmanager
-def deployment_lock(store: ObjectStore, owner: str) -> Iterator[None]:
-    """One rollout at a time (exclusive create of deployments/lock; a lock of a dead local process or
-    older than an hour is taken over)."""
-    payload = json.dumps({"owner": owner, "pid": os.getpid(), "host": socket.gethostname(),
-                          "at": _now().isoformat()}).encode()
-    if not store.create_exclusive(LOCK_KEY, payload):
-        try:
-            held = json.loads(store.get_bytes(LOCK_KEY))
-        except (ObjectNotFound, ValueError):
-            held = {}
-        age = (_now() - dt.datetime.fromisoformat(held["at"])).total_seconds() if "at" in held else 0.0
-        dead = held.get("host") == socket.gethostname() and not stack.pid_alive(int(held.get("pid", 0) or 0))
-        if not (dead or age > LOCK_STALE_SECONDS):
-            raise RolloutError(f"another rollout ({held.get('owner')}, pid {held.get('pid')} on {held.get('host')}, "
-                               f"since {held.get('at')}) holds {store.uri(LOCK_KEY)}; wait for it to finish")
-        store.delete(LOCK_KEY)
-        if not store.create_exclusive(LOCK_KEY, payload):
-            raise RolloutError(f"another rollout took {store.uri(LOCK_KEY)} at the same moment; try again")
+def deployment_lock(store: ObjectStore, owner: str, *, ttl_seconds: float) -> Iterator[Lease]:
+    """One rollout at a time: the lease ``deployments/lock`` (tasks/storage/lease.py), renewed while the
+    rollout runs however long its build takes, free after ``ttl_seconds`` if its holder dies (at once when
+    the holder was a process of this host that is gone). Held by a live rollout: RolloutError at once."""
     try:
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            store.delete(LOCK_KEY)
+        with leased(store, LOCK_KEY, owner, ttl_seconds=ttl_seconds) as lease:
+            yield lease
+    except LeaseHeld as exc:
+        raise RolloutError(f"another rollout holds the lease: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -164,14 +148,14 @@ def rollout(settings: Settings, store: ObjectStore, *, bento_tag: str | None = N
     record = Deployment(id=uuid.uuid4().hex[:10], kind=_kind, target=runner.name, bento_tag=bento_tag, image=image,
                         endpoint_url=endpoint.endpoint_url(settings), flow_run_id=flow_run_id, requested_at=requested,
                         rollback_of=_rollback_of)
-    with deployment_lock(store, owner=f"{_kind} {record.id}"):
+    with deployment_lock(store, owner=f"{_kind} {record.id}", ttl_seconds=settings.rollout.lease_seconds) as lease:
         current = read_current(store)
         record.previous_id = current.id if current else None
-        return _attempt(settings, store, runner, record, current, canary, time.monotonic())
+        return _attempt(settings, store, runner, record, current, canary, time.monotonic(), lease.check)
 
 
 def _attempt(settings: Settings, store: ObjectStore, runner: Target, record: Deployment, current: Deployment | None,
-             canary: CanaryFn | None, started: float) -> Deployment:
+             canary: CanaryFn | None, started: float, still_ours: Callable[[], None]) -> Deployment:
     cfg = settings.rollout
     stage: Stage = "resolve"
     backend: Backend | None = None
@@ -200,6 +184,7 @@ def _attempt(settings: Settings, store: ObjectStore, runner: Target, record: Dep
                                                      int(record.model_version)))
             record.timings.canary_seconds = round(time.monotonic() - t, 2)
         stage = "switch"
+        still_ours()  # the lease was not taken over while this rollout built, started and checked its candidate
         upstream = endpoint.Upstream(deployment_id=record.id, host=backend.host, port=backend.port)
         if endpoint.is_running(settings):
             report = endpoint.switch_endpoint(settings, upstream)

@@ -258,6 +258,7 @@ class RolloutSettings(Section):
     deployment: str = "rollout/on-demand"  # the deployment a promotion starts
     endpoint_port: int = Field(default=3080, ge=1024, le=65535)  # the stable URL http://127.0.0.1:<port>
     readiness_timeout_seconds: float = Field(default=180.0, gt=0)  # candidate start -> /readyz answers 200
+    lease_seconds: float = Field(default=120.0, ge=3)  # one rollout at a time: its lease, renewed every third
     drain_seconds: float = Field(default=30.0, ge=0)  # longest wait for in-flight requests after a switch
     stop_grace_seconds: float = Field(default=20.0, ge=0)  # SIGTERM -> SIGKILL for a retired backend
     proxy_read_timeout_seconds: float = Field(default=60.0, gt=0)  # the endpoint's wait for a backend answer
