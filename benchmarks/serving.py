@@ -70,7 +70,7 @@ def prepare(home: Path, family: str, workers: int):
 
     from mlcycle.tasks.evaluation.gate import decide
     from mlcycle.tasks.registry.aliases import promote
-    from mlcycle.tasks.registry.versions import register_candidate
+    from mlcycle.tasks.registry.registration import register_candidate
     from mlcycle.tasks.serving.packaging import build_bento, import_model
     from mlcycle.tasks.settings import load_settings
     from mlcycle.tasks.simulator import simulate_batch

@@ -115,7 +115,7 @@ def side_flow(home: Path, args) -> dict:
 def side_plain(home: Path, args) -> dict:
     from mlcycle.tasks.evaluation.gate import decide
     from mlcycle.tasks.registry.aliases import promote
-    from mlcycle.tasks.registry.versions import register_candidate
+    from mlcycle.tasks.registry.registration import register_candidate
     from mlcycle.tasks.settings import load_settings
     from mlcycle.tasks.storage import open_store
     from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger

@@ -6,6 +6,7 @@
     ─▶ evaluate-window (drift + performance of the version the live deployment serves; the champion
        when nothing is deployed) ─▶ decide-trigger (ledger, cooldown, one training)
     ─▶ start-training (run_deployment train/on-demand, not awaited) ─▶ monitoring-report (store + artifacts)
+    ─▶ sweep-leftovers (tasks/gc.py, with ``gc.in_monitor``: a failed sweep is a warning, never a failed monitor)
 
 With ``dask.address`` set, evaluate-window is replaced by the subflow ``monitor-drift-features`` on a
 DaskTaskRunner (tasks/runners.py): window-summary (rows + performance), then one ``feature-drift`` task per
@@ -25,6 +26,7 @@ import datetime as dt
 
 from prefect import flow, get_run_logger
 
+from mlcycle.tasks.gc import gc_task
 from mlcycle.tasks.monitor.report import report_task
 from mlcycle.tasks.monitor.trigger import decide_trigger_task, start_training_task
 from mlcycle.tasks.monitor.window import (
@@ -93,4 +95,10 @@ def monitor_flow(hours: int | None = None, end: str | None = None,
     logger.info("%s: %s; trigger %s (%s)", report.window_id, report.drift.verdict, decision.outcome, decision.detail)
     if report.retraining_not_started:  # the report and the decision are written; the run says what is missing
         logger.error(decision.detail)
+    if settings.gc.in_monitor:
+        swept = gc_task(settings, return_state=True)
+        if swept.is_completed():
+            logger.info("sweep: %s", swept.result()["summary"])
+        else:  # the report is written whatever the sweep did
+            logger.warning("the sweep of leftovers failed (the next run retries it): %s", swept.message)
     return report

@@ -28,8 +28,9 @@ from mlcycle.tasks.records.evaluation import GateDecision
 from mlcycle.tasks.records.registry import AliasPointer, EvaluationReport, ModelVersion
 from mlcycle.tasks.records.training import TrainingOutcome
 from mlcycle.tasks.registry.aliases import ChampionChanged, promote_task
+from mlcycle.tasks.registry.registration import register_task
 from mlcycle.tasks.registry.report import render_report
-from mlcycle.tasks.registry.versions import load_evaluation, read_alias, register_task
+from mlcycle.tasks.registry.versions import load_evaluation, read_alias
 from mlcycle.tasks.retry import retrying
 from mlcycle.tasks.settings import get_settings
 from mlcycle.tasks.sources import parse_date

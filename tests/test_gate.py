@@ -24,7 +24,8 @@ from mlcycle.tasks.evaluation.metrics import (
 )
 from mlcycle.tasks.records.evaluation import ModelScores
 from mlcycle.tasks.registry.aliases import promote
-from mlcycle.tasks.registry.versions import list_versions, load_metadata, read_alias, register_candidate
+from mlcycle.tasks.registry.registration import register_candidate
+from mlcycle.tasks.registry.versions import list_versions, load_metadata, read_alias
 from mlcycle.tasks.simulator import default_log_odds
 from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
 from mlcycle.tasks.training.window import load_test_window, select_window

@@ -4,6 +4,7 @@ verdict in words, the trigger ledger's rules and the HTML report."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import pytest
 from mlcycle.tasks.monitor.performance import check_performance
 from mlcycle.tasks.monitor.trigger import TRIGGERS, claim_trigger, update_trigger
 from mlcycle.tasks.monitor.window import window_for
-from mlcycle.tasks.records.monitoring import DriftDecision, MonitorReport, MonitorWindow
+from mlcycle.tasks.records.monitoring import DriftDecision, MonitorReport, MonitorWindow, TriggerRecord
 
 T0 = dt.datetime(2026, 10, 23, tzinfo=dt.UTC)
 
@@ -59,6 +60,7 @@ def _report(window_id: str, drift: bool = True) -> MonitorReport:
 def test_ledger_allows_one_trigger_per_window_and_honours_the_cooldown(store):
     first = claim_trigger(store, _report("w1"), T0, cooldown_hours=24)
     assert first.triggered and first.record.seq == 1
+    update_trigger(store, first.record.model_copy(update={"status": "started", "training_flow_run_id": "r1"}))
     assert claim_trigger(store, _report("w1"), T0 + dt.timedelta(days=3), 24).outcome == "already-triggered"
     assert claim_trigger(store, _report("w2"), T0 + dt.timedelta(hours=5), 24).outcome == "cooldown"
     later = claim_trigger(store, _report("w3"), T0 + dt.timedelta(hours=25), 24)
@@ -78,6 +80,41 @@ def test_a_failed_start_frees_the_window(store):
     update_trigger(store, claimed.record.model_copy(update={"status": "failed"}))
     again = claim_trigger(store, _report("w1"), T0 + dt.timedelta(minutes=5), cooldown_hours=0)
     assert again.triggered and again.record.seq == 2
+
+
+def test_a_claim_whose_monitor_vanished_frees_its_window_once_expired(store):
+    """A monitor killed between claiming a trigger and starting the training: its claim blocks the window (and
+    the cooldown) only until it expires; then exactly one of the monitors that see it takes the window."""
+    killed = claim_trigger(store, _report("w1"), T0, cooldown_hours=24, claim_seconds=600)
+    assert killed.triggered and killed.record.claim_expires_at == T0 + dt.timedelta(seconds=600)
+    before = claim_trigger(store, _report("w1"), T0 + dt.timedelta(seconds=599), 24, claim_seconds=600)
+    assert before.outcome == "already-triggered" and before.record.seq == 1
+    after = T0 + dt.timedelta(seconds=601)
+    barrier, outcomes = threading.Barrier(6), []
+
+    def monitor() -> None:
+        barrier.wait()
+        outcomes.append(claim_trigger(store, _report("w1"), after, 24, claim_seconds=600))
+
+    threads = [threading.Thread(target=monitor) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(d.outcome for d in outcomes) == ["already-triggered"] * 5 + ["triggered"]
+    ledger = [TriggerRecord.model_validate_json(store.get_bytes(k)) for k in store.list(TRIGGERS)]
+    assert [(r.seq, r.status) for r in ledger] == [(1, "expired"), (2, "claimed")]
+
+
+def test_a_claimant_whose_claim_expired_cannot_record_over_its_successor(store):
+    from mlcycle.tasks.monitor.trigger import set_claim_status
+
+    slow = claim_trigger(store, _report("w1"), T0, cooldown_hours=0, claim_seconds=60)
+    successor = claim_trigger(store, _report("w1"), T0 + dt.timedelta(minutes=5), 0, claim_seconds=60)
+    assert successor.record.seq == 2
+    assert set_claim_status(store, slow.record, "started", T0 + dt.timedelta(minutes=6)) is None
+    ledger = [TriggerRecord.model_validate_json(store.get_bytes(k)) for k in store.list(TRIGGERS)]
+    assert [(r.seq, r.status) for r in ledger] == [(1, "expired"), (2, "claimed")]
 
 
 def test_training_in_flight_blocks_a_trigger(store):

@@ -19,6 +19,7 @@ from mlcycle.tasks.records.evaluation import GateDecision
 from mlcycle.tasks.records.registry import AliasEvent
 from mlcycle.tasks.records.training import Comparison
 from mlcycle.tasks.registry.aliases import ChampionChanged, promote, rollback
+from mlcycle.tasks.registry.registration import register_candidate
 from mlcycle.tasks.registry.versions import (
     ModelNotFound,
     RegistryError,
@@ -28,7 +29,6 @@ from mlcycle.tasks.registry.versions import (
     load_model,
     load_profile,
     read_alias,
-    register_candidate,
     seal_key,
     version_prefix,
 )

@@ -524,7 +524,7 @@ def test_the_example_request_comes_from_the_models_own_rows_for_any_dataset(tmp_
     from threadpoolctl import threadpool_limits
 
     from mlcycle.tasks.evaluation.gate import decide
-    from mlcycle.tasks.registry.versions import register_candidate
+    from mlcycle.tasks.registry.registration import register_candidate
     from mlcycle.tasks.schema import ServedModel, build_schema
     from mlcycle.tasks.serving.client import canary_rows, curl_example, example_request
     from mlcycle.tasks.serving.packaging import import_model

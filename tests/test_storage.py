@@ -94,7 +94,10 @@ def test_replace_if_writes_only_over_the_bytes_it_read(store):
     assert store.replace_if("aliases/champion.json", b"v2", seen.tag) is True
     assert store.replace_if("aliases/champion.json", b"v3", seen.tag) is False  # it moved since
     assert store.get_bytes("aliases/champion.json") == b"v2"
-    assert store.replace_if("aliases/champion.json", b"v2", seen.tag) is True  # a retry of a write that landed
+    # a second writer of the very same bytes did not win: only a write whose answer was lost may count as ours
+    assert store.replace_if("aliases/champion.json", b"v2", seen.tag) is False
+    assert store.create_exclusive("aliases/once.json", b"same") is True
+    assert store.create_exclusive("aliases/once.json", b"same") is False
     assert store.replace_if("aliases/absent.json", b"x", seen.tag) is False
     assert not store.exists("aliases/absent.json")
     with pytest.raises(ObjectNotFound):

@@ -19,7 +19,8 @@ from mlcycle.tasks.drift import decide_drift, prediction_drift
 from mlcycle.tasks.evaluation.gate import decide
 from mlcycle.tasks.profile import ReferenceProfile
 from mlcycle.tasks.registry.aliases import promote
-from mlcycle.tasks.registry.versions import list_versions, load_metadata, load_profile, register_candidate
+from mlcycle.tasks.registry.registration import register_candidate
+from mlcycle.tasks.registry.versions import list_versions, load_metadata, load_profile
 from mlcycle.tasks.settings import ConfigError, load_settings
 from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
 from mlcycle.tasks.training.window import TrainingDataError, load_rows, select_window, time_split

@@ -1,4 +1,4 @@
-"""``mlcycle ingest``, ``mlcycle validate`` and ``mlcycle partitions``: the data stage from the shell.
+"""``mlcycle ingest``, ``mlcycle validate``, ``mlcycle partitions`` and ``mlcycle gc``: the store from the shell.
 
 Exit 1 when a batch was quarantined or a date could not be ingested (the backfill still completes every
 other date first); exit 2 for a malformed or reversed date, an unknown source or zone, or a source that
@@ -115,3 +115,27 @@ def partitions(
     manifests = [read_manifest(store, zone, d) for d in list_partitions(store, zone)]
     emit(as_json, [m.model_dump(mode="json") for m in manifests],
          "\n".join(_manifest_line(m) for m in manifests) or f"no {zone} partitions")
+
+
+@commands.command()
+def gc(
+    dry_run: bool = typer.Option(False, "--dry-run", help="list what would be removed, remove nothing"),
+    older_than_hours: float = typer.Option(None, "--older-than-hours", min=0,
+                                           help="the age limit (default: gc.min_age_hours)"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Sweep what interrupted runs left behind (never anything a seal, pointer or ledger reaches)."""
+    import datetime as dt
+
+    from mlcycle.tasks.gc import gc as sweep
+    from mlcycle.tasks.storage import open_store
+
+    settings = read_settings()
+    age = settings.gc.min_age_hours if older_than_hours is None else older_than_hours
+    plan = sweep(open_store(settings), dt.datetime.now(dt.UTC), age, dry_run=dry_run)
+    lines = [f"{'would remove' if dry_run else 'removed'} {plan.summary()}"]
+    lines += [f"  {key}  ({why})" for key, why in sorted(plan.delete.items())]
+    lines += [f"  {path}  (temporary of an unfinished write)" for path in plan.temporaries]
+    lines += [f"  trigger #{seq}  (claim expired unstarted: marked expired)" for seq in plan.expire_triggers]
+    lines += [f"  left alone: {why}" for why in plan.skipped]
+    emit(as_json, {"dry_run": dry_run, **plan.as_dict()}, "\n".join(lines))

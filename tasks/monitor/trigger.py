@@ -4,6 +4,10 @@
 
 * a *trigger ledger* ``monitoring/triggers/<seq>.json``, numbered with exclusive creates (the same
   primitive as model versions): two monitors racing to trigger cannot both win a sequence number;
+* a claim is a lease: it records ``claim_expires_at`` (``monitor.trigger_claim_seconds``). A monitor killed
+  between claiming and starting the training no longer blocks its window forever: once the claim expired,
+  the next monitor marks it ``expired`` (a conditional replace, so only one does) and claims again. The
+  claimant's own update is conditional too: it records ``started`` only over its unexpired claim;
 * one trigger per window: a window that already triggered training never triggers again;
 * a cooldown: no trigger within ``cooldown_hours`` of the previous one;
 * one running training: no trigger while a run of the train deployment is scheduled, pending or running;
@@ -42,7 +46,8 @@ def _trigger_key(seq: int) -> str:
 
 
 def claim_trigger(store: ObjectStore, report: MonitorReport, now: dt.datetime, cooldown_hours: float,
-                  training_running: bool = False, monitor_flow_run_id: str | None = None) -> TriggerDecision:
+                  training_running: bool = False, monitor_flow_run_id: str | None = None,
+                  claim_seconds: float = 600.0) -> TriggerDecision:
     """Decide whether this window may start a training, and claim the next ledger slot if so."""
     if not report.drift.enough_data and not (report.performance and report.performance.degraded):
         return TriggerDecision(retrain_warranted=False, outcome="not-enough-data", detail=report.drift.summary())
@@ -51,12 +56,14 @@ def claim_trigger(store: ObjectStore, report: MonitorReport, now: dt.datetime, c
                                detail="no drift and no performance drop beyond tolerance")
     for _ in range(50):
         records = trigger_records(store)
-        same = [r for r in records if r.window_id == report.window_id and r.status != "failed"]
+        for stale in (r for r in records if r.status == "claimed" and r.released(now)):
+            set_claim_status(store, stale, "expired", now)  # its monitor vanished before starting the training
+        live = [r for r in records if not r.released(now)]
+        same = [r for r in live if r.window_id == report.window_id]
         if same:
             return TriggerDecision(retrain_warranted=True, outcome="already-triggered", record=same[-1],
                                    detail=f"window {report.window_id} already triggered training "
                                           f"(trigger #{same[-1].seq} at {same[-1].at:%Y-%m-%d %H:%M} UTC)")
-        live = [r for r in records if r.status != "failed"]
         if live and now - live[-1].at < dt.timedelta(hours=cooldown_hours):
             until = live[-1].at + dt.timedelta(hours=cooldown_hours)
             return TriggerDecision(retrain_warranted=True, outcome="cooldown", record=live[-1],
@@ -67,8 +74,9 @@ def claim_trigger(store: ObjectStore, report: MonitorReport, now: dt.datetime, c
                                    detail="a run of the train deployment is already scheduled or running")
         seq = (records[-1].seq if records else 0) + 1
         record = TriggerRecord(seq=seq, window_id=report.window_id, model=report.window.model,
-                               version=report.window.version, at=now,
-                               reason="; ".join(report.reasons), monitor_flow_run_id=monitor_flow_run_id)
+                               version=report.window.version, at=now, reason="; ".join(report.reasons),
+                               monitor_flow_run_id=monitor_flow_run_id,
+                               claim_expires_at=now + dt.timedelta(seconds=claim_seconds))
         if store.create_exclusive(_trigger_key(seq), record.model_dump_json(indent=1).encode()):
             return TriggerDecision(retrain_warranted=True, triggered=True, outcome="triggered", record=record,
                                    detail=f"trigger #{seq}: {record.reason}")
@@ -76,7 +84,37 @@ def claim_trigger(store: ObjectStore, report: MonitorReport, now: dt.datetime, c
     raise RuntimeError("could not claim a trigger slot after 50 attempts: the ledger is contended")
 
 
+def set_claim_status(store: ObjectStore, record: TriggerRecord, status: str, now: dt.datetime,
+                **changes) -> TriggerRecord | None:
+    """Move a *claimed* slot on (to started, failed or expired) by one conditional replace; None if the slot
+    is no longer that claim (another monitor expired it, or it moved on already)."""
+    key = _trigger_key(record.seq)
+    try:
+        seen = store.read_tagged(key)
+    except ObjectNotFound:
+        return None
+    current = TriggerRecord.model_validate_json(seen.data)
+    if current.status != "claimed" or current.window_id != record.window_id or current.at != record.at:
+        return None
+    if status == "started" and current.released(now):
+        return None  # expired: whoever expires it next owns the window (the start itself is idempotent)
+    updated = current.model_copy(update={"status": status, **changes})
+    return updated if store.replace_if(key, updated.model_dump_json(indent=1).encode(), seen.tag) else None
+
+
+def expire_claim(store: ObjectStore, seq: int, now: dt.datetime) -> TriggerRecord | None:
+    """Mark ledger slot ``seq`` expired if it is still a claim that expired unstarted (tasks/gc.py)."""
+    try:
+        record = TriggerRecord.model_validate_json(store.get_bytes(_trigger_key(seq)))
+    except ObjectNotFound:
+        return None
+    if record.status != "claimed" or not record.released(now):
+        return None
+    return set_claim_status(store, record, "expired", now)
+
+
 def update_trigger(store: ObjectStore, record: TriggerRecord) -> None:
+    """Overwrite a ledger slot (tests and repairs; the flow moves slots on with conditional replaces)."""
     store.put_bytes(_trigger_key(record.seq), record.model_dump_json(indent=1).encode())
 
 
@@ -142,13 +180,20 @@ def start_training(store: ObjectStore, decision: TriggerDecision, deployment_nam
                              timeout=0, idempotency_key=idempotency_key(record.window_id),
                              tags=["mlcycle", "retrain", f"trigger-{record.seq}"])
     except Exception as exc:  # noqa: BLE001 - any failure to start is recorded, never a lost report
-        failed = record.model_copy(update={"status": "failed"})
-        update_trigger(store, failed)
+        failed = set_claim_status(store, record, "failed", _now()) or record.model_copy(update={"status": "failed"})
         return decision.model_copy(update={"triggered": False, "outcome": "start-failed", "record": failed,
                                            "detail": not_started(deployment_name, exc, NoSuchDeployment)})
-    record = record.model_copy(update={"status": "started", "training_flow_run_id": str(run.id)})
-    update_trigger(store, record)
-    return decision.model_copy(update={"record": record, "detail": f"{decision.detail} -> flow run {run.name}"})
+    started = set_claim_status(store, record, "started", _now(), training_flow_run_id=str(run.id))
+    if started is None:  # our claim expired and was taken over; the run is the window's all the same
+        return decision.model_copy(update={
+            "record": record.model_copy(update={"status": "started", "training_flow_run_id": str(run.id)}),
+            "detail": f"{decision.detail} -> flow run {run.name} (this monitor's claim on trigger #{record.seq} "
+                      "expired before it recorded the start; the run is idempotent per window)"})
+    return decision.model_copy(update={"record": started, "detail": f"{decision.detail} -> flow run {run.name}"})
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def not_started(deployment_name: str, exc: Exception, missing: type[Exception] = LookupError) -> str:
@@ -176,7 +221,8 @@ def decide_trigger_task(settings: Settings, report: MonitorReport) -> TriggerDec
 
     running = report.retrain_warranted and training_in_flight(settings.monitor.train_deployment)
     return claim_trigger(open_store(settings), report, dt.datetime.now(dt.UTC), settings.monitor.cooldown_hours,
-                         training_running=running, monitor_flow_run_id=str(flow_run.id) if flow_run.id else None)
+                         training_running=running, monitor_flow_run_id=str(flow_run.id) if flow_run.id else None,
+                         claim_seconds=settings.monitor.trigger_claim_seconds)
 
 
 @task(name="start-training", cache_policy=NO_CACHE)

@@ -127,9 +127,17 @@ class TriggerRecord(BaseModel):
     version: int = Field(validation_alias=AliasChoices("version", "champion_version"))  # the version judged
     at: dt.datetime
     reason: str
-    status: Literal["claimed", "started", "failed"] = "claimed"
+    # claimed: a monitor holds the slot until claim_expires_at and is starting the training; started: it did;
+    # failed: the start failed (slot released); expired: the claimant vanished before starting (slot released)
+    status: Literal["claimed", "started", "failed", "expired"] = "claimed"
+    claim_expires_at: dt.datetime | None = None  # None: a record from before claims expired (never expires)
     training_flow_run_id: str | None = None
     monitor_flow_run_id: str | None = None
+
+    def released(self, now: dt.datetime) -> bool:
+        """The slot no longer stands for a training: its start failed, or its claim expired unstarted."""
+        return self.status in ("failed", "expired") or (
+            self.status == "claimed" and self.claim_expires_at is not None and self.claim_expires_at <= now)
 
 
 class TriggerDecision(BaseModel):

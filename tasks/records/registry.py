@@ -86,6 +86,9 @@ class VersionSeal(BaseModel):
     metadata_sha256: str
     model_sha256: str
     sealed_at: dt.datetime
+    # where the sealed metadata.json is: models/<name>/<n>/ for a first attempt, models/<name>/<n>/attempt-<k>/
+    # for the k-th retry that took the claim over; None (seals written before attempts existed): the first
+    metadata_key: str | None = None
 
 
 class AliasTarget(BaseModel):

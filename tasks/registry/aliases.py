@@ -36,7 +36,7 @@ from mlcycle.tasks.registry.versions import (
     load_metadata,
     model_root,
     parse_version,
-    read_alias,
+    read_alias,  # noqa: F401 - re-exported: callers read the pointer where they move it
     record_bytes,
     resolve,
 )

@@ -1,17 +1,9 @@
-"""Model versions: claiming a number, writing and sealing a version, and every verified read.
+"""Model versions: their keys, and every verified read (seals, metadata, models, the champion pointer).
 
 Invariants:
 
-* **Versions never repeat.** A registration claims ``versions/<n>.claim`` with the store's exclusive
-  create (``os.link`` locally, ``If-None-Match: *`` on S3); concurrent registrations get distinct
-  numbers, and a number whose registration failed is never reused.
-* **No half version.** Artifacts are written first, ``metadata.json`` next, and the seal last (also
-  exclusively). A version exists only once sealed: a crash or a store fault mid-registration leaves
-  only an invisible claim.
-* **One version per training run.** A claim records the flow run that made it. When that same flow run
-  registers again (a Prefect task retry after a store fault, or the run retried after its process was
-  killed), it finishes its own claimed version instead of claiming another, and gets its sealed
-  version back if the seal was already written (e.g. the reply was lost): retries never duplicate.
+* **Registration** (claim, write under the claim, seal) is in ``registration.py``, which imports this
+  module; what it guarantees readers: only sealed versions exist, and a seal's bytes never change.
 * **Verified loads.** Loading reads the seal, checks ``metadata.json`` against it, then
   ``model.joblib`` against the metadata, all *before* unpickling. A joblib file is code: the
   registry only ever unpickles bytes whose sha256 it recorded itself. Through an alias, the alias's
@@ -34,34 +26,23 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from mlcycle.tasks.features import model_input
-from mlcycle.tasks.lazy_task import NO_CACHE, task
 from mlcycle.tasks.predictions import model_scores
 from mlcycle.tasks.profile import PROFILE_FILE, ReferenceProfile
-from mlcycle.tasks.records.evaluation import GateDecision
 from mlcycle.tasks.records.registry import (
     LISTED_METRICS,
     AliasPointer,
     AliasTarget,
-    ArtifactRecord,
     EvaluationReport,
-    Lineage,
-    ModelDraft,
     ModelVersion,
     VersionListing,
     VersionSeal,
 )
-from mlcycle.tasks.records.training import Candidate, Comparison
-from mlcycle.tasks.registry.lineage import code_version, environment
-from mlcycle.tasks.registry.report import evaluation_report, render_report
 from mlcycle.tasks.storage import (
     IntegrityError,
     ObjectNotFound,
     ObjectStore,
     check_segment,
-    delete_prefix,
     get_verified,
-    open_store,
-    sha256_bytes,
 )
 
 MODEL_FILE = "model.joblib"
@@ -133,122 +114,12 @@ def record_bytes(record: BaseModel) -> bytes:
     return json.dumps(record.model_dump(mode="json"), indent=1, sort_keys=True).encode()
 
 
-def _now() -> dt.datetime:
+def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
 # --------------------------------------------------------------------------------------------------
 # registration
-# --------------------------------------------------------------------------------------------------
-
-
-def allocate_version(store: ObjectStore, name: str, note: str = "", *, flow_run_id: str | None = None,
-                     staging: str | None = None) -> int:
-    """Claim the next free version number; concurrent callers get distinct numbers.
-
-    The claim records ``flow_run_id`` and the ``staging`` prefix it registers from, so a retry of the
-    same run can find and finish it (:func:`run_claim`).
-    """
-    prefix = f"{model_root(name)}versions/"
-    taken = [int(k[len(prefix):].split(".")[0]) for k in store.list(prefix)
-             if k[len(prefix):].split(".")[0].isdigit()]
-    version = max(taken, default=0) + 1
-    claim = json.dumps({"claimed_at": _now().isoformat(), "note": note, "flow_run_id": flow_run_id,
-                        "staging": staging}).encode()
-    for _ in range(10_000):
-        if store.create_exclusive(claim_key(name, version), claim):
-            return version
-        version += 1
-    raise RegistryError(f"could not claim a version number for model {name!r}")
-
-
-def write_version(store: ObjectStore, draft: ModelDraft, version: int, artifacts: dict[str, bytes]) -> ModelVersion:
-    """Write a claimed version: artifacts, then metadata.json, then the seal that makes it visible."""
-    if MODEL_FILE not in artifacts:
-        raise RegistryError(f"a version needs {MODEL_FILE}; got {sorted(artifacts)}")
-    prefix = version_prefix(draft.name, version)
-    records = {}
-    for rel, data in artifacts.items():
-        info = store.put_bytes(prefix + rel, data)
-        records[rel] = ArtifactRecord(key=info.key, sha256=info.sha256, bytes=info.size)
-    metadata = ModelVersion(**dict(draft), version=version, created_at=_now(),
-                            model_sha256=records[MODEL_FILE].sha256, artifacts=records)
-    payload = metadata.to_json_bytes()
-    store.put_bytes(prefix + METADATA_FILE, payload)
-    seal = VersionSeal(name=draft.name, version=version, metadata_sha256=sha256_bytes(payload),
-                       model_sha256=metadata.model_sha256, sealed_at=_now())
-    if not store.create_exclusive(seal_key(draft.name, version), record_bytes(seal)):
-        raise RegistryError(f"model {draft.name!r} version {version} was sealed by another writer; its claim "
-                            f"{store.uri(claim_key(draft.name, version))} was not respected")
-    return metadata
-
-
-def run_claim(store: ObjectStore, name: str, flow_run_id: str) -> tuple[int, dict] | None:
-    """The newest version claimed by ``flow_run_id`` and its claim record, or None."""
-    prefix = f"{model_root(name)}versions/"
-    claims = sorted((int(k[len(prefix):-len(".claim")]), k) for k in store.list(prefix)
-                    if k.endswith(".claim") and k[len(prefix):-len(".claim")].isdigit())
-    for version, key in reversed(claims):
-        try:
-            record = json.loads(store.get_bytes(key))
-        except (ObjectNotFound, ValueError):
-            continue
-        if isinstance(record, dict) and record.get("flow_run_id") == flow_run_id:
-            return version, record
-    return None
-
-
-def register_candidate(store: ObjectStore, candidate: Candidate, comparison: Comparison, decision: GateDecision,
-                       *, flow_run_id: str | None = None) -> ModelVersion:
-    """Register a staged challenger with its evaluation report and gate decision, then drop the staging.
-
-    Idempotent per flow run: a retry of the run that already claimed a version finishes that version
-    (or returns it, once sealed) and drops the staging its interrupted attempt left behind.
-    """
-    name = candidate.model_name
-    earlier = run_claim(store, name, flow_run_id) if flow_run_id else None
-    if earlier is not None and store.exists(seal_key(name, earlier[0])):
-        _drop_staging(store, candidate.staging_prefix, earlier[1].get("staging"))
-        return load_metadata(store, name, earlier[0])
-    python, libraries, system = environment()
-    commit, dirty = code_version()
-    draft = ModelDraft(
-        name=candidate.model_name, family=candidate.family, estimator=candidate.estimator,
-        params=candidate.params, seed=candidate.seed, threshold=candidate.threshold, task=candidate.task,
-        classes=candidate.classes, positive_label=candidate.positive_label, features=candidate.features,
-        search=candidate.search, metrics=candidate.scores.overall, slices=candidate.scores.slices, gate=decision,
-        lineage=Lineage(
-            dataset=candidate.dataset, dataset_schema_hash=candidate.dataset_schema_hash,
-            partitions=candidate.window.partitions, window=candidate.window.requested, split=candidate.split,
-            code_version=commit, code_dirty=dirty, python=python, libraries=libraries, platform=system,
-            flow_run_id=flow_run_id,
-        ),
-    )
-    staged = {**candidate.artifacts, **comparison.artifacts}
-    artifacts = {rel: get_verified(store, a.key, a.sha256) for rel, a in staged.items()}
-    if earlier is not None:  # this run's own claim, from an attempt that did not get to seal it
-        version = earlier[0]
-    else:
-        version = allocate_version(store, name, note=f"flow run {flow_run_id}", flow_run_id=flow_run_id,
-                                   staging=candidate.staging_prefix)
-    plots = sorted(rel for rel in artifacts if rel.startswith("plots/"))
-    report = evaluation_report(candidate, comparison, decision, version, plots)
-    artifacts["evaluation.json"] = record_bytes(report)
-    artifacts["report.md"] = render_report(report, {p: p for p in plots}).encode()
-    metadata = write_version(store, draft, version, artifacts)
-    _drop_staging(store, candidate.staging_prefix, earlier[1].get("staging") if earlier else None)
-    return metadata
-
-
-def _drop_staging(store: ObjectStore, *prefixes: str | None) -> None:
-    """Remove staged candidates once registered; leftovers under staging/ are invisible, so best effort."""
-    for prefix in dict.fromkeys(p for p in prefixes if p):
-        parts = prefix.split("/")  # models/<name>/staging/<token>/ and nothing else
-        if len(parts) == 5 and parts[0] == "models" and parts[2] == "staging" and parts[4] == "":
-            with suppress(Exception):
-                delete_prefix(store, prefix)
-
-
 # --------------------------------------------------------------------------------------------------
 # reading, verified
 # --------------------------------------------------------------------------------------------------
@@ -326,7 +197,9 @@ def parse_version(ref: Ref) -> int:
 def load_metadata(store: ObjectStore, name: str, ref: Ref = "champion") -> ModelVersion:
     """A version's metadata, verified against its seal (and its alias, when loaded through one)."""
     target = resolve(store, name, ref)
-    key = version_prefix(name, target.version) + METADATA_FILE
+    key = read_seal(store, name, target.version).metadata_key or version_prefix(name, target.version) + METADATA_FILE
+    if not key.startswith(version_prefix(name, target.version)):
+        raise IntegrityError(f"the seal of model {name!r} v{target.version} points outside its version: {key!r}")
     metadata = ModelVersion.model_validate_json(get_verified(store, key, target.metadata_sha256))
     if metadata.model_sha256 != target.model_sha256 or metadata.version != target.version:
         raise IntegrityError(f"{store.uri(key)} does not describe the sealed model v{target.version}")
@@ -382,14 +255,3 @@ def list_versions(store: ObjectStore, name: str, metrics: tuple[str, ...] | None
             gate="promote" if meta.gate.promote else "refused", aliases=aliases.get(version, []),
         ))
     return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Prefect task: thin wrapper
-# --------------------------------------------------------------------------------------------------
-
-
-@task(name="register-model", cache_policy=NO_CACHE)
-def register_task(settings, candidate: Candidate, comparison: Comparison, decision: GateDecision,
-                  flow_run_id: str | None = None) -> ModelVersion:
-    return register_candidate(open_store(settings), candidate, comparison, decision, flow_run_id=flow_run_id)

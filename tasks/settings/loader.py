@@ -35,6 +35,7 @@ from mlcycle.tasks.settings.sections import (
     DemoSettings,
     DriftSettings,
     GateSettings,
+    GcSettings,
     IngestSettings,
     MonitorSettings,
     RetriesSettings,
@@ -90,6 +91,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    gc: GcSettings = Field(default_factory=GcSettings)
     dask: DaskSettings = Field(default_factory=DaskSettings)
     retries: RetriesSettings = Field(default_factory=RetriesSettings)
 

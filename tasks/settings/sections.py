@@ -341,6 +341,14 @@ class MonitorSettings(Section):
     min_labelled_rows: int = Field(default=200, ge=1)
     cooldown_hours: float = Field(default=24.0, ge=0)
     train_deployment: str = "train/on-demand"
+    trigger_claim_seconds: float = Field(default=600.0, ge=1)  # a claimed trigger not started by then is freed
+
+
+class GcSettings(Section):
+    """The sweep of unreachable leftovers (tasks/gc.py): `mlcycle gc`, and a step of every monitor run."""
+
+    min_age_hours: float = Field(default=24.0, ge=0)  # only leftovers older than this are removed
+    in_monitor: bool = True  # the monitor flow sweeps after its report (its failure never fails the monitor)
 
 
 class DaskSettings(Section):

@@ -15,8 +15,10 @@ against each, the MinIO one over HTTP):
   pointer, leases (tasks/storage/lease.py) and the trigger ledger rest on these two and on nothing else:
   no lock file, no read-then-write. An S3 server that ignores the conditions would silently turn every one
   of them into last-writer-wins, so the S3 backend probes it before its first conditional write and
-  refuses with :class:`ConditionalWritesUnsupported`. A write whose answer was lost and that is retried
-  finds the object holding its own bytes and counts as done (contents carry a unique token or time).
+  refuses with :class:`ConditionalWritesUnsupported`. A refused condition is a lost race, even when the
+  winner wrote the very same bytes (two monitors with one record must not both win); only on S3, a write
+  whose first answer was lost (transport error, retried by the backend itself) and then refused counts as
+  done if the object holds exactly its bytes: that was its own first attempt landing.
 * **Safe keys.** Keys are relative, ``/``-separated, from a small alphabet; ``..``, absolute paths,
   backslashes and control characters are refused before any I/O (:func:`check_key`).
 * **Errors that say what to do.** Every backend error becomes a :class:`StoreError` subclass naming
@@ -27,6 +29,7 @@ against each, the MinIO one over HTTP):
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass
@@ -143,6 +146,7 @@ class ObjectStore(Protocol):
     def get_bytes(self, key: str) -> bytes: ...
     def download(self, key: str, dest: Path) -> None: ...
     def exists(self, key: str) -> bool: ...
+    def modified(self, key: str) -> dt.datetime: ...  # when the object was last written (UTC)
     def list(self, prefix: str = "") -> list[str]: ...
     def delete(self, key: str) -> None: ...
     def uri(self, key: str) -> str: ...

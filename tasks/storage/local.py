@@ -9,6 +9,7 @@ with the caller's tag and renames its new bytes into place under an exclusive ``
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import fcntl
 import hashlib
@@ -132,7 +133,7 @@ class LocalStore:
             except FileNotFoundError:
                 return False
             if sha256_bytes(current) != tag:
-                return current == data  # a retried write of ours that already landed
+                return False  # it moved since it was read (even to the same bytes: another writer's)
             tmp = self._write_temp(data)
             try:
                 os.replace(tmp, dest)
@@ -151,6 +152,23 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def modified(self, key: str) -> dt.datetime:
+        path = self._path(key)
+        with self._oserrors(key, "stat"):
+            try:
+                return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+            except FileNotFoundError:
+                raise ObjectNotFound(f"{self.uri(key)} does not exist (stat)") from None
+
+    def stale_temporaries(self, older_than: dt.datetime) -> list[Path]:
+        """Temporary files of writes that never finished (a killed process), older than ``older_than``. The
+        conditional-write lock file is not one: deleting it under a holder would break its mutual exclusion."""
+        tmp = self.root / ".tmp"
+        if not tmp.is_dir():
+            return []
+        return sorted(p for p in tmp.iterdir() if p.is_file() and p.name != "conditional.lock"
+                      and dt.datetime.fromtimestamp(p.stat().st_mtime, dt.UTC) < older_than)
 
     def list(self, prefix: str = "") -> list[str]:
         if prefix:

@@ -197,16 +197,22 @@ class MinioStore:
         (unless the object already holds exactly ``data``: a retried write of ours that had landed)."""
         self._ensure_bucket()
         self._probe_conditional_writes()
-        written = self._raw_conditional_put(key, data, condition)
-        if not written:
+        written, retried = self._raw_conditional_put(key, data, condition)
+        if not written and retried:  # an attempt whose answer was lost may have landed: ours if it holds our bytes
             try:
                 return self.get_bytes(key) == data
             except ObjectNotFound:
                 return False
         return written
 
-    def _raw_conditional_put(self, key: str, data: bytes, condition: dict[str, str]) -> bool:
+    def _raw_conditional_put(self, key: str, data: bytes, condition: dict[str, str],
+                             attempts: int = 3) -> tuple[bool, bool]:
+        """(written, retried). The pool's own retries are off for this request: only a write whose first
+        answer was lost (a transport error) is retried, and only then may a refused condition be our own
+        earlier attempt. Two writers of identical bytes (two monitors claiming one slot with the same record)
+        must not both count as the winner."""
         import hashlib
+        import time
         import urllib.parse
 
         from minio.credentials import Credentials
@@ -223,12 +229,21 @@ class MinioStore:
             headers = sign_v4_s3(method="PUT", url=url, region=self._region, headers=headers,
                                  credentials=Credentials(self._access_key, self._secret_key),
                                  content_sha256=content_sha256, date=now)
-        with self._errors(key, "write"):
-            response = self._http.request("PUT", url.geturl(), body=data, headers=headers)
+        retried = False
+        for attempt in range(attempts):
+            try:
+                with self._errors(key, "write"):
+                    response = self._http.request("PUT", url.geturl(), body=data, headers=headers, retries=False)
+                break
+            except StoreUnavailable:
+                if attempt == attempts - 1:
+                    raise
+                retried = True
+                time.sleep(0.2 * (attempt + 1))
         if response.status in (200, 201, 204):
-            return True
+            return True, retried
         if response.status in _LOST_CONDITION:
-            return False
+            return False, retried
         code = re.search(rb"<Code>([^<]+)</Code>", response.data or b"")
         what = f"HTTP {response.status} {code.group(1).decode(errors='replace') if code else ''}".strip()
         where = f"{self.description}: cannot write {key!r}"
@@ -250,9 +265,9 @@ class MinioStore:
                 return
             key = f"{PROBE_PREFIX}conditional-writes-{uuid.uuid4().hex}"
             try:
-                first = self._raw_conditional_put(key, b"first", {"If-None-Match": "*"})
-                second = self._raw_conditional_put(key, b"second", {"If-None-Match": "*"})
-                wrong = self._raw_conditional_put(key, b"third", {"If-Match": '"' + "0" * 32 + '"'})
+                first = self._raw_conditional_put(key, b"first", {"If-None-Match": "*"})[0]
+                second = self._raw_conditional_put(key, b"second", {"If-None-Match": "*"})[0]
+                wrong = self._raw_conditional_put(key, b"third", {"If-Match": '"' + "0" * 32 + '"'})[0]
             finally:
                 self.delete(key)
             if not first or second or wrong:
@@ -272,6 +287,13 @@ class MinioStore:
             finally:
                 response.close()
                 response.release_conn()
+
+    def modified(self, key: str) -> dt.datetime:
+        k = self._k(key)
+        with self._errors(key, "stat"):
+            stat = self._client.stat_object(self.bucket, k)
+        when = stat.last_modified
+        return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
     def download(self, key: str, dest: Path) -> None:
         k = self._k(key)

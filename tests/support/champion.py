@@ -29,7 +29,8 @@ def package_champion(home: Path) -> Champion:
 
     from mlcycle.tasks.evaluation.gate import decide
     from mlcycle.tasks.registry.aliases import promote
-    from mlcycle.tasks.registry.versions import load_model, register_candidate
+    from mlcycle.tasks.registry.registration import register_candidate
+    from mlcycle.tasks.registry.versions import load_model
     from mlcycle.tasks.serving.packaging import build_bento, import_model
     from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
     from mlcycle.tasks.training.window import select_window

@@ -44,8 +44,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _atomic_moto_server(port: int):
+    """moto's threaded S3 server with its writes serialised.
+
+    moto checks ``If-None-Match`` / ``If-Match`` and then stores the object without a lock, so two PUTs that
+    arrive together can both pass the check (seen: six threads all "created" one trigger slot). MinIO and
+    S3 make the check and the write one atomic step; serialising writes in front of moto's WSGI app gives
+    the tests that guarantee. Reads stay concurrent. What this does not model: a server that ignores the
+    conditions altogether (tests/support/s3proxy.py does, and mlcycle refuses it at start).
+    """
+    import threading
+
+    from moto.moto_server.threaded_moto_server import MotoRequestHandler, make_server
+    from moto.server import DomainDispatcherApplication, ThreadedMotoServer, create_backend_app
+
+    class AtomicMotoServer(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = DomainDispatcherApplication(create_backend_app)
+            writes = threading.Lock()
+
+            def serialised(environ, start_response):
+                if environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+                    return app(environ, start_response)
+                with writes:
+                    return list(app(environ, start_response))
+
+            self._server = make_server(self._ip_address, self._port, serialised, True,
+                                       request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return AtomicMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+
+
 class S3Server:
-    """moto's S3 server on 127.0.0.1; ``stop()``/``start()`` keep the port and the stored objects."""
+    """moto's S3 server on 127.0.0.1 (writes atomic, as on MinIO); ``stop()``/``start()`` keep the port and
+    the stored objects."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -56,9 +90,7 @@ class S3Server:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server = _atomic_moto_server(self.port)
         self._server.start()
 
     def stop(self) -> None:

@@ -207,7 +207,7 @@ def outage_after_write(monkeypatch, outage: Outage, pattern: str, restore_after:
 
 # What differs between two clean runs of the same input: run ids, wall-clock times and durations, the
 # hashes that cover them (a manifest's own checksum; a version's metadata.json hash in its seal and
-# alias), and the store's location in links.
+# alias), the store's location in links, and which attempt of a registration sealed it (attempt-<k>/).
 VOLATILE_FIELDS = {"flow_run_id", "ingested_at", "validated_at", "manifest_sha256", "docs_uri", "seconds",
                    "metadata_sha256", "report_uri"}
 _RUN_STAMP = re.compile(r"\d{8}T\d{6}\.\d+Z(-[0-9a-f]{8})?")
@@ -215,8 +215,11 @@ _ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
+_ATTEMPT = re.compile(r"/attempt-\d+/")  # the folder a retried registration writes (tasks/registry/versions.py)
+
+
 def _normalize_text(text: str) -> str:
-    return _UUID.sub("<uuid>", _ISO_TIME.sub("<time>", _RUN_STAMP.sub("<run-time>", text)))
+    return _ATTEMPT.sub("/", _UUID.sub("<uuid>", _ISO_TIME.sub("<time>", _RUN_STAMP.sub("<run-time>", text))))
 
 
 def _drop_volatile(value):

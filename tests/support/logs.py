@@ -111,7 +111,7 @@ def assert_workers_online(api_url: str, work_pool: str = "mlcycle-process", with
     with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
         workers = client.read_workers_for_work_pool(work_pool)
     assert workers, f"no worker ever registered with the {work_pool} work pool"
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for worker in workers:
         assert str(worker.status.value).upper() == "ONLINE", f"worker {worker.name} is {worker.status}"
         assert worker.last_heartbeat_time is not None, f"worker {worker.name} never heartbeated"

@@ -31,7 +31,8 @@ from mlcycle.tasks.records.training import (
     StagedArtifact,
     TrainingWindow,
 )
-from mlcycle.tasks.registry.versions import MODEL_FILE, register_candidate, staging_prefix
+from mlcycle.tasks.registry.registration import register_candidate
+from mlcycle.tasks.registry.versions import MODEL_FILE, staging_prefix
 from mlcycle.tasks.settings import Settings
 from mlcycle.tasks.simulator import simulate_batch
 from mlcycle.tasks.storage import ObjectStore

@@ -50,7 +50,7 @@ def build_rollout_models(home: Path) -> Models:
 
     from mlcycle.tasks.evaluation.gate import decide
     from mlcycle.tasks.registry.aliases import promote
-    from mlcycle.tasks.registry.versions import register_candidate
+    from mlcycle.tasks.registry.registration import register_candidate
     from mlcycle.tasks.serving.client import example_request
     from mlcycle.tasks.serving.packaging import build_bento, import_model
     from mlcycle.tasks.storage import LocalStore

@@ -97,7 +97,8 @@ def fit_and_register(store, settings):
     """Train, gate and register the task's model through the training stage itself, and promote it."""
     from mlcycle.tasks.evaluation.gate import decide
     from mlcycle.tasks.registry.aliases import promote
-    from mlcycle.tasks.registry.versions import load_model, register_candidate
+    from mlcycle.tasks.registry.registration import register_candidate
+    from mlcycle.tasks.registry.versions import load_model
     from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
     from mlcycle.tasks.training.window import select_window
 
