@@ -117,6 +117,23 @@ def test_a_claimant_whose_claim_expired_cannot_record_over_its_successor(store):
     assert [(r.seq, r.status) for r in ledger] == [(1, "expired"), (2, "claimed")]
 
 
+def test_status_reads_the_latest_decision_from_one_pointer_that_an_older_window_never_moves_back(store):
+    from mlcycle.tasks.monitor.trigger import LATEST_DECISION, last_decision, save_decision
+
+    def at(hours: int, window_id: str) -> MonitorReport:
+        report = _report(window_id)
+        end = T0 + dt.timedelta(hours=hours)
+        report.window = report.window.model_copy(update={"start": end - dt.timedelta(hours=24), "end": end})
+        return report
+
+    assert last_decision(store) is None
+    for hours, window_id in ((1, "w1"), (3, "w3"), (2, "w2")):  # w2 is a late re-run of an older window
+        save_decision(store, at(hours, window_id))
+    assert last_decision(store).window_id == "w3"
+    store.delete("monitoring/decisions/w1.json")  # the pointer alone answers: no listing of the history
+    assert MonitorReport.model_validate_json(store.get_bytes(LATEST_DECISION)).window_id == "w3"
+
+
 def test_training_in_flight_blocks_a_trigger(store):
     decision = claim_trigger(store, _report("w1"), T0, 24, training_running=True)
     assert decision.outcome == "training-running" and store.list(TRIGGERS) == []

@@ -122,13 +122,37 @@ def idempotency_key(window_id: str) -> str:
     return "retrain-" + hashlib.sha256(window_id.encode()).hexdigest()[:24]
 
 
+LATEST_DECISION = "monitoring/latest-decision.json"  # the pointer `mlcycle status` reads: one object, any history
+
+
 def save_decision(store: ObjectStore, report: MonitorReport) -> str:
+    """Store the decision under its window, then move the latest-decision pointer to it if its window ends
+    later than the pointer's (a conditional replace, re-read on a lost race: a late, older window never
+    moves it back)."""
     key = f"{DECISIONS}{report.window_id}.json"
-    store.put_bytes(key, report.model_dump_json(indent=1).encode())
+    data = report.model_dump_json(indent=1).encode()
+    store.put_bytes(key, data)
+    for _ in range(50):
+        try:
+            seen = store.read_tagged(LATEST_DECISION)
+        except ObjectNotFound:
+            if store.create_exclusive(LATEST_DECISION, data):
+                break
+            continue
+        if MonitorReport.model_validate_json(seen.data).window.end > report.window.end:
+            break
+        if store.replace_if(LATEST_DECISION, data, seen.tag):
+            break
     return key
 
 
 def last_decision(store: ObjectStore) -> MonitorReport | None:
+    """The decision of the latest window, from the pointer: one read, however long the history. A store from
+    before the pointer existed is read in full once (and the pointer is not written by a reader)."""
+    try:
+        return MonitorReport.model_validate_json(store.get_bytes(LATEST_DECISION))
+    except ObjectNotFound:
+        pass
     keys = store.list(DECISIONS)
     if not keys:
         return None
