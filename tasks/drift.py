@@ -191,7 +191,9 @@ def _numeric(ref, values, critical: bool) -> FeatureDrift:
     if len(present) == 0 or not ref.counts:
         return result
     sample = np.sort(np.asarray(ref.sample, dtype=float))  # stored sorted; cheap insurance
-    result.psi = psi(ref.counts, bin_counts_sorted(present, ref.bin_edges))
+    current = bin_counts_sorted(present, ref.bin_edges)
+    result.psi = psi(ref.counts, current)
+    result.current_counts = [float(c) for c in current]
     result.statistic, result.p_value = ks_sorted(sample, present)
     result.wasserstein_norm = wasserstein_sorted(sample, present) / relative_to_sd(sample, ref.std)
     return result
@@ -218,6 +220,7 @@ def _categorical(ref, values, critical: bool) -> FeatureDrift:
     ref_counts = {k: v * ref_present for k, v in ref.frequencies.items()}
     result.statistic, result.p_value = chi2_homogeneity(ref_counts, current_counts)
     result.js_distance = js_distance(ref.frequencies, current_freq)
+    result.current_shares = {k: float(v) for k, v in current_freq.items()}
     seen = {k for k, v in ref.frequencies.items() if v > 0}
     result.unseen_share = float(sum(v for k, v in current_freq.items() if k not in seen))
     return result
@@ -232,7 +235,9 @@ def _prediction(ref, scores) -> FeatureDrift:
                           test="ks")
     if len(p) == 0:
         return result
-    result.psi = psi(ref.counts, bin_counts_sorted(p, ref.bin_edges))
+    current = bin_counts_sorted(p, ref.bin_edges)
+    result.psi = psi(ref.counts, current)
+    result.current_counts = [float(c) for c in current]
     result.statistic, result.p_value = ks_sorted(np.sort(np.asarray(ref.sample, dtype=float)), p)
     return result
 
@@ -252,7 +257,8 @@ def _predicted_classes(ref, labels) -> FeatureDrift:
     reference = {k: ref.class_frequencies.get(k, 0.0) * ref.rows for k in classes}
     result.psi = psi([reference[k] for k in classes], [current[k] for k in classes])
     result.statistic, result.p_value = chi2_homogeneity(reference, current)
-    result.js_distance = js_distance(ref.class_frequencies, {k: v / len(keys) for k, v in current.items()})
+    result.current_shares = {k: v / len(keys) for k, v in current.items()}
+    result.js_distance = js_distance(ref.class_frequencies, result.current_shares)
     return result
 
 

@@ -165,7 +165,7 @@ def test_the_html_report_escapes_its_text_and_draws_each_drifted_feature(setting
                            trigger=TriggerDecision(retrain_warranted=True, outcome="cooldown",
                                                    detail="<script>alert(1)</script> & more"))
 
-    page = render_html(report, profile, current, {"alpha": settings.drift.alpha})
+    page = render_html(report, profile, {"alpha": settings.drift.alpha})
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in page
     assert "Drift report: m&lt;1&gt; v1" in page
     assert page.count('<tr class="drift">') == len(drifted)
@@ -181,7 +181,7 @@ def test_a_report_without_drift_says_so_and_draws_nothing():
     window = MonitorWindow(model="m", version=1, start=T0 - dt.timedelta(hours=24), end=T0)
     report = MonitorReport(window_id=window.window_id, window=window, rows=0, performance=None,
                            drift=DriftDecision(enough_data=False, rows=0, min_rows=500))
-    page = render_html(report, None, None, {})
+    page = render_html(report, None, {})
     assert "<p>none</p>" in page and "not evaluated" in page and "no data" in page and "<img" not in page
 
 
@@ -382,7 +382,7 @@ def test_each_report_states_the_verdict(settings):
     window = MonitorWindow(model="m", version=1, start=T0 - dt.timedelta(hours=24), end=T0)
     report = MonitorReport(window_id=window.window_id, window=window, rows=2000, drift=decision, performance=None)
     assert f"**Why:** {decision.verdict}" in render_markdown(report, None, {})
-    assert f"<b>Why:</b> {decision.verdict}" in render_html(report, None, None, {})
+    assert f"<b>Why:</b> {decision.verdict}" in render_html(report, None, {})
     assert MonitorReport.model_validate_json(report.model_dump_json()).drift.verdict == decision.verdict
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from mlcycle.tasks.monitor.trigger import save_decision
-from mlcycle.tasks.monitor.window import prediction_column, window_rows
 from mlcycle.tasks.records.monitoring import FeatureDrift, MonitorReport
 from mlcycle.tasks.settings import Settings
 from mlcycle.tasks.storage import ObjectStore
@@ -72,16 +71,14 @@ def render_markdown(report: MonitorReport, report_uri: str | None, thresholds: d
     return "\n".join(lines)
 
 
-def render_html(report: MonitorReport, profile, rows, thresholds: dict, prediction_column: str = "probability") -> str:
-    """A self-contained HTML report: the table, and reference-vs-current plots of drifted features.
-
-    ``prediction_column``: the inference-log column the predictions' drift was measured on
-    (``tasks/monitor/window.py: prediction_column``).
-    """
+def render_html(report: MonitorReport, profile, thresholds: dict) -> str:
+    """A self-contained HTML report: the table, and reference-vs-current plots of drifted features, drawn from
+    the counts the drift tests already computed (``FeatureDrift.current_counts`` / ``current_shares``): the
+    window is not read a second time, however many rows it holds."""
     table = feature_table(report)
     return _templates().get_template("report.html.j2").render(
         report=report, columns=list(table[0]) if table else [], table=table,
-        figures=drift_figures(report, profile, rows, prediction_column), thresholds_json=json.dumps(thresholds))
+        figures=drift_figures(report, profile), thresholds_json=json.dumps(thresholds))
 
 
 @functools.cache
@@ -91,16 +88,16 @@ def _templates():
     return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
 
 
-def drift_figures(report: MonitorReport, profile, rows,
-                  prediction_column: str = "probability") -> list[tuple[str, str]]:
+def drift_figures(report: MonitorReport, profile) -> list[tuple[str, str]]:
     """(feature, base64 PNG) of each drifted feature (and the predictions): reference vs current shares."""
     drifted = [f for f in report.drift.features if f.drifted]
     if report.drift.prediction is not None and report.drift.prediction.drifted:
         drifted.append(report.drift.prediction)
-    return [(f.feature, base64.b64encode(_figure(f, profile, rows, prediction_column)).decode()) for f in drifted]
+    return [(f.feature, base64.b64encode(_figure(f, profile)).decode()) for f in drifted
+            if f.current_counts is not None or f.current_shares is not None]
 
 
-def _figure(f: FeatureDrift, profile, rows, prediction_column: str) -> bytes:
+def _figure(f: FeatureDrift, profile) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -109,20 +106,19 @@ def _figure(f: FeatureDrift, profile, rows, prediction_column: str) -> bytes:
     ax = fig.subplots()
     ref = {"numeric": lambda: profile.numeric[f.feature], "categorical": lambda: profile.categorical[f.feature],
            "prediction": lambda: profile.predictions}[f.kind]()
-    column = prediction_column if f.kind == "prediction" else f.feature
-    if hasattr(ref, "bin_counts"):  # binned (numeric features, scores and values); else category shares
-        cur_counts = np.asarray(ref.bin_counts(np.asarray(rows[column], dtype=float)), dtype=float)
+    if f.current_counts is not None:  # binned (numeric features, scores and values): per reference bin
+        cur_counts = np.asarray(f.current_counts, dtype=float)
         ref_counts = np.asarray(ref.counts, dtype=float)
         x = np.arange(len(ref_counts))
         ax.bar(x - 0.2, ref_counts / max(ref_counts.sum(), 1), width=0.4, label="reference")
         ax.bar(x + 0.2, cur_counts / max(cur_counts.sum(), 1), width=0.4, label="current")
-        ax.set_xlabel("reference quantile bin" if f.kind == "numeric" else f"{column} bin")
-    else:
-        cur = ref.frequencies_of(rows[column])
-        keys = list(cur)
+        ax.set_xlabel("reference quantile bin" if f.kind == "numeric" else "prediction bin")
+    else:  # category shares (features, or predicted classes)
+        reference = ref.frequencies if f.kind == "categorical" else (ref.class_frequencies or {})
+        keys = list(dict.fromkeys([*reference, *f.current_shares]))
         x = np.arange(len(keys))
-        ax.bar(x - 0.2, [ref.frequencies.get(k, 0.0) for k in keys], width=0.4, label="reference")
-        ax.bar(x + 0.2, [cur[k] for k in keys], width=0.4, label="current")
+        ax.bar(x - 0.2, [reference.get(k, 0.0) for k in keys], width=0.4, label="reference")
+        ax.bar(x + 0.2, [f.current_shares.get(k, 0.0) for k in keys], width=0.4, label="current")
         ax.set_xticks(x, keys, rotation=30, fontsize=8)
     ax.set_ylabel("share")
     ax.set_title(f"{f.feature}: " + "; ".join(f.reasons)[:90], fontsize=8)
@@ -143,9 +139,8 @@ def write_report(store: ObjectStore, report: MonitorReport, spec, thresholds: di
     """The HTML report and the decision into the store; the report, now with its ``report_key``."""
     from mlcycle.tasks.registry.versions import load_profile
 
-    rows = window_rows(store, report.window, spec)
     profile = load_profile(store, report.window.model, report.window.version)
-    key = save_html(store, report, render_html(report, profile, rows, thresholds, prediction_column(spec.task)))
+    key = save_html(store, report, render_html(report, profile, thresholds))
     report = report.model_copy(update={"report_key": key})
     save_decision(store, report)
     return report

@@ -59,8 +59,16 @@ def window_rows(store: ObjectStore, window: MonitorWindow, spec):
     if logged.empty:
         return logged
     logged = _in_window(logged, window)
-    labels = read_labels(store, None)
+    labels = read_labels(store, label_dates(window, dt.datetime.now(dt.UTC).date()))
     return join_labels(logged, labels, spec)
+
+
+def label_dates(window: MonitorWindow, today: dt.date) -> list[dt.date]:
+    """The labels partitions that can hold a label of the window's predictions: labels are filed by the day
+    they arrived (tasks/labels.py), and an outcome arrives after its prediction, so from the window's first day
+    to today. A monitor run over the current window reads a day or two of labels, however long the history."""
+    last = max(window.end.date(), today)
+    return [window.start.date() + dt.timedelta(days=i) for i in range((last - window.start.date()).days + 1)]
 
 
 def _in_window(logged, window: MonitorWindow):

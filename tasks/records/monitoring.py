@@ -35,6 +35,10 @@ class FeatureDrift(BaseModel):
     null_p_adjusted: float | None = None
     drifted: bool = False
     reasons: list[str] = Field(default_factory=list)
+    # what the window held, as the test saw it, so the report draws its plots without re-reading the window:
+    # binned features and scores: counts per reference bin; categories and predicted classes: shares
+    current_counts: list[float] | None = None
+    current_shares: dict[str, float] | None = None
 
 
 class DriftDecision(BaseModel):
