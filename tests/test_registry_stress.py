@@ -39,9 +39,9 @@ def shared(request, tmp_path):
 @pytest.mark.minio
 def test_eight_registrations_and_champion_moves_in_real_processes_keep_every_invariant(shared):
     home, overrides = shared
-    from tests.support.stress import _store
+    from tests.support.stress import open_shared_store
 
-    settings, store = _store(home, overrides)
+    settings, store = open_shared_store(home, overrides)
     fitted = fitted_model(settings, rows=300)
     for _ in range(2):
         register_fitted(store, fitted)

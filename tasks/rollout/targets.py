@@ -76,6 +76,13 @@ def make_target(settings: Settings, name: str | None = None) -> Target:
 # --------------------------------------------------------------------------------------------------
 
 
+def rolled_out(settings: Settings) -> Settings:
+    """The settings a rolled-out backend serves with: ``rollout.workers`` serving workers, so that the endpoint
+    retries a killed worker's requests on another one (tasks/rollout/endpoint.py)."""
+    serving = settings.serving.model_copy(update={"workers": settings.rollout.workers})
+    return settings.model_copy(update={"serving": serving})
+
+
 class ProcessTarget:
     """``bentoml serve <bento>`` on the host, in its own process group, registered as a stack service."""
 
@@ -92,7 +99,7 @@ class ProcessTarget:
     def start(self, record: Deployment, port: int) -> Backend:
         service = f"serving-{record.id}"
         log = self.settings.run_dir / f"{service}.log"
-        process = start_serving(self.settings, record.bento_tag, port=port, log_path=log)
+        process = start_serving(rolled_out(self.settings), record.bento_tag, port=port, log_path=log)
         self._running[port] = process
         # The same pid-file format as tasks.stack, so `mlcycle down` / `mlcycle status` see the backend.
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -215,7 +222,7 @@ class DockerTarget:
         system), so with ``store: local`` its inference log is off; with ``store: minio`` it logs to
         the same bucket over the host network.
         """
-        s = self.settings
+        s = rolled_out(self.settings)
         serving = s.serving.model_copy(deep=True)
         serving.bentoml_home = None
         if s.store == "local":

@@ -262,6 +262,11 @@ class RolloutSettings(Section):
     drain_seconds: float = Field(default=30.0, ge=0)  # longest wait for in-flight requests after a switch
     stop_grace_seconds: float = Field(default=20.0, ge=0)  # SIGTERM -> SIGKILL for a retired backend
     proxy_read_timeout_seconds: float = Field(default=60.0, gt=0)  # the endpoint's wait for a backend answer
+    # A request whose connection to the backend failed (refused, or reset before an answer: a serving worker
+    # killed) is sent again by the endpoint, up to this many times: predictions are safe to repeat, and the
+    # backend's other worker (serving.workers >= 2) or its replacement answers. 0: no retry.
+    endpoint_retries: int = Field(default=2, ge=0, le=10)
+    workers: int = Field(default=2, ge=1, le=64)  # serving workers of each rolled-out backend (its serving.workers)
     # Client keep-alive at the stable endpoint. 0: every response closes its connection, so no request can
     # be caught by a switch. > 0: keep-alive; a request sent on an idle connection at the instant a switch
     # closes it fails (tasks/endpoint.py; measured: 33 of 31,579 requests over 150 switches)

@@ -9,7 +9,7 @@ from pathlib import Path
 NAME = "loans-default"
 
 
-def _store(home: str, overrides: dict):
+def open_shared_store(home: str, overrides: dict):
     from pydantic import SecretStr
 
     from mlcycle.tasks.storage import open_store
@@ -35,7 +35,7 @@ def reachable_hashes(store, version: int) -> dict[str, str]:
 def register_one(home: str, overrides: dict, start) -> tuple[int, dict[str, str]]:
     from tests.support.registry import fitted_model, register_fitted
 
-    settings, store = _store(home, overrides)
+    settings, store = open_shared_store(home, overrides)
     fitted = fitted_model(settings, rows=300)
     start.wait(60)
     version = register_fitted(store, fitted).version
@@ -47,7 +47,7 @@ def move_champion(home: str, overrides: dict, start, kind: str, moves: int, seed
     from mlcycle.tasks.registry.aliases import promote, rollback
     from mlcycle.tasks.registry.versions import sealed_versions
 
-    _, store = _store(home, overrides)
+    _, store = open_shared_store(home, overrides)
     rng = random.Random(seed)
     start.wait(60)
     moved = 0
