@@ -170,7 +170,7 @@ def test_the_container_is_locked_down_and_reads_its_secrets_from_files_not_its_e
         host = attrs["HostConfig"]
         assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
         assert "no-new-privileges" in host["SecurityOpt"] and set(host["Tmpfs"]) == {
-            "/tmp", "/home/mlcycle/bentoml", "/home/mlcycle/data"}
+            "/tmp", "/home/mlcycle/bentoml", "/home/mlcycle/data"}  # scratch only: spills are on a volume
         (mount,) = [m for m in attrs["Mounts"] if m["Destination"] == "/run/secrets"]
         assert mount["RW"] is False and Path(mount["Source"]) == secrets
         assert sorted(p.name for p in secrets.iterdir()) == ["mlcycle_api_token", "mlcycle_s3_access_key",
@@ -199,6 +199,25 @@ def test_the_container_is_locked_down_and_reads_its_secrets_from_files_not_its_e
             time.sleep(1)
             logged = read_inference_log(store)
         assert set(ids) <= set(logged.get("request_id", [])), "the container's predictions never reached the log"
+
+        # spills live on a host volume, not tmpfs: a part a store outage left there survives a restart of the
+        # container, and the restarted service uploads it
+        (spill_mount,) = [m for m in attrs["Mounts"] if m["Destination"] == "/home/mlcycle/spill"]
+        assert spill_mount["RW"] is True and Path(spill_mount["Source"]) == target.spill_dir()
+        logged_key = next(k for k in store.list("inference/") if k.endswith(".parquet"))
+        spilled_key = "inference/date=2020-01-01/" + logged_key.rsplit("/", 1)[1]
+        spilled = target.spill_dir() / spilled_key
+        spilled.parent.mkdir(parents=True, exist_ok=True)
+        spilled.write_bytes(store.get_bytes(logged_key))
+        if os.geteuid() == 0:
+            for path in (spilled.parent.parent, spilled.parent, spilled):
+                os.chown(path, CONTAINER_UID, CONTAINER_UID)
+        running.restart(timeout=10)
+        deadline = time.monotonic() + 90
+        while not store.exists(spilled_key) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert store.exists(spilled_key), "the restarted container did not upload the part left on its volume"
+        assert store.get_bytes(spilled_key) == store.get_bytes(logged_key) and not spilled.exists()
         logs = running.logs().decode(errors="replace")
         assert token not in logs and S3_SECRET_KEY not in logs
     finally:

@@ -34,6 +34,7 @@ CONTAINER_PREFIX = "mlcycle-serving-"
 CONTAINER_UID = 10001  # the serving image's user (infra/Dockerfile.serving)
 CONTAINER_HOME = "/home/mlcycle/data"  # MLCYCLE_HOME in the container (inference-log spills)
 CONTAINER_SECRETS_DIR = "/run/secrets"
+CONTAINER_SPILL_DIR = "/home/mlcycle/spill"  # inference-log parts kept while the store is down: a host volume
 # the only writable places of a serving container (its root file system is read-only)
 CONTAINER_TMPFS = {"/tmp": "rw,nosuid,nodev,size=64m", "/home/mlcycle/bentoml": "rw,nosuid,nodev,size=64m",
                    CONTAINER_HOME: "rw,nosuid,nodev,size=256m"}
@@ -179,8 +180,9 @@ class DockerTarget:
     """A container of the serving image, host networking, restarted by the engine unless stopped.
 
     Locked down: non-root (the image's uid 10001), a read-only root file system with tmpfs only where
-    the service writes (/tmp, BentoML's home for its metrics files, MLCYCLE_HOME for inference-log
-    spills), no capabilities, no-new-privileges. Secrets (S3 keys, the API token) are never container
+    the service writes scratch (/tmp, BentoML's home for its metrics files, MLCYCLE_HOME), and one host
+    volume for inference-log spills (:meth:`spill_dir`: they must survive a restart), no capabilities,
+    no-new-privileges. Secrets (S3 keys, the API token) are never container
     environment variables, which ``docker inspect`` shows to anyone with engine access: they are files
     (0400, owned by the container's user) in a folder per container under ``<home>/run/secrets/`` (0700),
     mounted read-only at /run/secrets, where the service's settings read them (tasks.settings). The
@@ -225,6 +227,7 @@ class DockerTarget:
         s = rolled_out(self.settings)
         serving = s.serving.model_copy(deep=True)
         serving.bentoml_home = None
+        serving.inference_log.spill_dir = Path(CONTAINER_SPILL_DIR)
         if s.store == "local":
             serving.inference_log.enabled = False
         env = {"BENTOML_PORT": str(port), "BENTOML_HOST": "127.0.0.1", "MLCYCLE_HOME": CONTAINER_HOME,
@@ -247,9 +250,16 @@ class DockerTarget:
     def secrets_dir(self, container_name: str) -> Path:
         return Path(self.settings.run_dir).resolve() / "secrets" / container_name
 
+    def spill_dir(self) -> Path:
+        """The host folder every serving container of this home spills its inference log into (mounted at
+        CONTAINER_SPILL_DIR): parts spilled during a store outage survive a container restart or replacement,
+        and whichever container starts next uploads them (the writer re-uploads what it finds there)."""
+        return Path(self.settings.run_dir).resolve() / "spill" / "serving"
+
     def start(self, record: Deployment, port: int) -> Backend:
         name = f"{CONTAINER_PREFIX}{record.id}"
         secrets = write_secret_files(self.secrets_dir(name), self._secrets(), CONTAINER_UID)
+        spill = shared_folder(self.spill_dir(), CONTAINER_UID)
         with contextlib.closing(images.docker_client()) as client:
             container = client.containers.run(
                 record.image, detach=True, name=name, network_mode="host", environment=self._environment(port),
@@ -257,7 +267,8 @@ class DockerTarget:
                 restart_policy={"Name": "unless-stopped"}, init=True,
                 user=f"{CONTAINER_UID}:{CONTAINER_UID}", read_only=True, tmpfs=CONTAINER_TMPFS,
                 cap_drop=["ALL"], security_opt=["no-new-privileges"],
-                volumes={str(secrets): {"bind": CONTAINER_SECRETS_DIR, "mode": "ro"}})
+                volumes={str(secrets): {"bind": CONTAINER_SECRETS_DIR, "mode": "ro"},
+                         str(spill): {"bind": CONTAINER_SPILL_DIR, "mode": "rw"}})
         if self.settings.store == "local":
             record.notes.append("inference log off in the container: it cannot write the host's local store "
                                 "(use store: minio for containers)")
@@ -312,6 +323,20 @@ class DockerTarget:
                     container.remove(force=True)
         if backend.container_name:
             shutil.rmtree(self.secrets_dir(backend.container_name), ignore_errors=True)
+
+
+def shared_folder(folder: Path, uid: int) -> Path:
+    """A folder the container's user writes, inside a 0700 parent (other host users cannot reach it): owned by
+    ``uid`` as root; otherwise 0777 (the parent still shuts everyone else out)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder.parent, 0o700)
+    folder.mkdir(exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(folder, uid, uid)
+        os.chmod(folder, 0o700)
+    else:
+        os.chmod(folder, 0o777)
+    return folder
 
 
 def write_secret_files(folder: Path, secrets: dict[str, str], uid: int) -> Path:
