@@ -16,12 +16,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from mlcycle.tasks.storage.lease import LeaseHeld, LeaseLost, acquire, leased, release, renew
+from tests.support.concurrency import at_once
 from tests.support.env import ROOT
 
 KEY = "deployments/lock"
@@ -38,21 +38,8 @@ def holder(store) -> dict:
 
 def test_of_eight_waiters_on_one_stale_lease_exactly_one_takes_it(store):
     store.put_bytes(KEY, stale_record())
-    barrier = threading.Barrier(8)
-    won, refused = [], []
-
-    def take(i: int) -> None:
-        barrier.wait()
-        try:
-            won.append(acquire(store, KEY, f"waiter {i}", ttl_seconds=60))
-        except LeaseHeld as exc:
-            refused.append(str(exc))
-
-    threads = [threading.Thread(target=take, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    won, errors = at_once(8, lambda i: acquire(store, KEY, f"waiter {i}", ttl_seconds=60))
+    refused = [str(exc) for exc in errors if isinstance(exc, LeaseHeld)]
     assert len(won) == 1 and len(refused) == 7
     assert holder(store)["owner"] == won[0].owner and holder(store)["token"] == won[0].token
     assert all(won[0].owner in message for message in refused)  # each refusal names who holds it

@@ -4,7 +4,6 @@ verdict in words, the trigger ledger's rules and the HTML report."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 import numpy as np
 import pandas as pd
@@ -14,6 +13,7 @@ from mlcycle.tasks.monitor.performance import check_performance
 from mlcycle.tasks.monitor.trigger import TRIGGERS, claim_trigger, update_trigger
 from mlcycle.tasks.monitor.window import window_for
 from mlcycle.tasks.records.monitoring import DriftDecision, MonitorReport, MonitorWindow, TriggerRecord
+from tests.support.concurrency import at_once
 
 T0 = dt.datetime(2026, 10, 23, tzinfo=dt.UTC)
 
@@ -90,17 +90,7 @@ def test_a_claim_whose_monitor_vanished_frees_its_window_once_expired(store):
     before = claim_trigger(store, _report("w1"), T0 + dt.timedelta(seconds=599), 24, claim_seconds=600)
     assert before.outcome == "already-triggered" and before.record.seq == 1
     after = T0 + dt.timedelta(seconds=601)
-    barrier, outcomes = threading.Barrier(6), []
-
-    def monitor() -> None:
-        barrier.wait()
-        outcomes.append(claim_trigger(store, _report("w1"), after, 24, claim_seconds=600))
-
-    threads = [threading.Thread(target=monitor) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes, _ = at_once(6, lambda _: claim_trigger(store, _report("w1"), after, 24, claim_seconds=600))
     assert sorted(d.outcome for d in outcomes) == ["already-triggered"] * 5 + ["triggered"]
     ledger = [TriggerRecord.model_validate_json(store.get_bytes(k)) for k in store.list(TRIGGERS)]
     assert [(r.seq, r.status) for r in ledger] == [(1, "expired"), (2, "claimed")]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 
 import joblib
 import pytest
@@ -35,6 +34,7 @@ from mlcycle.tasks.registry.versions import (
 from mlcycle.tasks.storage import IntegrityError, StoreUnavailable, sha256_bytes
 from mlcycle.tasks.training.challenger import train_challenger
 from mlcycle.tasks.training.window import select_window
+from tests.support.concurrency import at_once
 from tests.support.env import run_cli
 from tests.support.registry import fitted_model, register_fitted
 from tests.support.training import (
@@ -90,21 +90,7 @@ class FailingStore:
 
 @pytest.mark.minio
 def test_concurrent_registrations_get_distinct_versions(store, fitted):
-    barrier = threading.Barrier(6)
-    versions, errors = [], []
-
-    def register() -> None:
-        barrier.wait()
-        try:
-            versions.append(_register(store, fitted))
-        except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=register) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    versions, errors = at_once(6, lambda _: _register(store, fitted))
     assert not errors
     assert sorted(versions) == [1, 2, 3, 4, 5, 6]
     assert [v.version for v in list_versions(store, NAME)] == [6, 5, 4, 3, 2, 1]
@@ -177,20 +163,7 @@ def test_concurrent_rollbacks_are_never_lost_and_each_is_recorded(store, fitted)
     promote(store, NAME, v1, reason="first")
     promote(store, NAME, v2, reason="second")
     store.put_bytes(f"models/{NAME}/aliases/champion.lock", json.dumps({"token": "dead", "at": "2020-01-01"}).encode())
-    barrier, errors = threading.Barrier(8), []
-
-    def roll() -> None:
-        barrier.wait()
-        try:
-            rollback(store, NAME, reason="race")
-        except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=roll) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _, errors = at_once(8, lambda _: rollback(store, NAME, reason="race"))
     assert not errors
     pointer = read_alias(store, NAME)
     assert (pointer.version, pointer.previous.version) == (v2, v1)  # an even number of swaps, none lost

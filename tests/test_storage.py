@@ -22,6 +22,7 @@ from mlcycle.tasks.storage import (
     get_verified,
     sha256_bytes,
 )
+from tests.support.concurrency import at_once
 from tests.support.env import S3_ACCESS_KEY, S3_SECRET_KEY, free_port
 
 
@@ -107,19 +108,8 @@ def test_replace_if_writes_only_over_the_bytes_it_read(store):
 def test_replace_if_has_one_winner_under_contention(store):
     store.put_bytes("aliases/race.json", b"start")
     tag = store.read_tagged("aliases/race.json").tag
-    winners: list[int] = []
-    barrier = threading.Barrier(8)
-
-    def replace(i: int) -> None:
-        barrier.wait()
-        if store.replace_if("aliases/race.json", f"writer {i}".encode(), tag):
-            winners.append(i)
-
-    threads = [threading.Thread(target=replace, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results, _ = at_once(8, lambda i: (i, store.replace_if("aliases/race.json", f"writer {i}".encode(), tag)))
+    winners = [i for i, won in results if won]
     assert len(winners) == 1
     assert store.get_bytes("aliases/race.json") == f"writer {winners[0]}".encode()
 

@@ -33,9 +33,9 @@ REQUIRE_SYSTEM_TOOLS = os.environ.get("REQUIRE_DOCKER_TESTS") == "1"
 
 def unavailable(reason: str) -> None:
     """A system tool a test needs is missing: fail where CI requires it, skip on a developer machine."""
-    if REQUIRE_SYSTEM_TOOLS:
-        pytest.fail(f"REQUIRE_DOCKER_TESTS=1 but {reason}")
-    pytest.skip(reason)
+    if not REQUIRE_SYSTEM_TOOLS:
+        pytest.skip(reason)  # a developer machine without the tool; CI (REQUIRE_DOCKER_TESTS=1) fails instead
+    pytest.fail(f"REQUIRE_DOCKER_TESTS=1 but {reason}")
 
 
 def free_port() -> int:
