@@ -27,11 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlcycle.tasks.lazy_task import NO_CACHE, task
-from mlcycle.tasks.monitor.trigger import expire_claim
-from mlcycle.tasks.records.monitoring import TriggerRecord
-from mlcycle.tasks.records.registry import VersionSeal
-from mlcycle.tasks.registry.versions import METADATA_FILE, ModelVersion
-from mlcycle.tasks.storage import ObjectNotFound, ObjectStore, StoreError, get_verified
+from mlcycle.tasks.monitor.trigger import expire_claim, trigger_records
+from mlcycle.tasks.registry.versions import RegistryError, claim_key, load_metadata, metadata_key, read_seal, seal_key
+from mlcycle.tasks.storage import ObjectNotFound, ObjectStore, StoreError
 
 _VERSION_DIR = re.compile(r"^models/([^/]+)/(\d+)/")
 _STAGING_DIR = re.compile(r"^models/([^/]+)/staging/([^/]+)/")
@@ -64,16 +62,15 @@ def _old(store: ObjectStore, key: str, older_than: dt.datetime) -> bool:
         return False
 
 
-def _reachable(store: ObjectStore, name: str, version: int) -> set[str] | None:
-    """The keys a sealed version's seal reaches, or None if the seal or metadata cannot be verified."""
-    seal_key = f"models/{name}/versions/{version}.json"
+def reachable_keys(store: ObjectStore, name: str, version: int) -> set[str] | None:
+    """The keys a sealed version's seal reaches (the seal, its metadata, every artifact), verified; None if the
+    seal or the metadata does not verify."""
     try:
-        seal = VersionSeal.model_validate_json(store.get_bytes(seal_key))
-        metadata_key = seal.metadata_key or f"models/{name}/{version}/{METADATA_FILE}"
-        metadata = ModelVersion.model_validate_json(get_verified(store, metadata_key, seal.metadata_sha256))
-    except (StoreError, ValueError):
+        seal = read_seal(store, name, version)
+        metadata = load_metadata(store, name, version)
+        return {seal_key(name, version), metadata_key(seal), *(a.key for a in metadata.artifacts.values())}
+    except (StoreError, RegistryError, ValueError):
         return None
-    return {metadata_key, *(a.key for a in metadata.artifacts.values())}
 
 
 def plan_sweep(store: ObjectStore, now: dt.datetime, min_age_hours: float) -> SweepPlan:
@@ -89,16 +86,16 @@ def plan_sweep(store: ObjectStore, now: dt.datetime, min_age_hours: float) -> Sw
             staging.setdefault(m.group(0), []).append(key)
     keys = set(models)
     for (name, version), files in sorted(by_version.items()):
-        if f"models/{name}/versions/{version}.json" in keys:
-            reachable = _reachable(store, name, version)
+        if seal_key(name, version) in keys:
+            reachable = reachable_keys(store, name, version)
             if reachable is None:
                 plan.skipped.append(f"models/{name}/{version}/: its seal or metadata does not verify")
                 continue
             for key in files:
                 if key not in reachable and _old(store, key, older_than):
                     plan.delete[key] = f"v{version} is sealed and nothing it seals is this (a lost attempt)"
-        elif f"models/{name}/versions/{version}.claim" in keys:
-            if _old(store, f"models/{name}/versions/{version}.claim", older_than) and all(
+        elif claim_key(name, version) in keys:
+            if _old(store, claim_key(name, version), older_than) and all(
                     _old(store, key, older_than) for key in files):
                 for key in files:
                     plan.delete[key] = f"v{version} was claimed and never sealed (its registration died)"
@@ -108,13 +105,7 @@ def plan_sweep(store: ObjectStore, now: dt.datetime, min_age_hours: float) -> Sw
         if all(_old(store, key, older_than) for key in files):
             for key in files:
                 plan.delete[key] = "staging of a candidate that was never registered"
-    for key in store.list("monitoring/triggers/"):
-        try:
-            record = TriggerRecord.model_validate_json(store.get_bytes(key))
-        except (ObjectNotFound, ValueError):
-            continue
-        if record.status == "claimed" and record.released(now):
-            plan.expire_triggers.append(record.seq)
+    plan.expire_triggers = [r.seq for r in trigger_records(store) if r.status == "claimed" and r.released(now)]
     stale = getattr(store, "stale_temporaries", None)
     if stale is not None:
         plan.temporaries = [str(p) for p in stale(older_than)]

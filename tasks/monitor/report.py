@@ -135,7 +135,7 @@ def save_html(store: ObjectStore, report: MonitorReport, page: str) -> str:
     return key
 
 
-def write_report(store: ObjectStore, report: MonitorReport, spec, thresholds: dict) -> MonitorReport:
+def write_report(store: ObjectStore, report: MonitorReport, thresholds: dict) -> MonitorReport:
     """The HTML report and the decision into the store; the report, now with its ``report_key``."""
     from mlcycle.tasks.registry.versions import load_profile
 
@@ -162,7 +162,7 @@ def report_task(settings: Settings, report: MonitorReport) -> MonitorReport:
 
     store = open_store(settings)
     thresholds = settings.drift.model_dump()
-    report = write_report(store, report, settings.dataset, thresholds)
+    report = write_report(store, report, thresholds)
     key = report.report_key
     uri = store.http_url(key) if isinstance(store, MinioStore) else store.uri(key)
     create_markdown_artifact(key="monitoring-decision", markdown=render_markdown(report, uri, thresholds),

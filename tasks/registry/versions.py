@@ -167,6 +167,20 @@ def read_alias(store: ObjectStore, name: str) -> AliasPointer | None:
 
 def resolve(store: ObjectStore, name: str, ref: Ref) -> AliasTarget:
     """A version number, ``champion`` or ``previous`` -> the version with the hashes to expect."""
+    return _resolve_sealed(store, name, ref)[0]
+
+
+def metadata_key(seal: VersionSeal) -> str:
+    """Where the metadata a seal seals is: the attempt folder it names (seals from before attempts: the
+    version's own folder); a seal pointing outside its version is refused."""
+    key = seal.metadata_key or version_prefix(seal.name, seal.version) + METADATA_FILE
+    if not key.startswith(version_prefix(seal.name, seal.version)):
+        raise IntegrityError(f"the seal of model {seal.name!r} v{seal.version} points outside its version: {key!r}")
+    return key
+
+
+def _resolve_sealed(store: ObjectStore, name: str, ref: Ref) -> tuple[AliasTarget, VersionSeal]:
+    """:func:`resolve`, and the seal it read (so a load reads each seal once)."""
     if isinstance(ref, str) and ref in ("champion", "previous"):
         pointer = read_alias(store, name)
         target = pointer if ref == "champion" else (pointer.previous if pointer else None)
@@ -179,10 +193,10 @@ def resolve(store: ObjectStore, name: str, ref: Ref) -> AliasTarget:
                 f"{target.metadata_sha256[:16]} and model sha256 {target.model_sha256[:16]}, but the version's "
                 f"seal says {seal.metadata_sha256[:16]} / {seal.model_sha256[:16]}: the version was altered")
         return AliasTarget(version=target.version, model_sha256=target.model_sha256,
-                           metadata_sha256=target.metadata_sha256)
+                           metadata_sha256=target.metadata_sha256), seal
     version = parse_version(ref)
     seal = read_seal(store, name, version)
-    return AliasTarget(version=version, model_sha256=seal.model_sha256, metadata_sha256=seal.metadata_sha256)
+    return AliasTarget(version=version, model_sha256=seal.model_sha256, metadata_sha256=seal.metadata_sha256), seal
 
 
 def parse_version(ref: Ref) -> int:
@@ -196,10 +210,8 @@ def parse_version(ref: Ref) -> int:
 
 def load_metadata(store: ObjectStore, name: str, ref: Ref = "champion") -> ModelVersion:
     """A version's metadata, verified against its seal (and its alias, when loaded through one)."""
-    target = resolve(store, name, ref)
-    key = read_seal(store, name, target.version).metadata_key or version_prefix(name, target.version) + METADATA_FILE
-    if not key.startswith(version_prefix(name, target.version)):
-        raise IntegrityError(f"the seal of model {name!r} v{target.version} points outside its version: {key!r}")
+    target, seal = _resolve_sealed(store, name, ref)
+    key = metadata_key(seal)
     metadata = ModelVersion.model_validate_json(get_verified(store, key, target.metadata_sha256))
     if metadata.model_sha256 != target.model_sha256 or metadata.version != target.version:
         raise IntegrityError(f"{store.uri(key)} does not describe the sealed model v{target.version}")

@@ -22,14 +22,12 @@ def open_shared_store(home: str, overrides: dict):
 
 def reachable_hashes(store, version: int) -> dict[str, str]:
     """sha256 of the objects a sealed version reaches: the seal, its metadata, every artifact."""
-    from mlcycle.tasks.registry.versions import load_metadata, read_seal, seal_key
+    from mlcycle.tasks.gc import reachable_keys
     from mlcycle.tasks.storage import sha256_bytes
 
-    metadata = load_metadata(store, NAME, version)
-    seal = read_seal(store, NAME, version)
-    keys = [seal_key(NAME, version), seal.metadata_key or f"models/{NAME}/{version}/metadata.json",
-            *(a.key for a in metadata.artifacts.values())]
-    return {key: sha256_bytes(store.get_bytes(key)) for key in keys}
+    keys = reachable_keys(store, NAME, version)
+    assert keys is not None, f"v{version} does not verify"
+    return {key: sha256_bytes(store.get_bytes(key)) for key in sorted(keys)}
 
 
 def register_one(home: str, overrides: dict, start) -> tuple[int, dict[str, str]]:
