@@ -33,7 +33,6 @@ Pure Python + pyarrow; no Prefect, no BentoML (the service imports it).
 from __future__ import annotations
 
 import datetime as dt
-import io
 import logging
 import os
 import threading
@@ -41,64 +40,41 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from mlcycle.tasks.inference_journal import JOURNAL_DIR, Journal, JournalCorrupt, Segment, encode, read_records
+from mlcycle.tasks.inference_rows import (
+    LogEntry,
+    RowLayout,
+    by_date,
+    parquet_rows,
+    table_bytes,
+)
 from mlcycle.tasks.schema import InferenceLogStatus
 from mlcycle.tasks.settings import FeatureSpec
 from mlcycle.tasks.storage import ObjectStore, StoreError, UnsafeKey, check_key
 
 INFERENCE_PREFIX = "inference"
 LABELS_PREFIX = "labels"
-META_COLUMNS = ["request_id", "row", "ts", "endpoint", "model", "model_version"]
-# What each prediction records, per task: binary the positive class's probability and the 0/1 label at the
-# threshold; multiclass the predicted class (canonical text), its probability and every class's probability
-# (a list, in the served model's class order); regression the predicted value.
-PREDICTION_COLUMNS: dict[str, list[str]] = {
-    "binary": ["probability", "label"],
-    "multiclass": ["label", "probability", "probabilities"],
-    "regression": ["prediction"],
-}
 # Who sent a request: the client says so in this header; canary and test-serving traffic is "canary", and
 # only "live" rows are counted in a monitoring window or joined with labels.
 TRAFFIC_HEADER = "X-Mlcycle-Traffic"
-TRAFFIC_COLUMN = "traffic"
 LIVE, CANARY = "live", "canary"
 TRAFFIC_VALUES = (LIVE, CANARY)
 
 logger = logging.getLogger("mlcycle.inference_log")
 
 
-def part_key(prefix: str, day: dt.date, now: dt.datetime | None = None) -> str:
-    """``<prefix>/date=YYYY-MM-DD/part-<UTC timestamp>-<uuid>.parquet``: unique, sortable by time."""
+def part_key(prefix: str, day: dt.date, now: dt.datetime | None = None, unique: str | None = None) -> str:
+    """``<prefix>/date=YYYY-MM-DD/part-<UTC timestamp>-<uuid>.parquet``: unique, sortable by time.
+    ``unique`` (a journal segment's name, itself a timestamp first) replaces both: the same key when the
+    segment is written again after a crash."""
+    if unique is not None:
+        return f"{prefix}/date={day.isoformat()}/part-{unique}.parquet"
     now = now or dt.datetime.now(dt.UTC)
     return f"{prefix}/date={day.isoformat()}/part-{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:12]}.parquet"
-
-
-def table_bytes(table) -> bytes:
-    import pyarrow.parquet as pq
-
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue()
-
-
-@dataclass
-class _Entry:
-    request_id: str
-    endpoint: str
-    ts: dt.datetime
-    columns: dict[str, np.ndarray]
-    ids: list[str | None] | None
-    predictions: dict[str, np.ndarray]  # PREDICTION_COLUMNS[task] -> one value (multiclass: a row) per record
-    traffic: str
-
-    @property
-    def rows(self) -> int:
-        return len(next(iter(self.predictions.values())))
 
 
 class InferenceLogWriter:
@@ -123,18 +99,19 @@ class InferenceLogWriter:
         flush_interval_seconds: float = 5.0,
         upload_attempts: int = 3,
         retry_delay_seconds: float = 0.5,
+        journal: bool = True,
         on_event: Callable[[str, int], None] | None = None,
     ) -> None:
         self.store = store
-        self.model, self.model_version = model, model_version
-        self.features, self.id_column = features, id_column
-        self.task, self.prediction_columns = task, PREDICTION_COLUMNS[task]
+        self.layout = RowLayout(model=model, model_version=model_version, task=task, id_column=id_column,
+                                features=tuple(features))
+        self.task, self.prediction_columns = task, self.layout.prediction_columns
         self.spill_dir = Path(spill_dir)
         self.queue_rows, self.flush_rows = queue_rows, flush_rows
         self.flush_interval = flush_interval_seconds
         self.upload_attempts, self.retry_delay = max(1, upload_attempts), retry_delay_seconds
         self.on_event = on_event
-        self._queue: deque[_Entry] = deque()
+        self._queue: deque[LogEntry] = deque()
         self._queued_rows = 0
         self._cond = threading.Condition()
         self._flush_requested = 0
@@ -145,8 +122,9 @@ class InferenceLogWriter:
         self._last_drop_warning = 0.0
         self._skipped_spills: set[str] = set()
         self.counters = {"written_rows": 0, "written_parts": 0, "dropped_rows": 0, "dropped_requests": 0,
-                         "failed_uploads": 0, "spilled_parts": 0, "reuploaded_parts": 0}
+                         "failed_uploads": 0, "spilled_parts": 0, "reuploaded_parts": 0, "recovered_rows": 0}
         self.last_error: str | None = None
+        self._journal = Journal(self.spill_dir / JOURNAL_DIR, self.layout.header()) if journal else None
 
     # -- the request path -------------------------------------------------------------------------
 
@@ -157,8 +135,9 @@ class InferenceLogWriter:
         if list(predictions) != self.prediction_columns or traffic not in TRAFFIC_VALUES:
             raise ValueError(f"a {self.task} prediction is logged as {self.prediction_columns}, traffic "
                              f"{TRAFFIC_VALUES}; got {list(predictions)}, {traffic!r}")
-        entry = _Entry(request_id, endpoint, ts or dt.datetime.now(dt.UTC), columns, ids, predictions, traffic)
+        entry = LogEntry(request_id, endpoint, ts or dt.datetime.now(dt.UTC), columns, ids, predictions, traffic)
         n = entry.rows
+        record = encode(entry) if self._journal is not None else None
         with self._cond:
             if self._stop or self._queued_rows + n > self.queue_rows:
                 self.counters["dropped_rows"] += n
@@ -167,6 +146,8 @@ class InferenceLogWriter:
                 if warn:
                     self._last_drop_warning = time.monotonic()
             else:
+                if record is not None:
+                    self._journal_append(record)
                 self._queue.append(entry)
                 self._queued_rows += n
                 if self._queued_rows >= self.flush_rows:
@@ -178,6 +159,17 @@ class InferenceLogWriter:
                            "logged (%d dropped so far)", self._queued_rows, self.queue_rows, n, request_id,
                            self.counters["dropped_rows"])
         return False
+
+    def _journal_append(self, record: bytes) -> None:
+        """Write-ahead (tasks/inference_journal.py): on disk before the request is answered. A journal that
+        cannot be written (disk full) leaves the entry in memory only, said once a minute."""
+        try:
+            self._journal.append(record)
+        except OSError as exc:
+            self.last_error = f"journal: {exc}"
+            if time.monotonic() - self._last_drop_warning > 60:
+                self._last_drop_warning = time.monotonic()
+                logger.warning("inference log journal not written (%s): predictions kept in memory only", exc)
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -207,6 +199,8 @@ class InferenceLogWriter:
             self._thread.join(timeout)
         else:  # never started: write synchronously
             self._drain(final=True)
+        if self._journal is not None:
+            self._journal.close()
         return self.status()
 
     def status(self) -> InferenceLogStatus:
@@ -217,6 +211,7 @@ class InferenceLogWriter:
 
     def _run(self) -> None:
         deadline = time.monotonic() + self.flush_interval
+        self._recover_orphans()
         self._reupload_spilled()
         while True:
             with self._cond:
@@ -238,22 +233,60 @@ class InferenceLogWriter:
             if stopping:
                 return
 
-    def _take(self) -> list[_Entry]:
+    def _take(self) -> tuple[list[LogEntry], Segment | None]:
+        """The queue, and the journal segment holding exactly those entries."""
         with self._cond:
             entries = list(self._queue)
             self._queue.clear()
             self._queued_rows = 0
-        return entries
+            segment = self._journal.rotate() if self._journal is not None else None
+        return entries, segment
 
     def _drain(self, final: bool = False) -> None:
-        entries = self._take()
-        if entries:
-            for day, group in _by_date(entries).items():
-                self._write_part(part_key(INFERENCE_PREFIX, day), table_bytes(self._table(group)), final=final)
+        entries, segment = self._take()
+        written = False
+        try:
+            self._write_entries(self.layout, entries, segment.part_unique if segment else None, final)
+            written = True
+        finally:
+            if segment is not None:
+                self._journal.done(segment, written=written)
+        self._recover_orphans()
         self._reupload_spilled()
 
+    def _write_entries(self, layout: RowLayout, entries: list[LogEntry], unique: str | None, final: bool) -> None:
+        """One part per UTC date (in the store, or spilled), as rows of ``layout`` (the writer they were for)."""
+        for day, group in by_date(entries).items():
+            self._write_part(part_key(INFERENCE_PREFIX, day, unique=unique), table_bytes(layout.table(group)),
+                             final=final)
+
+    def _recover_orphans(self) -> None:
+        """Replay the journal segments of dead writers sharing the spill folder (their answered requests)."""
+        if self._journal is None:
+            return
+        for segment in self._journal.orphans():
+            try:
+                header, entries, _torn = read_records(segment.read())
+                layout = self.layout if header is None else RowLayout.from_header(header)
+            except (JournalCorrupt, ValueError) as exc:
+                logger.warning("inference log: journal %s cannot be replayed (%s); moved to %s", segment.path, exc,
+                               segment.quarantine())
+                continue
+            try:
+                self._write_entries(layout, entries, segment.part_unique, final=False)
+            except Exception:
+                segment.release()
+                raise
+            segment.discard()
+            rows = sum(e.rows for e in entries)
+            self.counters["recovered_rows"] += rows
+            if rows:
+                logger.warning("inference log: %d predictions of %d requests answered by a worker that died were "
+                               "replayed from its journal %s", rows, len(entries), segment.path.name)
+
+
     def _write_part(self, key: str, data: bytes, final: bool) -> None:
-        rows = _parquet_rows(data)
+        rows = parquet_rows(data)
         store_down = time.monotonic() < self._store_down_until
         if final and store_down:  # stopping while the store is down: keep it on disk, do not wait for timeouts
             self._spill(key, data)
@@ -314,7 +347,7 @@ class InferenceLogWriter:
                 self._store_down_until = time.monotonic() + max(self.flush_interval, 5.0)
                 return
             path.unlink(missing_ok=True)
-            rows = _parquet_rows(data)
+            rows = parquet_rows(data)
             self.counters["reuploaded_parts"] += 1
             self.counters["written_parts"] += 1
             self.counters["written_rows"] += rows
@@ -326,35 +359,6 @@ class InferenceLogWriter:
                 self.on_event(name, amount)
             except Exception:  # noqa: BLE001 - metrics must never break logging
                 logger.debug("inference log metrics callback failed", exc_info=True)
-
-    def _table(self, entries: list[_Entry]):
-        import pyarrow as pa
-
-        sizes = [e.rows for e in entries]
-        arrays: dict[str, Any] = {
-            "request_id": pa.array(np.repeat([e.request_id for e in entries], sizes), pa.string()),
-            "row": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in sizes]), pa.int32()),
-            "ts": pa.array(np.repeat(np.array([e.ts.replace(tzinfo=None) for e in entries], dtype="datetime64[us]"),
-                                     sizes), pa.timestamp("us", tz="UTC")),
-            "endpoint": pa.array(np.repeat([e.endpoint for e in entries], sizes), pa.string()),
-            "model": pa.array([self.model] * sum(sizes), pa.string()),
-            "model_version": pa.array(np.full(sum(sizes), self.model_version, dtype=np.int32), pa.int32()),
-            self.id_column: pa.array([i for e in entries for i in (e.ids if e.ids is not None else [None] * e.rows)],
-                                     pa.string()),
-        }
-        for f in self.features:
-            values = np.concatenate([e.columns[f.name] for e in entries])
-            if f.kind == "numeric" and f.dtype == "int" and not f.nullable:
-                arrays[f.name] = pa.array(values.astype(np.int64), pa.int64())
-            elif f.kind == "numeric":
-                arrays[f.name] = pa.array(values.astype(np.float64), pa.float64(), from_pandas=True)
-            else:
-                arrays[f.name] = pa.array(values, pa.string(), from_pandas=True)
-        for name in self.prediction_columns:
-            values = np.concatenate([e.predictions[name] for e in entries])
-            arrays[name] = _prediction_array(name, values, self.task)
-        arrays[TRAFFIC_COLUMN] = pa.array(np.repeat([e.traffic for e in entries], sizes), pa.string())
-        return pa.table(arrays)
 
 
 def open_writer(settings, served, on_event: Callable[[str, int], None] | None = None) -> InferenceLogWriter | None:
@@ -370,30 +374,7 @@ def open_writer(settings, served, on_event: Callable[[str, int], None] | None = 
         task=served.task,
         queue_rows=config.queue_rows, flush_rows=config.flush_rows,
         flush_interval_seconds=config.flush_interval_seconds, upload_attempts=config.upload_attempts,
-        on_event=on_event,
+        journal=config.journal, on_event=on_event,
     ).start()
 
 
-def _prediction_array(name: str, values: np.ndarray, task: str):
-    """One prediction column as Arrow: binary labels int8, class labels strings, probabilities a list column."""
-    import pyarrow as pa
-
-    if name == "probabilities":  # (rows, classes) -> one list of class probabilities per row
-        offsets = pa.array(np.arange(0, values.size + 1, values.shape[1], dtype=np.int32))
-        return pa.ListArray.from_arrays(offsets, pa.array(values.ravel(), pa.float64()))
-    if name == "label":
-        return pa.array(values.astype(np.int8), pa.int8()) if task == "binary" else pa.array(values, pa.string())
-    return pa.array(values.astype(np.float64), pa.float64())
-
-
-def _by_date(entries: list[_Entry]) -> dict[dt.date, list[_Entry]]:
-    out: dict[dt.date, list[_Entry]] = {}
-    for e in entries:
-        out.setdefault(e.ts.astimezone(dt.UTC).date(), []).append(e)
-    return out
-
-
-def _parquet_rows(data: bytes) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(io.BytesIO(data)).metadata.num_rows

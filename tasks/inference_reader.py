@@ -15,7 +15,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from mlcycle.tasks.inference_log import CANARY, INFERENCE_PREFIX, LIVE, TRAFFIC_COLUMN
+from mlcycle.tasks.inference_log import CANARY, INFERENCE_PREFIX, LIVE
+from mlcycle.tasks.inference_rows import TRAFFIC_COLUMN
 from mlcycle.tasks.settings import DatasetSpec
 from mlcycle.tasks.storage import ObjectStore
 

@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from mlcycle.tasks.inference_log import LABELS_PREFIX, part_key, table_bytes
+from mlcycle.tasks.inference_log import LABELS_PREFIX, part_key
 from mlcycle.tasks.inference_reader import list_parts, read_inference_log, read_parts
+from mlcycle.tasks.inference_rows import table_bytes
 from mlcycle.tasks.settings import DatasetSpec, Settings
 from mlcycle.tasks.storage import ObjectStore
 

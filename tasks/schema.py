@@ -215,6 +215,7 @@ class InferenceLogStatus(BaseModel):
     failed_uploads: int = 0
     spilled_parts: int = 0  # parts kept on local disk while the store was unavailable
     reuploaded_parts: int = 0
+    recovered_rows: int = 0  # predictions a dead worker answered, replayed from its journal by this one
     last_error: str | None = None
 
 

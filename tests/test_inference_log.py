@@ -222,7 +222,7 @@ def submit_task(log, spec, request_id: str, n: int, traffic: str = "live", seed:
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_each_task_logs_its_prediction_columns_and_the_traffic(tmp_path, task):
-    from mlcycle.tasks.inference_log import PREDICTION_COLUMNS
+    from mlcycle.tasks.inference_rows import PREDICTION_COLUMNS
 
     spec = task_spec(task)
     store = LocalStore(tmp_path / "store")
@@ -262,7 +262,8 @@ def test_a_prediction_that_is_not_the_tasks_is_refused_at_submit(tmp_path):
 def test_rows_of_a_log_written_before_the_traffic_column_count_as_live(tmp_path, spec):
     import pyarrow as pa
 
-    from mlcycle.tasks.inference_log import INFERENCE_PREFIX, part_key, table_bytes
+    from mlcycle.tasks.inference_log import INFERENCE_PREFIX, part_key
+    from mlcycle.tasks.inference_rows import table_bytes
 
     store = LocalStore(tmp_path / "store")
     old = pa.table({"request_id": ["old"] * 2, "row": pa.array([0, 1], pa.int32()), "probability": [0.1, 0.9],

@@ -265,8 +265,9 @@ def test_an_oddly_named_file_in_the_spill_folder_never_blocks_the_spilled_parts(
     """A file the writer did not spill (an unsafe key) is skipped with a warning; real parts go up."""
     import datetime as dt
 
-    from mlcycle.tasks.inference_log import INFERENCE_PREFIX, InferenceLogWriter, part_key, table_bytes
+    from mlcycle.tasks.inference_log import INFERENCE_PREFIX, InferenceLogWriter, part_key
     from mlcycle.tasks.inference_reader import read_inference_log
+    from mlcycle.tasks.inference_rows import table_bytes
     from mlcycle.tasks.storage import LocalStore
     from tests.support.env import make_settings
     from tests.support.inference import submit
@@ -275,10 +276,10 @@ def test_an_oddly_named_file_in_the_spill_folder_never_blocks_the_spilled_parts(
     store = LocalStore(tmp_path / "store")
     spill = tmp_path / "spill"
     good = InferenceLogWriter(LocalStore(tmp_path / "scratch"), model="m", model_version=1, features=spec.features,
-                              id_column=spec.id_column, spill_dir=spill)
+                              id_column=spec.id_column, spill_dir=spill, journal=False)
     submit(good, spec, "spilled", 3)
-    entries = good._take()
-    good._spill(part_key(INFERENCE_PREFIX, dt.date(2026, 10, 1)), table_bytes(good._table(entries)))
+    entries, _ = good._take()
+    good._spill(part_key(INFERENCE_PREFIX, dt.date(2026, 10, 1)), table_bytes(good.layout.table(entries)))
     odd = spill / INFERENCE_PREFIX / "date=2026-10-01" / "part-!odd name.parquet"
     odd.write_bytes(b"not ours")
     log = InferenceLogWriter(store, model="m", model_version=1, features=spec.features, id_column=spec.id_column,

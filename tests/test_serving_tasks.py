@@ -210,8 +210,8 @@ def test_every_answer_conforms_to_the_openapi_document_of_the_task(served, tmp_p
 def test_test_serving_passes_and_the_log_tells_canaries_from_live_traffic(served):
     """check_running (test-serving's and the rollout's check) passes per task; its requests are logged as
     canary rows, other requests as live, with the task's prediction columns; a bad header is refused."""
-    from mlcycle.tasks.inference_log import PREDICTION_COLUMNS
     from mlcycle.tasks.inference_reader import read_inference_log
+    from mlcycle.tasks.inference_rows import PREDICTION_COLUMNS
     from mlcycle.tasks.serving.client import check_running, records_payload
 
     table, url = served

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 
 from mlcycle.tasks.drift import assess_drift, decide_drift, feature_drift, prediction_drift
-from mlcycle.tasks.inference_log import PREDICTION_COLUMNS
+from mlcycle.tasks.inference_rows import PREDICTION_COLUMNS
 from mlcycle.tasks.monitor.performance import check_performance
 from mlcycle.tasks.records.monitoring import (
     DriftDecision,

@@ -288,6 +288,9 @@ class InferenceLogSettings(Section):
     flush_interval_seconds: float = Field(default=5.0, gt=0)  # ...or when this much time has passed
     upload_attempts: int = Field(default=3, ge=1)  # per part, with exponential backoff, before spilling
     spill_dir: Path | None = None  # parts kept here while the store is down; None: <home>/inference-spill
+    # each answered request is appended to a journal under spill_dir/journal before its answer leaves, so
+    # a worker killed between two flushes loses none (replayed by the next worker); false: memory only
+    journal: bool = True
 
 
 class ServingSettings(Section):
