@@ -1,5 +1,5 @@
 """What the serving, rollout and soak benchmarks share: the repository's settings, telemetry off (there is
-no network here), and temporary folders for the rollout models of tests/test_rollout.py."""
+no network here), and temporary folders for the rollout models of tests/support/rollout.py."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def offline_environment() -> None:
 
 
 class Folders:
-    """What tests/test_rollout.rollout_models needs from pytest's tmp_path_factory, under ``root``."""
+    """What tests/support/rollout.build_rollout_models needs from pytest's tmp_path_factory, under ``root``."""
 
     def __init__(self, root: Path) -> None:
         self.root = root

@@ -2,7 +2,7 @@
 start-to-ready of a candidate (container and process), and the switch of the stable endpoint under traffic.
 
 Two model versions are trained and packaged exactly as ``mlcycle package`` does (the helpers of
-tests/test_rollout.py), in a temporary home. Then, with the real Docker engine:
+tests/support/rollout.py), in a temporary home. Then, with the real Docker engine:
 
 * **base image, cold**: infra/base-image.sh (debootstrap + docker import) under a fresh tag;
 * **serving image, base cached**: the v1 bento on that base, nothing else cached (the builder's cache
@@ -64,7 +64,7 @@ def switches(settings, store, models, target_name: str, n: int) -> list[dict]:
     """``n`` rollouts alternating v2/v1 under continuous traffic through the stable URL."""
     from mlcycle.tasks.rollout.endpoint import endpoint_url
     from mlcycle.tasks.rollout.orchestrate import rollout
-    from tests.test_rollout import traffic
+    from tests.support.rollout import traffic
 
     rollout(settings, store, bento_tag=models.v1.tag, target=target_name)
     results = []
@@ -104,14 +104,14 @@ def main() -> None:
     from mlcycle.tasks.rollout import images
     from mlcycle.tasks.rollout.orchestrate import teardown
     from mlcycle.tasks.storage import LocalStore
-    from tests.conftest import free_port
-    from tests.test_rollout import rollout_models, rollout_settings
+    from tests.support.env import free_port
+    from tests.support.rollout import build_rollout_models, rollout_settings
 
     root = Path(tempfile.mkdtemp(prefix="mlcycle-bench-rollout-"))
     stamp = time.strftime("%Y%m%d%H%M%S")
     began = time.time()
     results: dict = {"machine": f"{os.cpu_count()} cores", "storage_driver": None}
-    models = rollout_models(Folders(root))
+    models = build_rollout_models(Folders(root).mktemp("rollout-models"))
     settings = rollout_settings(models.home, endpoint_port=free_port(), wheelhouse_dir=root / "wheelhouse",
                          base_image=f"local/python-base:bench-{stamp}", image_name="mlcycle-bench")
     store = LocalStore(settings.store_root)

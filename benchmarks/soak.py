@@ -2,7 +2,7 @@
 rollout in the middle: no failed request, memory flat, every answered request in the inference log.
 
 Two model versions are trained and packaged exactly as ``mlcycle package`` does (the helpers of
-tests/test_rollout.py, as benchmarks/rollout.py uses them), in a temporary home. Then, on 127.0.0.1:
+tests/support/rollout.py, as benchmarks/rollout.py uses them), in a temporary home. Then, on 127.0.0.1:
 
 1. **v1 goes live** behind the stable endpoint (``tasks.rollout.orchestrate.rollout``, process target, nginx);
 2. **capacity**: wrk (benchmarks/serving.py's runner) at increasing connections against the stable URL's
@@ -254,14 +254,14 @@ def main() -> int:  # noqa: PLR0915 - one linear story, top to bottom
     from mlcycle.tasks.rollout.endpoint import endpoint_url
     from mlcycle.tasks.rollout.orchestrate import rollout, teardown
     from mlcycle.tasks.storage import LocalStore
-    from tests.conftest import free_port
-    from tests.test_rollout import rollout_models, rollout_settings
+    from tests.support.env import free_port
+    from tests.support.rollout import build_rollout_models, rollout_settings
 
     root = Path(tempfile.mkdtemp(prefix="mlcycle-bench-soak-"))
     work = root / "soak"
     work.mkdir()
     began = time.monotonic()
-    models = rollout_models(Folders(root))
+    models = build_rollout_models(Folders(root).mktemp("rollout-models"))
     settings = rollout_settings(models.home, endpoint_port=free_port())
     store = LocalStore(settings.store_root)
     print(f"two versions packaged in {time.monotonic() - began:.0f}s: v1 {models.v1.tag}, v2 {models.v2.tag}",
