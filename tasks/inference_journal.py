@@ -5,9 +5,9 @@ seconds; a worker killed between two uploads (SIGKILL, the OOM killer, a crash i
 what it had queued, although its clients got their answers. So ``submit`` first appends the request's
 entry to this journal, and only then is the request answered:
 
-* each writer process owns **segments** ``<spill_dir>/journal/<process id>-<n>.wal``, holding an
+* each writer owns **segments** ``<spill_dir>/journal/<UTC timestamp>-<writer id>-<n>.wal``, holding an
   exclusive ``flock`` on every segment it has not finished with. A record is one ``os.write`` of
-  ``length (4 bytes) | crc32 (4 bytes) | JSON``: the kernel has it once the call returns, so it survives
+  ``length | crc32 | payload`` (:func:`encode`): the kernel has it once the call returns, so it survives
   the death of the process (not a power cut: there is no fsync per request; the machine's own crash
   is the one loss this accepts, and says so);
 * when the writer takes the queue to write a part it **rotates**: the taken entries are exactly the
@@ -24,8 +24,9 @@ entry to this journal, and only then is the request answered:
   A record that fails its checksum in the middle of a segment stops the replay there; the segment is
   moved to ``journal/corrupt/`` with a warning, never deleted, never retried in a loop.
 
-Cost on the request path: one ``json.dumps`` and one ``write`` per request (about 20 us for one row,
-benchmarks/README.md). Pure Python + numpy; no Prefect, no BentoML (the service imports it).
+Cost on the request path: one small JSON directory, the arrays' bytes and one ``write`` per request
+(benchmarks/journal.py; figures in benchmarks/README.md). Pure Python + numpy; no Prefect, no BentoML
+(the service imports it).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ JOURNAL_DIR = "journal"
 CORRUPT_DIR = "corrupt"
 SUFFIX = ".wal"
 _HEADER = struct.Struct("<II")  # payload length, crc32 of the payload
+_LENGTH = struct.Struct("<I")  # an entry's JSON directory length
 
 logger = logging.getLogger("mlcycle.inference_log")
 
@@ -58,13 +60,22 @@ class JournalCorrupt(Exception):
 
 
 def encode(entry: LogEntry) -> bytes:
-    """One entry's record (arrays as dtype, shape and values; NaN as JSON's NaN)."""
-    return _record({
-        "request_id": entry.request_id, "endpoint": entry.endpoint, "ts": entry.ts.isoformat(),
-        "traffic": entry.traffic, "ids": entry.ids,
-        "columns": {k: _array(v) for k, v in entry.columns.items()},
-        "predictions": {k: _array(v) for k, v in entry.predictions.items()},
-    })
+    """One entry's record: a JSON directory (ids, request facts, each array's dtype, shape and size), then the
+    arrays' bytes: numbers raw (``tobytes``), text as a JSON list. No pickle: a journal is replayed by
+    another process and must never be able to run code."""
+    directory, blobs = [], []
+    for group, arrays in (("c", entry.columns), ("p", entry.predictions)):
+        for name, values in arrays.items():
+            values = np.asarray(values)
+            blob = json.dumps(values.tolist()).encode() if values.dtype == object else values.tobytes()
+            directory.append([group, name, "O" if values.dtype == object else values.dtype.str, list(values.shape),
+                              len(blob)])
+            blobs.append(blob)
+    meta = json.dumps({"request_id": entry.request_id, "endpoint": entry.endpoint, "ts": entry.ts.isoformat(),
+                       "traffic": entry.traffic, "ids": entry.ids, "arrays": directory},
+                      separators=(",", ":")).encode()
+    payload = b"".join([_LENGTH.pack(len(meta)), meta, *blobs])
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
 def _record(obj: dict) -> bytes:
@@ -73,10 +84,18 @@ def _record(obj: dict) -> bytes:
 
 
 def decode(payload: bytes) -> LogEntry:
-    raw = json.loads(payload)
-    return LogEntry(request_id=raw["request_id"], endpoint=raw["endpoint"], ts=dt.datetime.fromisoformat(raw["ts"]),
-                    columns={k: _unarray(v) for k, v in raw["columns"].items()}, ids=raw["ids"],
-                    predictions={k: _unarray(v) for k, v in raw["predictions"].items()}, traffic=raw["traffic"])
+    (size,) = _LENGTH.unpack_from(payload, 0)
+    offset = _LENGTH.size + size
+    meta = json.loads(payload[_LENGTH.size:offset])
+    arrays: dict[str, dict[str, np.ndarray]] = {"c": {}, "p": {}}
+    for group, name, dtype, shape, nbytes in meta["arrays"]:
+        blob = payload[offset:offset + nbytes]
+        offset += nbytes
+        arrays[group][name] = (np.array(json.loads(blob), dtype=object) if dtype == "O"
+                               else np.frombuffer(blob, dtype=np.dtype(dtype)).copy()).reshape(shape)
+    return LogEntry(request_id=meta["request_id"], endpoint=meta["endpoint"],
+                    ts=dt.datetime.fromisoformat(meta["ts"]), columns=arrays["c"], ids=meta["ids"],
+                    predictions=arrays["p"], traffic=meta["traffic"])
 
 
 def read_records(data: bytes) -> tuple[dict | None, list[LogEntry], bool]:
@@ -98,7 +117,7 @@ def read_records(data: bytes) -> tuple[dict | None, list[LogEntry], bool]:
                 header = json.loads(payload)["writer"]
             else:
                 entries.append(decode(payload))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, struct.error) as exc:
             raise JournalCorrupt(f"record at byte {offset} does not parse: {exc}") from exc
         offset = end
     return header, entries, False
@@ -227,14 +246,3 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except FileNotFoundError:
         return 0.0
-
-
-def _array(values: np.ndarray) -> dict:
-    values = np.asarray(values)
-    return {"d": "O" if values.dtype == object else values.dtype.str, "s": list(values.shape),
-            "v": values.tolist()}
-
-
-def _unarray(raw: dict) -> np.ndarray:
-    dtype = object if raw["d"] == "O" else np.dtype(raw["d"])
-    return np.array(raw["v"], dtype=dtype).reshape(raw["s"])

@@ -26,6 +26,10 @@ The writer (:class:`InferenceLogWriter`) keeps logging off the request path:
   answers again (also by the next process that starts with the same spill folder);
 * ``close()`` (the service's shutdown hook) writes everything still queued: a normal stop loses no
   record (it is in the store, or spilled on local disk if the store is down).
+* before ``submit`` returns (so before the request is answered) the entry is appended to the writer's
+  **journal** under the spill folder (tasks/inference_journal.py); a worker killed between two flushes
+  loses no answered request: the backend's other worker, or its replacement, replays the dead one's
+  journal into the same part keys (``serving.inference_log.journal``, on by default).
 
 Pure Python + pyarrow; no Prefect, no BentoML (the service imports it).
 """
