@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -30,6 +31,18 @@ def serving_workers(serve_pid: int) -> list[int]:
         except psutil.Error:
             continue
     return sorted(found)
+
+
+def journaling_workers(workers: list[int], journal: Path) -> list[int]:
+    """The workers holding an open journal segment: they answered requests that are not written yet."""
+    holding = []
+    for pid in workers:
+        try:
+            if any(Path(f.path).parent == journal for f in psutil.Process(pid).open_files()):
+                holding.append(pid)
+        except psutil.Error:
+            continue
+    return holding
 
 
 def test_a_killed_worker_fails_no_client_and_every_answered_request_is_logged(served_tables, tmp_path):
@@ -57,7 +70,6 @@ def test_a_killed_worker_fails_no_client_and_every_answered_request_is_logged(se
         deadline = time.monotonic() + 60
         while len(serving_workers(server.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
-        victim = serving_workers(server.pid)[0]
         endpoint.start_endpoint(ep, Upstream(deployment_id="anes96", port=server.port))
         url = endpoint.endpoint_url(ep)
         def body(i: int, k: int) -> dict:  # three real rows, a different slice for each request
@@ -68,6 +80,10 @@ def test_a_killed_worker_fails_no_client_and_every_answered_request_is_logged(se
         for c in clients:
             c.__enter__()
         time.sleep(2.0)
+        # the kernel may hand every connection to one worker: kill one that has answered requests queued
+        holding = journaling_workers(serving_workers(server.pid), tmp_path / "spill" / "journal")
+        assert holding, "no serving worker holds a journal segment after 2 s of load"
+        victim = holding[0]
         psutil.Process(victim).send_signal(signal.SIGKILL)
         time.sleep(4.0)
         for c in clients:
