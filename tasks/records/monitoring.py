@@ -181,3 +181,43 @@ class WindowSummary(BaseModel):
     window: MonitorWindow
     rows: int
     performance: PerformanceCheck | None
+
+
+class MetricEstimate(BaseModel):
+    """One performance metric of a window estimated without labels (tasks/monitor/estimation.py).
+
+    ``std`` is the sampling uncertainty: the standard deviation of the *realized* metric on a window of this
+    size if the model's probabilities (CBPE) or the loss model (DLE) are right; ``lower``/``upper`` are
+    ``value -/+ 3 std`` clipped to the metric's range (NannyML's band). ``realized`` is the metric on the
+    window's labelled rows once labels arrived, and ``labelled_rows`` how many there were.
+    """
+
+    metric: str
+    value: float
+    std: float
+    lower: float
+    upper: float
+    realized: float | None = None
+    labelled_rows: int = 0
+
+
+class MultivariateDrift(BaseModel):
+    """A change of the joint distribution of the features (tasks/drift_multivariate.py).
+
+    ``auc`` is the cross-validated ROC AUC of a classifier telling reference rows from current ones (0.5: it
+    cannot), ``p_value`` the test that it is 0.5, ``effect_threshold`` the AUC an effect must reach besides
+    significance. ``top_features`` names what the classifier relied on (its permutation importance, largest
+    first), so a drift says where it is.
+    """
+
+    method: Literal["domain_classifier"] = "domain_classifier"
+    n_reference: int
+    n_current: int
+    features: list[str]
+    auc: float | None = None
+    p_value: float | None = None
+    alpha: float
+    effect_threshold: float
+    drifted: bool = False
+    top_features: list[tuple[str, float]] = Field(default_factory=list)
+    detail: str = ""
