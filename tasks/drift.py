@@ -29,11 +29,25 @@ PSI on the shares of the declared classes (the same effect size and threshold,
 ``prediction_psi_threshold``) and the chi-square test of homogeneity, with the Jensen-Shannon distance
 reported beside them.
 
-Dataset-level decision: drift when the share of drifted features >= ``drift_share``, or a feature
-marked ``critical`` in the dataset declaration drifts, or the predictions drift. Below ``min_rows``
-current rows nothing is decided: the report says "not enough data". Every decision carries the rule
-applied to its window in words (``DriftDecision.verdict``: "2 of 10 features drifted (20%), below the
-50% share, and no critical feature drifted: no dataset drift").
+Dataset-level decision: drift *that matters* when
+
+* rule ``importance`` (the default): the drifted features hold at least ``importance_share`` of the
+  model's permutation importance on its test days (stored with the version; negative importances count
+  as none). Four drifted features out of ten that carry most of what the model reads are drift; four
+  the model ignores are not. A version without recorded importances falls back to the share rule, and
+  the verdict says so. Rule ``share`` (the old one): the share of drifted features >= ``drift_share``;
+* or a feature marked ``critical`` in the dataset declaration drifts;
+* or the predictions drift;
+* or the joint distribution changed (``multivariate``: tasks/drift_multivariate.py, a classifier that
+  tells the window's rows from the version's reference rows): a change of correlation leaves every
+  marginal, so every test above, untouched.
+
+The performance estimated without labels (tasks/monitor/estimation.py) is judged beside it, by the
+monitor (tasks/monitor/window.py): a drop beyond tolerance warrants retraining even when no input
+drifted. Below ``min_rows`` current rows nothing is decided: the report says "not enough data". Every
+decision carries the rule applied to its window in words (``DriftDecision.verdict``: "2 of 10 features
+drifted (20%), holding 12% of the model's importance, below the 50% share, and no critical feature
+drifted, ...: no dataset drift").
 
 Memory does not grow with the training set: the reference side is the stored profile only. The
 current window is processed one column at a time (bin counts, a sort for KS), so a window of millions
@@ -55,7 +69,7 @@ from mlcycle.tasks.drift_stats import (
     two_proportion_p,
     wasserstein_sorted,
 )
-from mlcycle.tasks.records.monitoring import DriftDecision, FeatureDrift
+from mlcycle.tasks.records.monitoring import DriftDecision, FeatureDrift, MultivariateDrift
 
 # The inference-log column (tasks/inference_log.py: PREDICTION_COLUMNS) prediction drift reads, per task.
 PREDICTION_DRIFT_COLUMN = {"binary": "probability", "multiclass": "label", "regression": "prediction"}
@@ -65,7 +79,8 @@ PREDICTION_DRIFT_COLUMN = {"binary": "probability", "multiclass": "label", "regr
 
 
 def assess_drift(profile, current, spec, config, *, prediction_column: str | None = "probability",
-                 rows: int | None = None) -> DriftDecision:
+                 rows: int | None = None, importances: dict[str, float] | None = None,
+                 multivariate: MultivariateDrift | None = None) -> DriftDecision:
     """Compare a window of live rows with the reference profile; see the module docstring.
 
     ``current`` maps column names to values (a DataFrame, or a lazy mapping that reads one column at a
@@ -74,7 +89,7 @@ def assess_drift(profile, current, spec, config, *, prediction_column: str | Non
     """
     n = int(rows if rows is not None else len(current[spec.features[0].name]))
     if n < config.min_rows:
-        return DriftDecision(enough_data=False, rows=n, min_rows=config.min_rows)
+        return DriftDecision(enough_data=False, rows=n, min_rows=config.min_rows, multivariate=multivariate)
 
     results: list[FeatureDrift] = []
     for feature in spec.features:
@@ -84,7 +99,7 @@ def assess_drift(profile, current, spec, config, *, prediction_column: str | Non
     prediction = None
     if prediction_column is not None and has_prediction_reference(profile):
         prediction = _prediction(profile.predictions, current[prediction_column])
-    return decide_drift(results, prediction, n, config)
+    return decide_drift(results, prediction, n, config, importances=importances, multivariate=multivariate)
 
 
 def feature_drift(profile, values, feature) -> FeatureDrift | None:
@@ -113,10 +128,16 @@ def prediction_drift(profile, values) -> FeatureDrift | None:
     return _prediction(profile.predictions, values) if has_prediction_reference(profile) else None
 
 
-def decide_drift(results: list[FeatureDrift], prediction: FeatureDrift | None, n: int, config) -> DriftDecision:
-    """The window's decision from its per-feature statistics (in dataset order): BH, effect sizes, reasons."""
+def decide_drift(results: list[FeatureDrift], prediction: FeatureDrift | None, n: int, config, *,
+                 importances: dict[str, float] | None = None,
+                 multivariate: MultivariateDrift | None = None) -> DriftDecision:
+    """The window's decision from its per-feature statistics (in dataset order): BH, effect sizes, reasons.
+
+    ``importances``: the judged version's permutation importance per feature (rule ``importance``; None
+    falls back to the share rule); ``multivariate``: the joint-distribution test's result, if it ran.
+    """
     if n < config.min_rows:
-        return DriftDecision(enough_data=False, rows=n, min_rows=config.min_rows)
+        return DriftDecision(enough_data=False, rows=n, min_rows=config.min_rows, multivariate=multivariate)
     # One family of tests per window: distribution tests and null-rate tests, BH across all of them.
     tests = [r for r in [*results, *([prediction] if prediction else [])] if r.p_value is not None]
     nulls = [r for r in results if r.null_p_value is not None]
@@ -133,30 +154,68 @@ def decide_drift(results: list[FeatureDrift], prediction: FeatureDrift | None, n
 
     drifted = [r.feature for r in results if r.drifted]
     share = len(drifted) / len(results) if results else 0.0
+    weights = importance_weights(importances, [r.feature for r in results]) if config.rule == "importance" else None
+    weighted = round(sum(weights.get(f, 0.0) for f in drifted), 6) if weights else None  # no 0.4999... at 50%
     reasons = []
-    if results and share >= config.drift_share:
+    if weights is not None and weighted >= config.importance_share:
+        reasons.append(f"drifted features hold {weighted:.0%} of the model's importance "
+                       f"(>= {config.importance_share:.0%}): {_heaviest(drifted, weights)}")
+    elif weights is None and results and share >= config.drift_share:
         reasons.append(f"{len(drifted)} of {len(results)} features drifted ({share:.0%} >= {config.drift_share:.0%})")
     critical = [r.feature for r in results if r.drifted and r.critical]
     if critical:
         reasons.append(f"critical feature(s) drifted: {', '.join(critical)}")
     if prediction is not None and prediction.drifted:
         reasons.append("prediction distribution drifted (" + "; ".join(prediction.reasons) + ")")
+    if multivariate is not None and multivariate.drifted:
+        reasons.append(f"multivariate drift: {multivariate.detail}")
+    verdict = _verdict(results, drifted, critical, prediction, share, config, weights, weighted, multivariate,
+                       bool(reasons))
     return DriftDecision(
         enough_data=True, rows=n, min_rows=config.min_rows, features=results, prediction=prediction,
         drifted_features=drifted, drifted_share=share, dataset_drift=bool(reasons), reasons=reasons,
-        verdict=_verdict(results, drifted, critical, prediction, share, config.drift_share),
+        verdict=verdict, rule="importance" if weights is not None else "share", importance_share=weighted,
+        importances=weights or {}, multivariate=multivariate,
     )
 
 
-def _verdict(results: list[FeatureDrift], drifted: list[str], critical: list[str], prediction: FeatureDrift | None,
-             share: float, drift_share: float) -> str:
-    """The dataset-level rule applied to this window, in words: each of its three parts, then the verdict.
+def importance_weights(importances: dict[str, float] | None, features: list[str]) -> dict[str, float] | None:
+    """Each compared feature's share of the model's importance (negative importances count as none).
 
-    "2 of 10 features drifted (20%), below the 50% share, and no critical feature drifted: no dataset drift".
+    None when there is nothing to weigh by: no importances recorded, or none of them positive (a model that
+    reads nothing, or importances too noisy to rank): the caller falls back to counting features alike.
     """
-    if results:
-        side = "at or above" if share >= drift_share else "below"
-        parts = [f"{len(drifted)} of {len(results)} features drifted ({share:.0%}), {side} the {drift_share:.0%} share"]
+    if not importances:
+        return None
+    positive = {f: max(float(importances.get(f, 0.0)), 0.0) for f in features}
+    total = sum(positive.values())
+    return {f: v / total for f, v in positive.items()} if total > 0 else None
+
+
+def _heaviest(drifted: list[str], weights: dict[str, float], top: int = 3) -> str:
+    ranked = sorted(drifted, key=lambda f: -weights.get(f, 0.0))
+    return ", ".join(f"{f} {weights.get(f, 0.0):.0%}" for f in ranked[:top]) + (" ..." if len(ranked) > top else "")
+
+
+def _verdict(results: list[FeatureDrift], drifted: list[str], critical: list[str], prediction: FeatureDrift | None,
+             share: float, config, weights: dict[str, float] | None, weighted: float | None,
+             multivariate: MultivariateDrift | None, dataset_drift: bool) -> str:
+    """The dataset-level rule applied to this window, in words: each of its parts, then the verdict.
+
+    "2 of 10 features drifted (20%), below the 50% share, and no critical feature drifted: no dataset drift";
+    with the importance rule, "2 of 10 features drifted (20%), holding 61% of the model's importance, at or
+    above the 50% share, ...".
+    """
+    if results and weights is not None:
+        side = "at or above" if weighted >= config.importance_share else "below"
+        parts = [f"{len(drifted)} of {len(results)} features drifted ({share:.0%}), holding {weighted:.0%} of the "
+                 f"model's importance, {side} the {config.importance_share:.0%} share"]
+    elif results:
+        side = "at or above" if share >= config.drift_share else "below"
+        parts = [f"{len(drifted)} of {len(results)} features drifted ({share:.0%}), {side} the "
+                 f"{config.drift_share:.0%} share"]
+        if config.rule == "importance":
+            parts[0] += " (no importances recorded for this version: features counted alike)"
     else:
         parts = ["no feature could be compared with the reference"]
     if critical:
@@ -167,9 +226,10 @@ def _verdict(results: list[FeatureDrift], drifted: list[str], critical: list[str
         parts.append("no feature is declared critical")
     if prediction is not None:
         parts.append("the predictions drifted" if prediction.drifted else "the predictions did not drift")
+    if multivariate is not None and multivariate.auc is not None:
+        parts.append(f"the joint distribution {'changed' if multivariate.drifted else 'did not change'} "
+                     f"(domain classifier AUC {multivariate.auc:.3f})")
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + ", and " + parts[-1]
-    dataset_drift = ((bool(results) and share >= drift_share) or bool(critical)
-                     or bool(prediction and prediction.drifted))
     return f"{listed}: {'dataset drift' if dataset_drift else 'no dataset drift'}"
 
 

@@ -348,6 +348,7 @@ def _feature(name: str, drifted: bool, critical: bool = False):
 def test_the_verdict_says_why_in_words(settings):
     from mlcycle.tasks.drift import decide_drift
 
+    settings = settings.model_copy(update={"drift": settings.drift.model_copy(update={"rule": "share"})})
     calm = decide_drift([_feature(f"f{i}", i < 2, critical=i == 9) for i in range(10)], None, 2000, settings.drift)
     assert calm.verdict == ("2 of 10 features drifted (20%), below the 50% share, and no critical feature "
                             "drifted: no dataset drift")
@@ -385,6 +386,14 @@ def test_every_drift_and_monitor_threshold_is_in_the_project_file_with_a_comment
     text = (Path(__file__).resolve().parents[1] / "mlcycle.yaml").read_text()
     for section, model in (("drift", DriftSettings), ("monitor", MonitorSettings)):
         body = re.search(rf"^{section}:\n((?:[ #].*\n|\n)*?)(?=^\S|\Z)", text, flags=re.M).group(1)
-        for field in model.model_fields:
-            assert re.search(rf"^  {field}: \S.*#\s*\S", body, flags=re.M), f"{section}.{field} undeclared or bare"
+        for field, info in model.model_fields.items():
+            nested = getattr(info.annotation, "model_fields", None)
+            if nested is None:
+                assert re.search(rf"^  {field}: \S.*#\s*\S", body, flags=re.M), f"{section}.{field} undeclared or bare"
+                continue
+            block = re.search(rf"^  {field}:.*\n((?:    .*\n)+)", body, flags=re.M)
+            assert block, f"{section}.{field} undeclared"
+            for sub in nested:
+                assert re.search(rf"^    {sub}: \S.*#\s*\S", block.group(1), flags=re.M), \
+                    f"{section}.{field}.{sub} undeclared or bare"
     assert "drift_share" in text and "critical: true" in text  # the dataset-level rule, in the file

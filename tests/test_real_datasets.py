@@ -127,6 +127,24 @@ def wait_logged(store, since: dt.datetime, rows: int, timeout: float = 60) -> No
         time.sleep(0.5)
 
 
+def estimated_vs_realized(report: dict, table, window: str) -> tuple[float, float]:
+    """The label-free estimate of the window's judged metric and the realized value from its labels, checked:
+    the realized value lies inside the estimate's 3-std band widened by the calibration error a model trained
+    on a few hundred rows may keep (0.05; for regression 15% of the realized MAE)."""
+    from mlcycle.tasks.monitor.assessment import ESTIMATED_AS
+
+    estimate = report["estimate"]
+    assert estimate and estimate["method"] == ("dle" if table.task == "regression" else "cbpe"), estimate
+    judged = estimate["estimates"][ESTIMATED_AS[table.task][estimate["metric"]]]
+    value, realized = judged["value"], judged["realized"]
+    assert realized is not None, estimate["detail"]
+    print(f"{table.name} {window} window: {estimate['metric']} estimated {value:.4f} "
+          f"[{judged['lower']:.4f}, {judged['upper']:.4f}], realized {realized:.4f} on {judged['labelled_rows']} rows")
+    slack = 0.15 * realized if table.task == "regression" else 0.05
+    assert judged["lower"] - slack <= realized <= judged["upper"] + slack, (window, judged)
+    return value, realized
+
+
 @pytest.fixture(scope="module", params=sorted(TABLES))
 def project(request, tmp_path_factory):
     project = Project(tmp_path_factory.mktemp(f"user-{request.param}"), request.param)
@@ -204,6 +222,8 @@ def test_a_users_table_goes_through_every_stage_with_nothing_but_a_declaration(p
     assert quiet["rows"] == phase_rows and not quiet["drift"]["dataset_drift"], quiet["drift"]["verdict"]
     assert quiet["trigger"]["outcome"] == "not-warranted"
     assert quiet["performance"]["labelled_rows"] == phase_rows and quiet["performance"]["live_value"] is not None
+    estimated_vs_realized(quiet, table, "random")
+    assert not quiet["drift"]["multivariate"]["drifted"], quiet["drift"]["multivariate"]["detail"]
 
     drifted = project.run("monitor", "--start", windows["drifted"][0], "--end", windows["drifted"][1], "--json")
     assert drifted.returncode == 3, drifted.stderr[-2000:]
@@ -211,6 +231,8 @@ def test_a_users_table_goes_through_every_stage_with_nothing_but_a_declaration(p
     flagged = {f["feature"] for f in report["drift"]["features"] if f["drifted"]}
     assert table.drift_column in flagged and report["drift"]["dataset_drift"], report["drift"]["verdict"]
     assert table.drift_column in report["drift"]["verdict"]
+    estimated_vs_realized(report, table, "drifted")
+    assert report["drift"]["multivariate"]["drifted"], report["drift"]["multivariate"]["detail"]
     assert report["trigger"]["outcome"] == "start-failed" and "mlcycle up" in report["trigger"]["detail"]
     assert "mlcycle up" in drifted.stderr and len(drifted.stderr.strip().splitlines()) == 1
     from mlcycle.tasks.monitor.trigger import last_decision

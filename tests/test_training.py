@@ -195,7 +195,15 @@ def test_candidate_is_staged_with_profile_and_test_scores_per_slice(train_env):
     settings, store = train_env
     candidate = train_challenger(store, settings, select_window(store, days=DAYS))
     assert set(candidate.artifacts) == {"model.joblib", "reference_profile.json", "test_predictions.parquet",
-                                        "plots/feature_importance.png"}
+                                        "reference_sample.parquet", "plots/feature_importance.png"}
+    # the multivariate drift test's reference: joint rows of every feature column, seeded, at most reference_rows
+    import io
+
+    import pandas as pd
+
+    sample = pd.read_parquet(io.BytesIO(store.get_bytes(candidate.artifacts["reference_sample.parquet"].key)))
+    assert list(sample.columns) == [f.name for f in settings.dataset.features]
+    assert 0 < len(sample) <= settings.drift.multivariate.reference_rows
     assert all(a.key.startswith(candidate.staging_prefix) for a in candidate.artifacts.values())
     assert list_partitions(store, "validated")  # staging never touches data zones
     slices = {(s.feature, s.value) for s in candidate.scores.slices}

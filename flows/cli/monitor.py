@@ -68,6 +68,10 @@ def monitor(
              f"why:   {report.drift.verdict}"]
     if report.performance is not None:
         lines.append(f"performance: {report.performance.detail}")
+    if report.estimate is not None:
+        lines.append(f"estimated:   {report.estimate.detail}")
+    if report.drift.multivariate is not None:
+        lines.append(f"multivariate: {report.drift.multivariate.detail}")
     lines.append(f"trigger: {report.trigger.outcome}: {report.trigger.detail}")
     if report.report_key:
         lines.append(f"report: {report.report_key}")

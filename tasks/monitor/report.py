@@ -61,6 +61,11 @@ def render_markdown(report: MonitorReport, report_uri: str | None, thresholds: d
     ]
     if report.performance is not None:
         lines.append(f"**Performance:** {report.performance.detail}")
+    if report.estimate is not None:
+        lines.append(f"**Estimated performance (no labels, {report.estimate.method.upper()}):** "
+                     f"{report.estimate.detail}")
+    if d.multivariate is not None:
+        lines.append(f"**Multivariate drift:** {d.multivariate.detail}")
     lines.append(f"**Retraining warranted:** {'yes: ' + '; '.join(report.reasons) if report.reasons else 'no'}")
     if trigger is not None:
         lines.append(f"**Trigger:** {trigger.outcome}: {trigger.detail}")
@@ -76,9 +81,41 @@ def render_html(report: MonitorReport, profile, thresholds: dict) -> str:
     the counts the drift tests already computed (``FeatureDrift.current_counts`` / ``current_shares``): the
     window is not read a second time, however many rows it holds."""
     table = feature_table(report)
+    chart = estimate_figure(report)
     return _templates().get_template("report.html.j2").render(
         report=report, columns=list(table[0]) if table else [], table=table,
-        figures=drift_figures(report, profile), thresholds_json=json.dumps(thresholds))
+        figures=drift_figures(report, profile), thresholds_json=json.dumps(thresholds),
+        estimate_png=base64.b64encode(chart).decode() if chart else None)
+
+
+def estimate_figure(report: MonitorReport) -> bytes | None:
+    """The label-free estimate per chunk of the window with its band, the realized value where labels arrived,
+    and the test-day reference (None without at least one estimated chunk)."""
+    estimate = report.estimate
+    chunks = [c for c in (estimate.chunks if estimate else []) if c.value is not None]
+    if not chunks:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    x = [c.start for c in chunks]
+    ax.fill_between(x, [c.lower for c in chunks], [c.upper for c in chunks], alpha=0.2, label="estimate band")
+    ax.plot(x, [c.value for c in chunks], marker="o", label=f"estimated ({estimate.method.upper()})")
+    realized = [(c.start, c.realized) for c in chunks if c.realized is not None]
+    if realized:
+        ax.plot(*zip(*realized, strict=True), marker="s", linestyle="--", label="realized (labels)")
+    if estimate.reference_value is not None:
+        ax.axhline(estimate.reference_value, color="grey", linewidth=1, label="test days")
+    ax.set_ylabel(estimate.metric)
+    ax.legend(fontsize=7)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return buf.getvalue()
 
 
 @functools.cache
@@ -167,6 +204,10 @@ def report_task(settings: Settings, report: MonitorReport) -> MonitorReport:
     uri = store.http_url(key) if isinstance(store, MinioStore) else store.uri(key)
     create_markdown_artifact(key="monitoring-decision", markdown=render_markdown(report, uri, thresholds),
                              description=f"monitoring decision for {report.window_id}")
+    estimate = report.estimate
+    if estimate is not None and estimate.chunks:
+        create_table_artifact(key="monitoring-estimate", table=[c.model_dump(mode="json") for c in estimate.chunks],
+                              description=f"estimated vs realized {estimate.metric} per chunk, {report.window_id}")
     if report.drift.features:
         create_table_artifact(key="monitoring-drift", table=feature_table(report),
                               description=f"per-feature drift statistics for {report.window_id}")

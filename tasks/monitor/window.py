@@ -16,6 +16,7 @@ configured): :func:`summarize_window`, one :func:`window_feature_drift` per feat
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from mlcycle.tasks.drift import assess_drift, decide_drift, feature_drift, prediction_drift
 from mlcycle.tasks.inference_rows import PREDICTION_COLUMNS
@@ -25,9 +26,12 @@ from mlcycle.tasks.records.monitoring import (
     FeatureDrift,
     MonitorReport,
     MonitorWindow,
+    MultivariateDrift,
     PerformanceCheck,
+    PerformanceEstimate,
     WindowSummary,
 )
+from mlcycle.tasks.records.registry import ModelVersion
 from mlcycle.tasks.settings import Settings
 from mlcycle.tasks.storage import ObjectStore
 
@@ -100,24 +104,50 @@ def prediction_column(task: str) -> str:
     return PREDICTION_COLUMNS[task][0]
 
 
+@dataclass
+class JudgedVersion:
+    """What the monitor reads of the judged version beyond its profile: its metadata (stored artifacts for the
+    label-free estimate and the multivariate test), its permutation importances, and the settings."""
+
+    metadata: ModelVersion
+    importances: dict[str, float] | None
+    settings: Settings
+
+    def assess(self, store: ObjectStore, rows) -> tuple[PerformanceEstimate | None, MultivariateDrift | None]:
+        from mlcycle.tasks.monitor.assessment import assess_estimate, assess_multivariate
+
+        if not len(rows):
+            return None, None
+        spec = self.settings.dataset
+        return (assess_estimate(store, self.metadata, rows, spec, self.settings),
+                assess_multivariate(store, self.metadata, rows, self.settings))
+
+
 def evaluate(store: ObjectStore, window: MonitorWindow, profile, champion_metrics: dict, spec, drift_config,
-             monitor_config) -> MonitorReport:
-    """Drift and performance for one window: the plain-function core of the monitoring flow."""
+             monitor_config, judged: JudgedVersion | None = None) -> MonitorReport:
+    """Drift and performance for one window: the plain-function core of the monitoring flow.
+
+    With ``judged``: the importance-weighted verdict, the label-free estimate and the multivariate test too.
+    """
     rows = window_rows(store, window, spec)
+    estimate, multivariate = judged.assess(store, rows) if judged is not None else (None, None)
+    importances = judged.importances if judged is not None else None
     decision = assess_drift(profile, rows, spec, drift_config, prediction_column=prediction_column(spec.task),
-                            rows=len(rows)) if len(rows) else \
+                            rows=len(rows), importances=importances, multivariate=multivariate) if len(rows) else \
         DriftDecision(enough_data=False, rows=0, min_rows=drift_config.min_rows)
     performance = check_performance(rows, spec, champion_metrics, monitor_config) if len(rows) else None
-    return _report(window, len(rows), decision, performance)
+    return assemble_report(window, len(rows), decision, performance, estimate)
 
 
-def _report(window: MonitorWindow, rows: int, decision: DriftDecision,
-            performance: PerformanceCheck | None) -> MonitorReport:
+def assemble_report(window: MonitorWindow, rows: int, decision: DriftDecision, performance: PerformanceCheck | None,
+            estimate: PerformanceEstimate | None = None) -> MonitorReport:
     reasons = list(decision.reasons) if decision.dataset_drift else []
     if performance is not None and performance.degraded:
         reasons.append(f"performance: {performance.detail}")
+    if estimate is not None and estimate.degraded:
+        reasons.append(f"estimated performance: {estimate.detail}")
     return MonitorReport(window_id=window.window_id, window=window, rows=rows, drift=decision,
-                         performance=performance, reasons=reasons)
+                         performance=performance, reasons=reasons, estimate=estimate)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -126,10 +156,14 @@ def _report(window: MonitorWindow, rows: int, decision: DriftDecision,
 
 
 def summarize_window(store: ObjectStore, window: MonitorWindow, champion_metrics: dict, spec,
-                     monitor_config) -> WindowSummary:
+                     monitor_config, judged: JudgedVersion | None = None) -> WindowSummary:
+    """The fan-out's first step: the rows, the live performance, and (reading the same rows) the label-free
+    estimate and the multivariate test, which need every feature's column at once."""
     rows = window_rows(store, window, spec)
     performance = check_performance(rows, spec, champion_metrics, monitor_config) if len(rows) else None
-    return WindowSummary(window=window, rows=len(rows), performance=performance)
+    estimate, multivariate = judged.assess(store, rows) if judged is not None else (None, None)
+    return WindowSummary(window=window, rows=len(rows), performance=performance, estimate=estimate,
+                         multivariate=multivariate, importances=judged.importances if judged else None)
 
 
 def window_feature_drift(store: ObjectStore, window: MonitorWindow, spec, feature: str) -> FeatureDrift | None:
@@ -153,13 +187,26 @@ def window_prediction_drift(store: ObjectStore, window: MonitorWindow, column: s
 def report_from_parts(summary: WindowSummary, features: list[FeatureDrift | None], prediction: FeatureDrift | None,
                       drift_config) -> MonitorReport:
     """The report :func:`evaluate` gives, from the fanned-out pieces (``features`` in dataset order)."""
-    decision = decide_drift([f for f in features if f is not None], prediction, summary.rows, drift_config)
-    return _report(summary.window, summary.rows, decision, summary.performance)
+    decision = decide_drift([f for f in features if f is not None], prediction, summary.rows, drift_config,
+                            importances=summary.importances, multivariate=summary.multivariate)
+    return assemble_report(summary.window, summary.rows, decision, summary.performance, summary.estimate)
 
 
 # --------------------------------------------------------------------------------------------------
 # which version is judged
 # --------------------------------------------------------------------------------------------------
+
+
+def load_judged(store: ObjectStore, metadata: ModelVersion, settings: Settings) -> JudgedVersion:
+    """The judged version with its permutation importances (from its evaluation report; None if it has none)."""
+    from mlcycle.tasks.registry.versions import load_evaluation
+
+    try:
+        evaluation = load_evaluation(store, metadata.name, metadata.version)
+        importances = {i.feature: i.importance for i in evaluation.importances}
+    except KeyError:  # a version without an evaluation report: the share rule decides
+        importances = None
+    return JudgedVersion(metadata=metadata, importances=importances or None, settings=settings)
 
 
 def judged_version(store: ObjectStore, name: str) -> tuple[int, str]:
@@ -236,7 +283,7 @@ def evaluate_window_task(settings: Settings, hours: int, end: dt.datetime | None
     profile = load_profile(store, name, version)
     window = window_for(name, version, hours, end, start, served_by)
     return evaluate(store, window, profile, judged.metrics.model_dump(), settings.dataset, settings.drift,
-                    settings.monitor)
+                    settings.monitor, load_judged(store, judged, settings))
 
 
 @task(name="window-summary", cache_policy=NO_CACHE)
@@ -251,7 +298,8 @@ def window_summary_task(settings: Settings, hours: int, end: dt.datetime | None,
     version, served_by = judged_version(store, name)
     window = window_for(name, version, hours, end, start, served_by)
     judged = load_metadata(store, name, version)
-    return summarize_window(store, window, judged.metrics.model_dump(), settings.dataset, settings.monitor)
+    return summarize_window(store, window, judged.metrics.model_dump(), settings.dataset, settings.monitor,
+                            load_judged(store, judged, settings))
 
 
 @task(name="feature-drift", cache_policy=NO_CACHE, task_run_name="drift-{feature}")

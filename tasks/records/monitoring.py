@@ -54,6 +54,10 @@ class DriftDecision(BaseModel):
     # Why the dataset-level verdict fell as it did, in words (tasks/drift.py: decide_drift), e.g. "2 of 10
     # features drifted (20%), below the 50% share, and no critical feature drifted: no dataset drift".
     verdict: str = ""
+    rule: Literal["importance", "share"] = "share"  # the rule applied (importance falls back to share without any)
+    importance_share: float | None = None  # rule importance: the drifted features' share of the importance
+    importances: dict[str, float] = Field(default_factory=dict)  # each feature's share of the importance
+    multivariate: MultivariateDrift | None = None
 
     @model_validator(mode="after")
     def _verdict_without_data(self) -> DriftDecision:
@@ -164,6 +168,7 @@ class MonitorReport(BaseModel):
     reasons: list[str] = Field(default_factory=list)  # why retraining is warranted (empty: it is not)
     report_key: str | None = None
     trigger: TriggerDecision | None = None
+    estimate: PerformanceEstimate | None = None  # performance without labels (None: off, or not estimable)
 
     @property
     def retrain_warranted(self) -> bool:
@@ -181,6 +186,9 @@ class WindowSummary(BaseModel):
     window: MonitorWindow
     rows: int
     performance: PerformanceCheck | None
+    estimate: PerformanceEstimate | None = None
+    multivariate: MultivariateDrift | None = None
+    importances: dict[str, float] | None = None  # the judged version's permutation importance per feature
 
 
 class MetricEstimate(BaseModel):
@@ -221,3 +229,38 @@ class MultivariateDrift(BaseModel):
     drifted: bool = False
     top_features: list[tuple[str, float]] = Field(default_factory=list)
     detail: str = ""
+
+
+class EstimateChunk(BaseModel):
+    """The estimate over a part of the window (``monitor.estimation.chunk_hours``), with the realized value."""
+
+    start: dt.datetime
+    end: dt.datetime
+    rows: int
+    value: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    realized: float | None = None
+    labelled_rows: int = 0
+
+
+class PerformanceEstimate(BaseModel):
+    """The window's performance estimated without labels, against the same estimate on the test days.
+
+    ``metric`` is the one judged (its project name, e.g. ``roc_auc_ovr``); ``estimates`` holds every metric the
+    method estimates for the task, by the estimator's name (``roc_auc``, ``accuracy``, ``f1``, ``mae``,
+    ``rmse``); ``reference_value`` the judged metric estimated the same way on the version's test days
+    (regression: the realized test value, which the loss model was fitted to). ``worse_by`` is positive when
+    worse, whatever the metric's direction, as in ``PerformanceCheck``.
+    """
+
+    method: Literal["cbpe", "dle"]
+    metric: str
+    rows: int
+    estimates: dict[str, MetricEstimate] = Field(default_factory=dict)
+    reference_value: float | None = None
+    worse_by: float | None = None
+    tolerance: float
+    degraded: bool = False
+    detail: str
+    chunks: list[EstimateChunk] = Field(default_factory=list)

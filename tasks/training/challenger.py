@@ -49,6 +49,7 @@ from mlcycle.tasks.registry.versions import load_model, staging_prefix
 from mlcycle.tasks.settings import ConfigError, Settings
 from mlcycle.tasks.storage import ObjectStore, get_verified, open_store
 from mlcycle.tasks.training.leakage import check_leakage
+from mlcycle.tasks.training.references import monitoring_artifacts
 from mlcycle.tasks.training.search import fit_threads, plain_params, run_search, search_scorer
 from mlcycle.tasks.training.window import (
     TrainingDataError,
@@ -128,6 +129,9 @@ def _train_challenger(store: ObjectStore, settings: Settings, window: TrainingWi
         "test_predictions.parquet": predictions_parquet(test[spec.id_column], y["test"], scores, task, classes),
         "plots/feature_importance.png": importance_plot(importances, f"{name}: permutation importance (test)",
                                                         gate.primary_metric),
+        # the monitor's references beyond the profile: joint rows, and the regression loss model
+        **monitoring_artifacts(frames, y["test"], scores, features, task,
+                               settings.drift.multivariate.reference_rows, seed),
     }
     artifacts = {}
     for rel, data in staged.items():
