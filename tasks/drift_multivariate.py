@@ -68,7 +68,7 @@ PERMUTATION_REPEATS = 1  # per fold; five folds already average five permutation
 
 
 def multivariate_drift(reference: pd.DataFrame, current: pd.DataFrame, features: Sequence[str],
-                       categorical: Sequence[str] = (), *, alpha: float = 0.05, effect_threshold: float = 0.55,
+                       categorical: Sequence[str] = (), *, alpha: float = 0.01, effect_threshold: float = 0.55,
                        max_rows: int = 5000, folds: int = 5, seed: int = 0) -> MultivariateDrift:
     """Whether the joint distribution of ``features`` in ``current`` differs from ``reference``'s.
 

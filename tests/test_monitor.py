@@ -381,7 +381,8 @@ def test_every_drift_and_monitor_threshold_is_in_the_project_file_with_a_comment
     import re
     from pathlib import Path
 
-    from mlcycle.tasks.settings.sections import DriftSettings, MonitorSettings
+    from mlcycle.tasks.settings.monitoring import DriftSettings
+    from mlcycle.tasks.settings.sections import MonitorSettings
 
     text = (Path(__file__).resolve().parents[1] / "mlcycle.yaml").read_text()
     for section, model in (("drift", DriftSettings), ("monitor", MonitorSettings)):

@@ -128,7 +128,9 @@ def realized(rows: pd.DataFrame, spec, name: str, threshold: float) -> tuple[flo
     try:
         y = truth(labelled[spec.target], spec)
         if spec.task == "regression":
-            values = estimation.realized_regression(y, labelled["prediction"].to_numpy(dtype=float), [name])
+            from mlcycle.tasks.monitor.loss_estimation import realized_regression
+
+            values = realized_regression(y, labelled["prediction"].to_numpy(dtype=float), [name])
         elif spec.task == "binary":
             values = estimation.realized_binary(y, window_probabilities(labelled, "binary", []), threshold, [name])
         else:
@@ -239,8 +241,12 @@ def assess_estimate(store, metadata, rows: pd.DataFrame, spec, settings) -> Perf
         estimator = Estimator(spec.task, threshold=threshold, draws=config.draws)
         on_test = estimator.on_probabilities(test_probabilities(data, spec.task, spec.class_labels))
         reference = on_test[ESTIMATED_AS[spec.task][metric]].value
-    return estimate_window(rows, spec, estimator, metric, reference, tolerance, min_rows=settings.drift.min_rows,
-                           chunk_hours=config.chunk_hours, min_labelled_rows=monitor.min_labelled_rows)
+    try:
+        return estimate_window(rows, spec, estimator, metric, reference, tolerance, min_rows=settings.drift.min_rows,
+                               chunk_hours=config.chunk_hours, min_labelled_rows=monitor.min_labelled_rows)
+    except (ValueError, KeyError) as error:  # the window's rows cannot be estimated on: said in the report
+        return PerformanceEstimate(method=estimator.method, metric=metric, rows=len(rows), tolerance=tolerance,
+                                   reference_value=reference, detail=f"no estimate: {error}")
 
 
 def assess_multivariate(store, metadata, rows: pd.DataFrame, settings) -> MultivariateDrift | None:

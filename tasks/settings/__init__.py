@@ -22,11 +22,11 @@ from mlcycle.tasks.settings.loader import (
     get_settings,
     load_settings,
 )
+from mlcycle.tasks.settings.monitoring import DriftSettings
 from mlcycle.tasks.settings.sections import (
     DaskSettings,
     DemoSettings,
     DriftEvent,
-    DriftSettings,
     GateSettings,
     GcSettings,
     InferenceLogSettings,

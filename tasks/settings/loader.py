@@ -30,10 +30,10 @@ from pydantic_settings import (
 
 from mlcycle.tasks.settings.base import ConfigError
 from mlcycle.tasks.settings.dataset import DatasetSpec
+from mlcycle.tasks.settings.monitoring import DriftSettings
 from mlcycle.tasks.settings.sections import (
     DaskSettings,
     DemoSettings,
-    DriftSettings,
     GateSettings,
     GcSettings,
     IngestSettings,
