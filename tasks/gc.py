@@ -52,7 +52,8 @@ class SweepPlan:
     def summary(self) -> str:
         return (f"{len(self.delete)} unreachable object(s), {len(self.temporaries)} temporary file(s), "
                 f"{len(self.expire_triggers)} expired trigger claim(s) older than "
-                f"{self.older_than:%Y-%m-%d %H:%M} UTC" + (f"; left alone: {len(self.skipped)}" if self.skipped else ""))
+                f"{self.older_than:%Y-%m-%d %H:%M} UTC"
+                + (f"; left alone: {len(self.skipped)}" if self.skipped else ""))
 
 
 def _old(store: ObjectStore, key: str, older_than: dt.datetime) -> bool:

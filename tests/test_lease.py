@@ -98,7 +98,8 @@ with leased(open_store(settings), "deployments/lock", "killed rollout", ttl_seco
 def test_a_holder_killed_with_sigkill_frees_the_lease_at_once_on_its_host(store, backend_settings, tmp_path):
     env = {**os.environ, "MLCYCLE_HOME": str(backend_settings.home), "MLCYCLE_STORE": backend_settings.store}
     if backend_settings.store == "minio":
-        env.update({"MLCYCLE_S3_ENDPOINT": backend_settings.s3_endpoint, "MLCYCLE_S3_BUCKET": backend_settings.s3_bucket,
+        env.update({"MLCYCLE_S3_ENDPOINT": backend_settings.s3_endpoint,
+                    "MLCYCLE_S3_BUCKET": backend_settings.s3_bucket,
                     "MLCYCLE_S3_ACCESS_KEY": backend_settings.s3_access_key.get_secret_value(),
                     "MLCYCLE_S3_SECRET_KEY": backend_settings.s3_secret_key.get_secret_value()})
     child = subprocess.Popen([sys.executable, "-c", HOLD], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)

@@ -422,10 +422,11 @@ def test_the_screenshot_script_captures_the_stacks_ui(stack, tmp_path):
 
 def expected_problems() -> list:
     """Problems the life cycle provokes on purpose, each with its reason; anything else in a service log fails."""
-    from tests.support.logs import SQLITE_HEARTBEAT_RACE, Expected
+    from tests.support.logs import SQLITE_HEARTBEAT_RACE, SQLITE_QUEUE_POLL_LOCK, Expected
 
     return [
         SQLITE_HEARTBEAT_RACE,  # accounted for only with the worker proven back online (assert_workers_online)
+        SQLITE_QUEUE_POLL_LOCK,  # ... and with the work queues proven polled since (assert_work_queues_ready)
         Expected(r"TrainingDataError: no validated partitions in the training window \(last \d+ validated days "
                  r"up to 2020-01-10\)",
                  "step 3: the train workflow's command with a window that holds no data must fail, naming why "
@@ -435,10 +436,11 @@ def expected_problems() -> list:
 
 def test_service_logs_hold_no_traceback_the_test_did_not_provoke(stack):
     """Prefect server, worker (and the flow runs it streams), nginx and every `bentoml serve`: clean logs."""
-    from tests.support.logs import assert_workers_online, unexpected_problems
+    from tests.support.logs import assert_work_queues_ready, assert_workers_online, unexpected_problems
 
     if not stack.lived:
         pytest.fail("the life-cycle test did not complete in this session (run the whole module)")
     assert_workers_online(stack.api)
+    assert_work_queues_ready(stack.api)
     left = unexpected_problems(stack.settings.run_dir, expected_problems())
     assert not left, "unexpected problems in the service logs:\n" + "\n\n".join(str(p)[:3000] for p in left[:5])

@@ -90,9 +90,10 @@ def test_the_bento_tag_and_labels_carry_the_registry_version_and_rebuilding_reus
     assert "scikit-learn==1.9.1" in requirements and "prefect" not in requirements
     tasks = Path(bento.path) / "src" / "mlcycle" / "tasks"
     assert sorted(p.relative_to(tasks).as_posix() for p in tasks.rglob("*") if p.is_file()) == [
-        "__init__.py", "inference_journal.py", "inference_log.py", "inference_rows.py", "predictions.py", "schema.py",
+        "__init__.py", "calibrated.py", "inference_journal.py", "inference_log.py", "inference_rows.py",
+        "predictions.py", "schema.py",
         "settings/__init__.py", "settings/base.py", "settings/dataset.py", "settings/loader.py",
-        "settings/problem.py", "settings/sections.py",
+        "settings/monitoring.py", "settings/problem.py", "settings/sections.py",
         "storage/__init__.py", "storage/base.py", "storage/local.py", "storage/s3.py"]
     assert not build_bento(champion.settings, model).built
 

@@ -55,3 +55,37 @@ def test_an_error_after_a_traceback_is_its_own_problem(tmp_path: Path):
                    "12:00:00 | ERROR | worker died\n")
     assert [p.line_no for p in problems(log)] == [1, 4]
     assert unexpected_problems(tmp_path, [Expected(r"ValueError: bad", "provoked")])[0].line_no == 4
+
+
+# The shape of the work-queue poll bookkeeping that ran out of retries in CI (frames shortened).
+QUEUE_POLL_LOCK = """\
+09:41:54.920 | ERROR   | docket.dependencies - \u21a9 [ 60138ms] mark_work_queues_ready(polled_work_queue_ids=..., \
+ready_work_queue_ids=...){mark_work_queues_ready:work_pool:755a2115-df95-4ad1-a400-d4ef8b278024}
+Traceback (most recent call last):
+  File "sqlalchemy/dialects/sqlite/aiosqlite.py", line 195, in execute
+    result = function()
+sqlite3.OperationalError: database is locked
+
+The above exception was the direct cause of the following exception:
+
+Traceback (most recent call last):
+  File "docket/worker.py", line 1134, in _execute
+    result = await execution.function(
+  File "prefect/server/models/work_queues.py", line 708, in record_work_queue_polls
+    await session.execute(
+sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked
+"""
+
+
+def test_the_queue_poll_lock_is_accounted_for_and_hides_no_other_locked_task(tmp_path: Path):
+    from tests.support.logs import SQLITE_QUEUE_POLL_LOCK
+
+    (tmp_path / "prefect-server.log").write_text(QUEUE_POLL_LOCK)
+    assert unexpected_problems(tmp_path, [SQLITE_QUEUE_POLL_LOCK]) == []
+    # the same lock in another background task (a flow run's state, say) is still a problem
+    other = QUEUE_POLL_LOCK.replace("mark_work_queues_ready", "set_flow_run_state")
+    (tmp_path / "prefect-server.log").write_text(other)
+    assert len(unexpected_problems(tmp_path, [SQLITE_QUEUE_POLL_LOCK])) == 1
+    # and another error of that task is not this one
+    (tmp_path / "prefect-server.log").write_text(QUEUE_POLL_LOCK.replace("database is locked", "disk I/O error"))
+    assert len(unexpected_problems(tmp_path, [SQLITE_QUEUE_POLL_LOCK])) == 1

@@ -171,10 +171,18 @@ def test_schedules_fire_by_themselves_and_the_worker_completes_the_run(stack_env
     assert shown["ingest/daily"]["schedules"] == ["cron 30 0 * * * (UTC)"]
     human = mlcycle(stack_env, "status").stdout
     assert re.search(r"monitor/hourly .*cron 5 \* \* \* \* \(UTC\): next \d{4}-\d\d-\d\d \d\d:05 UTC", human), human
-    from tests.support.logs import SQLITE_HEARTBEAT_RACE, assert_workers_online, unexpected_problems
+    from tests.support.logs import (
+        SQLITE_HEARTBEAT_RACE,
+        SQLITE_QUEUE_POLL_LOCK,
+        assert_work_queues_ready,
+        assert_workers_online,
+        unexpected_problems,
+    )
 
     assert_workers_online(f"http://127.0.0.1:{stack_env['MLCYCLE_PREFECT_PORT']}/api")
-    left = unexpected_problems(Path(stack_env["MLCYCLE_HOME"]) / "run", [SQLITE_HEARTBEAT_RACE])
+    assert_work_queues_ready(f"http://127.0.0.1:{stack_env['MLCYCLE_PREFECT_PORT']}/api")
+    left = unexpected_problems(Path(stack_env["MLCYCLE_HOME"]) / "run",
+                               [SQLITE_HEARTBEAT_RACE, SQLITE_QUEUE_POLL_LOCK])
     assert not left, "problems in the stack's logs:\n" + "\n\n".join(str(p)[:3000] for p in left[:5])
 
 

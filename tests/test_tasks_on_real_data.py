@@ -16,16 +16,14 @@ import numpy as np
 import pytest
 
 from mlcycle.tasks.drift import decide_drift, prediction_drift
-from mlcycle.tasks.evaluation.gate import decide
 from mlcycle.tasks.profile import ReferenceProfile
 from mlcycle.tasks.registry.aliases import promote
-from mlcycle.tasks.registry.registration import register_candidate
 from mlcycle.tasks.registry.versions import list_versions, load_metadata, load_profile
 from mlcycle.tasks.settings import ConfigError, load_settings
-from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
+from mlcycle.tasks.training.challenger import train_challenger
 from mlcycle.tasks.training.window import TrainingDataError, load_rows, select_window, time_split
 from tests.support.datasets import anes96, fair, randhie
-from tests.support.real_training import DAYS, seed_table, subset, write_config
+from tests.support.real_training import DAYS, seed_table, subset, train_and_gate, write_config
 from tests.support.training import one_thread_per_fit
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -46,14 +44,6 @@ def project(tmp_path, monkeypatch):
         return seed_table(tmp_path / "home", table, frame=frame)
 
     return make
-
-
-def train_and_gate(store, settings, *, family=None, seed=None):
-    candidate = train_challenger(store, settings, select_window(store, days=DAYS), family=family, seed=seed)
-    comparison = compare_with_champion(store, settings, candidate)
-    decision = decide(settings.gate, candidate, comparison)
-    version = register_candidate(store, candidate, comparison, decision)
-    return candidate, comparison, decision, version
 
 
 def is_png(store, version, name) -> bool:

@@ -121,7 +121,8 @@ def partitions(
 def gc(
     dry_run: bool = typer.Option(False, "--dry-run", help="list what would be removed, remove nothing"),
     older_than_hours: float = typer.Option(None, "--older-than-hours", min=0,
-                                           help="only leftovers older than this many hours (default: gc.min_age_hours)"),
+                                           help="only leftovers older than this many hours "
+                                                "(default: gc.min_age_hours)"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Sweep what interrupted runs left behind (never anything a seal, pointer or ledger reaches)."""

@@ -114,6 +114,10 @@ def models_show(version: str = typer.Argument(..., help="a version number, 'cham
              f"test:   {metric_line(meta.metrics)}",
              f"gate:   {meta.gate.summary}"]
     lines += [f"  {'pass' if r.passed else 'FAIL'}  {r.rule}: {r.detail}" for r in meta.gate.rules]
+    if meta.calibration is not None:
+        from mlcycle.tasks.registry.report import calibration_line
+
+        lines.append(f"calib:  {calibration_line(meta.calibration)}")
     lin = meta.lineage
     lines += [f"data:   {lin.window}; {len(lin.partitions)} partitions "
               f"({lin.partitions[0].date}..{lin.partitions[-1].date}), {sum(p.rows for p in lin.partitions)} rows",

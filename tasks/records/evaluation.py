@@ -101,6 +101,38 @@ class LeakageCheck(BaseModel):
         return next((f.score for f in self.features if f.feature == feature), None)
 
 
+class ReliabilityBin(BaseModel):
+    """One bin of a reliability diagram: rows whose predicted probability lies in [low, high)."""
+
+    low: float
+    high: float
+    rows: int
+    predicted: float  # their mean predicted probability
+    observed: float  # how often the predicted outcome happened among them
+
+
+class CalibrationReport(BaseModel):
+    """How well a classifier's probabilities were calibrated, and whether training calibrated them
+    (tasks/evaluation/calibration.py): stored with the version."""
+
+    method: str  # sigmoid | isotonic | temperature
+    bins: int
+    max_ece: float
+    validation_rows: int
+    applied: bool
+    reason: str
+    ece_before: float  # validation days, the pipeline fitted on the training days alone
+    ece_after: float  # validation days, the map cross-fitted on the other half of them
+    p_value: float  # how often outcomes drawn from the model's own probabilities show an ECE >= ece_before
+    chance_ece: float  # the 95th percentile of those ECEs: what calibrated probabilities show on these rows
+    log_loss_before: float
+    log_loss_after: float
+    reliability_before: list[ReliabilityBin]
+    reliability_after: list[ReliabilityBin]
+    test_ece_before: float | None = None  # test days: the registered pipeline without the map
+    test_ece_after: float | None = None  # test days: as registered and served
+
+
 class RuleResult(BaseModel):
     # floor:roc_auc | ceiling:brier | champion | min_delta | bootstrap_ci | slice:region=south |
     # leakage[:feature] | too_perfect[:metric]

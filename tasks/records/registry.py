@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from mlcycle.tasks.features import InputColumn
 from mlcycle.tasks.records.evaluation import (
     BootstrapResult,
+    CalibrationReport,
     FeatureImportance,
     GateDecision,
     LeakageCheck,
@@ -66,6 +67,7 @@ class ModelDraft(BaseModel):
     slices: list[SliceMetrics]
     gate: GateDecision
     lineage: Lineage
+    calibration: CalibrationReport | None = None  # classification: reliability before/after, and the decision
 
 
 class ModelVersion(ModelDraft):
@@ -131,6 +133,7 @@ class EvaluationReport(BaseModel):
     importances: list[FeatureImportance]
     plots: list[str]
     leakage: LeakageCheck | None = None
+    calibration: CalibrationReport | None = None
 
 
 # The test metrics a listing shows per task (``mlcycle models list``); ``models show`` has every metric.

@@ -19,6 +19,7 @@ from mlcycle.tasks.features import InputColumn
 from mlcycle.tasks.partitions import PartitionRef
 from mlcycle.tasks.records.evaluation import (
     BootstrapResult,
+    CalibrationReport,
     FeatureImportance,
     GateDecision,
     LeakageCheck,
@@ -123,6 +124,7 @@ class Candidate(BaseModel):
     scores: ModelScores  # on the test window
     importances: list[FeatureImportance]
     leakage: LeakageCheck | None = None  # None: the gate's leakage guard is off
+    calibration: CalibrationReport | None = None  # classification with training.calibration on
     artifacts: dict[str, StagedArtifact] = Field(default_factory=dict)  # name in the version -> staged object
     seconds: dict[str, float] = Field(default_factory=dict)
 

@@ -56,7 +56,8 @@ def _now() -> dt.datetime:
 
 
 def _move(store: ObjectStore, name: str,
-          decide: Callable[[AliasPointer | None], AliasPointer | None]) -> tuple[AliasPointer | None, AliasPointer | None]:
+          decide: Callable[[AliasPointer | None], AliasPointer | None],
+          ) -> tuple[AliasPointer | None, AliasPointer | None]:
     """Move the champion pointer by one conditional write: ``decide`` gets the pointer as read and returns the
     new one (None: nothing to move); re-decided on the new pointer whenever another move landed first.
     Returns (the pointer decided on, the pointer now stored)."""

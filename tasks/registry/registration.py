@@ -155,6 +155,7 @@ def register_candidate(store: ObjectStore, candidate: Candidate, comparison: Com
         params=candidate.params, seed=candidate.seed, threshold=candidate.threshold, task=candidate.task,
         classes=candidate.classes, positive_label=candidate.positive_label, features=candidate.features,
         search=candidate.search, metrics=candidate.scores.overall, slices=candidate.scores.slices, gate=decision,
+        calibration=candidate.calibration,
         lineage=Lineage(
             dataset=candidate.dataset, dataset_schema_hash=candidate.dataset_schema_hash,
             partitions=candidate.window.partitions, window=candidate.window.requested, split=candidate.split,

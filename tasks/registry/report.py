@@ -1,7 +1,7 @@
 """The evaluation report: built for each version at registration (``evaluation.json``, :func:`evaluation_report`)
 and rendered in markdown (``report.md``, :func:`render_report`), which the training flow also shows as a
 Prefect artifact. Per task: the task's own metrics, the gate's rules (leakage and too-perfect checks
-included), and the single-feature scores of the leakage check.
+included), the single-feature scores of the leakage check, and the calibration's ECE before and after.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ def evaluation_report(candidate: Candidate, comparison: Comparison, decision: Ga
         bootstrap=comparison.bootstrap, decision=decision,
         comparison=comparison_table(candidate.scores, comparison.champion_scores),
         importances=candidate.importances, plots=plots, leakage=candidate.leakage,
+        calibration=candidate.calibration,
     )
 
 
@@ -52,9 +53,22 @@ def render_report(report: EvaluationReport, plot_links: dict[str, str]) -> str:
         lines += ["", f"Leakage check: each feature alone, fitted on {check.train_rows} training rows, "
                       f"{check.metric} on {check.validation_rows} validation rows (strongest first): "
                   + ", ".join(f"{f.feature} {_fmt(f.score) or 'n/a'}" for f in check.features[:LEAKAGE_ROWS])]
+    if report.calibration is not None:
+        lines += ["", calibration_line(report.calibration)]
     if plot_links:
         lines += ["", "Plots: " + " · ".join(f"[{Path(p).stem}]({link})" for p, link in sorted(plot_links.items()))]
     return "\n".join(lines) + "\n"
+
+
+def calibration_line(c) -> str:
+    """One sentence on the calibration: ECE before/after on the validation days, on the test days, the decision."""
+    test = ""
+    if c.test_ece_before is not None:
+        test = (f"; on the test days {c.test_ece_before:.4f} as fitted, {c.test_ece_after:.4f} as registered"
+                if c.applied else f"; on the test days {c.test_ece_before:.4f}")
+    return (f"Calibration ({c.method}, {c.bins} bins, {c.validation_rows} validation rows): ECE "
+            f"{c.ece_before:.4f} before (p = {c.p_value:.3f} against chance), {c.ece_after:.4f} after (cross-fitted)"
+            f"{test}. {c.reason}.")
 
 
 def _fmt(x: float | None) -> str:

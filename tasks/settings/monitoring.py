@@ -1,7 +1,8 @@
-"""Settings of the monitor's checks: drift (with the multivariate test) and performance estimated without labels.
+"""Settings of the monitor's checks: drift (with the multivariate test) and performance estimated without labels,
+and the calibration training applies so that estimates from probabilities can be trusted.
 
-``drift`` with ``drift.multivariate``, and ``monitor.estimation`` (tasks/settings/sections.py); every field is
-commented in mlcycle.yaml.
+``drift`` with ``drift.multivariate``, ``monitor.estimation`` and ``training.calibration``
+(tasks/settings/sections.py); every field is commented in mlcycle.yaml.
 """
 
 from __future__ import annotations
@@ -39,6 +40,22 @@ class EstimationSettings(Section):
     tolerance: float | None = Field(default=None, ge=0)  # None: monitor.performance_tolerance
     draws: int = Field(default=200, ge=20)  # parametric bootstrap draws behind each estimate's uncertainty
     chunk_hours: int = Field(default=1, ge=1)  # the report's estimate-over-time plot: one point per this many hours
+
+
+class CalibrationSettings(Section):
+    """Calibration of a classifier on its validation days (tasks/evaluation/calibration.py).
+
+    Why 0.02: CBPE estimates accuracy as the mean confidence of the predicted class, so a model whose
+    probabilities are off by an ECE of e misplaces that estimate by up to about e; 0.02 is the tolerance the
+    estimate is held to (monitor.performance_tolerance's order). Why 10 bins: with the few thousand validation
+    rows of a training window each bin keeps a few hundred rows, enough for a frequency within a few points.
+    """
+
+    enabled: bool = True
+    method: Literal["auto", "sigmoid", "isotonic", "temperature"] = "auto"  # auto: sigmoid binary, temperature else
+    max_ece: float = Field(default=0.02, ge=0, lt=1)  # calibrate when the validation ECE exceeds this
+    bins: int = Field(default=10, ge=2, le=100)  # equal-width probability bins of the ECE
+    draws: int = Field(default=200, ge=20)  # outcome draws of the report's test of the ECE against chance
 
 
 class DriftSettings(Section):

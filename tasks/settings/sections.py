@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from mlcycle.tasks.settings.base import Section
-from mlcycle.tasks.settings.monitoring import EstimationSettings
+from mlcycle.tasks.settings.monitoring import CalibrationSettings, EstimationSettings
 
 
 class DriftEvent(Section):
@@ -175,6 +175,7 @@ class TrainingSettings(Section):
     dask_scheduler: str | None = None  # tcp://host:8786: the search runs on that Dask cluster
     threshold: float = Field(default=0.5, gt=0, lt=1)  # decision threshold for F1, recall, precision
     profile_bins: int = Field(default=10, ge=2, le=100)  # quantile bins of the reference profile
+    calibration: CalibrationSettings = Field(default_factory=CalibrationSettings)
 
     @property
     def resolved_backend(self) -> str:

@@ -41,8 +41,9 @@ if TYPE_CHECKING:
     from mlcycle.tasks.settings import Settings
 
 __all__ = [
-    "MAX_KEY_CHARS", "MAX_SEGMENT_CHARS", "ConditionalWritesUnsupported", "IntegrityError", "LocalStore", "MinioStore", "ObjectInfo",
-    "ObjectNotFound", "ObjectStore", "StoreAuthError", "StoreError", "StoreUnavailable", "Tagged", "UnsafeKey", "check_key",
+    "MAX_KEY_CHARS", "MAX_SEGMENT_CHARS", "ConditionalWritesUnsupported", "IntegrityError", "LocalStore", "MinioStore",
+    "ObjectInfo", "ObjectNotFound", "ObjectStore", "StoreAuthError", "StoreError", "StoreUnavailable", "Tagged",
+    "UnsafeKey", "check_key",
     "check_object_key", "check_segment", "delete_prefix", "get_verified", "open_store", "sha256_bytes",
     "sha256_file",
 ]

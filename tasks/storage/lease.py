@@ -25,6 +25,7 @@ at once for a waiter on the same host that sees the process gone.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -172,7 +173,8 @@ def release(lease: Lease) -> None:
 
 
 @contextmanager
-def leased(store: ObjectStore, key: str, owner: str, *, ttl_seconds: float, wait_seconds: float = 0.0) -> Iterator[Lease]:
+def leased(store: ObjectStore, key: str, owner: str, *, ttl_seconds: float,
+           wait_seconds: float = 0.0) -> Iterator[Lease]:
     """Hold the lease for the block, renewed every ``ttl / 3`` in the background, released after it."""
     lease = acquire(store, key, owner, ttl_seconds=ttl_seconds, wait_seconds=wait_seconds)
     stop = threading.Event()
@@ -192,7 +194,5 @@ def leased(store: ObjectStore, key: str, owner: str, *, ttl_seconds: float, wait
     finally:
         stop.set()
         thread.join()
-        try:
+        with contextlib.suppress(StoreError):  # it expires after its ttl anyway
             release(lease)
-        except StoreError:  # it expires after its ttl anyway
-            pass

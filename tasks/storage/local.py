@@ -3,8 +3,9 @@
 Writes go to a temp file under ``.tmp/``, are fsynced and renamed into place (``os.replace``); exclusive
 creates use ``os.link``, which fails when the key exists; a conditional replace compares the file's sha256
 with the caller's tag and renames its new bytes into place under an exclusive ``flock`` on
-``.tmp/conditional.lock`` (held for a read and a rename; the kernel releases it if the process dies). A read-only or full disk is a transient
-:class:`~mlcycle.tasks.storage.base.StoreUnavailable`, as on S3 an unreachable endpoint is.
+``.tmp/conditional.lock`` (held for a read and a rename; the kernel releases it if the process dies). A
+read-only or full disk is a transient :class:`~mlcycle.tasks.storage.base.StoreUnavailable`, as on S3 an
+unreachable endpoint is.
 """
 
 from __future__ import annotations

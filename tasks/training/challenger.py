@@ -3,7 +3,8 @@
 :func:`train_challenger` loads the window's partitions (sha256-verified), splits them in time
 (:mod:`~mlcycle.tasks.training.window`), checks each feature alone for leakage
 (:mod:`~mlcycle.tasks.training.leakage`, when ``gate.leakage`` is on), runs the search
-(:mod:`~mlcycle.tasks.training.search`), scores the refitted pipeline on the test window (overall and per
+(:mod:`~mlcycle.tasks.training.search`), calibrates a classifier on its validation days when its probabilities
+need it (:mod:`~mlcycle.tasks.evaluation.calibration`), scores the refitted pipeline on the test window (overall and per
 slice), computes permutation importance and the reference profile, and stages model, test predictions,
 profile and importance plot under ``models/<name>/staging/<token>/``: a typed
 :class:`~mlcycle.tasks.records.training.Candidate`, not yet a version. An unknown family or parameter is a
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from mlcycle.tasks.evaluation.bootstrap import paired_bootstrap
+from mlcycle.tasks.evaluation.calibration import calibrate_pipeline, with_test_reliability
 from mlcycle.tasks.evaluation.metrics import permutation_importances, score_model
 from mlcycle.tasks.evaluation.plots import comparison_plots, importance_plot
 from mlcycle.tasks.features import (
@@ -107,10 +109,20 @@ def _train_challenger(store: ObjectStore, settings: Settings, window: TrainingWi
                                   features, training, settings.dask, scoring=scoring, n_iter=n_iter, seed=seed)
     seconds["search"] = search.seconds
 
+    calibration = None
+    if task != "regression" and training.calibration.enabled:
+        clock = time.perf_counter()
+        pipeline, calibration = calibrate_pipeline(pipeline, frames, y, features, training.calibration, seed)
+        seconds["calibration"] = time.perf_counter() - clock
+
     clock = time.perf_counter()
     test = frames["test"]
     X_test = model_input(test, features)
     scores = model_scores(pipeline, X_test, task, classes)
+    if calibration is not None:
+        raw = model_scores(pipeline.model, X_test, task, classes) if calibration.applied else scores
+        calibration = with_test_reliability(calibration, y["test"], raw, scores,
+                                            classes if task == "multiclass" else [0, 1])
     test_scores = score_model(test, y["test"], scores, slice_features(settings), training.threshold, task=task,
                               classes=classes)
     importances = permutation_importances(pipeline, X_test, y["test"], seed=seed, scoring=scoring)
@@ -137,14 +149,14 @@ def _train_challenger(store: ObjectStore, settings: Settings, window: TrainingWi
     for rel, data in staged.items():
         info = store.put_bytes(prefix + rel, data)
         artifacts[rel] = StagedArtifact(key=info.key, sha256=info.sha256, bytes=info.size)
-    estimator = pipeline.named_steps["model"]
+    estimator = pipeline.named_steps["model"]  # a calibrated model shows its pipeline's steps
     return Candidate(
         model_name=name, staging_prefix=prefix, family=family_name, estimator=family_spec.estimator,
         params=plain_params({k: v for k, v in estimator.get_params().items() if _jsonable(v)}), seed=seed,
         threshold=training.threshold, task=task, classes=classes,
         positive_label=spec.positive_label if task == "binary" else None, features=input_schema(features),
         dataset=spec.name, dataset_schema_hash=spec.schema_hash(), window=window, split=split, search=search,
-        scores=test_scores, importances=importances, leakage=leakage, artifacts=artifacts,
+        scores=test_scores, importances=importances, leakage=leakage, calibration=calibration, artifacts=artifacts,
         seconds={k: round(v, 3) for k, v in seconds.items()},
     )
 

@@ -176,7 +176,8 @@ def test_training_killed_mid_registration_then_retried_registers_one_version_lik
         assert store.list(f"models/{MODEL}/staging/") == []  # the killed attempt's staging was dropped
         assert load_model(store, MODEL, "champion").version == 1
         # the retry took the claim over and wrote its own folder, never where the killed attempt was writing
-        assert load_metadata(store, MODEL, 1).artifacts["model.joblib"].key == f"models/{MODEL}/1/attempt-1/model.joblib"
+        registered = load_metadata(store, MODEL, 1).artifacts["model.joblib"].key
+        assert registered == f"models/{MODEL}/1/attempt-1/model.joblib"
         swept = gc(store, dt.datetime.now(dt.UTC) + dt.timedelta(days=2), 24)  # the killed attempt's files
         assert f"models/{MODEL}/1/model.joblib" in swept.delete
         fingerprint = store_fingerprint(store, f"models/{MODEL}/", exclude=_run_specific)

@@ -100,6 +100,37 @@ SQLITE_HEARTBEAT_RACE = Expected(
     log="prefect-server.log")
 
 
+# Prefect 3.8's server records a worker's poll of its work queues in a background (docket) task; on SQLite,
+# when another connection holds the database's one write lock past the 60 s busy timeout (the machine loaded,
+# a long server transaction), the task's retries run out and it logs "database is locked". Upstream:
+# PrefectHQ/prefect#23051 and #18934 (SQLite only; PostgreSQL, tests/test_postgres.py, has row locks). It
+# costs a poll's bookkeeping, not a run: the next poll, seconds later, records it again. It is only
+# accounted for together with :func:`assert_work_queues_ready`, which proves a later poll was recorded.
+SQLITE_QUEUE_POLL_LOCK = Expected(
+    r"mark_work_queues_ready\((?s:.*)sqlite3\.OperationalError\) database is locked",
+    "Prefect's SQLite work-queue poll bookkeeping lost the write lock; the next poll records it again",
+    log="prefect-server.log")
+
+
+def assert_work_queues_ready(api_url: str, work_pool: str = "mlcycle-process", within_s: float = 120.0) -> None:
+    """Every queue of the work pool is READY and was polled in the last ``within_s`` seconds: a poll the
+    server once failed to record cost nothing."""
+    import datetime as dt
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        queues = client.read_work_queues(work_pool_name=work_pool)
+    assert queues, f"the {work_pool} work pool has no work queue"
+    now = dt.datetime.now(dt.UTC)
+    for queue in queues:
+        assert str(queue.status.value).upper() == "READY", f"work queue {queue.name} is {queue.status}"
+        assert queue.last_polled is not None, f"work queue {queue.name} was never polled"
+        age = (now - queue.last_polled).total_seconds()
+        assert age < within_s, f"work queue {queue.name} was last polled {age:.0f}s ago"
+
+
 def assert_workers_online(api_url: str, work_pool: str = "mlcycle-process", within_s: float = 120.0) -> None:
     """Every worker the stack started is ONLINE and heartbeated in the last ``within_s`` seconds: a heartbeat
     the server once failed to persist cost nothing."""

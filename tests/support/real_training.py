@@ -69,7 +69,7 @@ def declaration(table: RealTable, *, with_leak: bool = False, extra_numeric: tup
 
 
 def write_config(path: Path, table: RealTable, *, gate: dict | None = None, family: str = "hist_gradient_boosting",
-                 **dataset_options) -> Path:
+                 training: dict | None = None, **dataset_options) -> Path:
     """A project config for the table (MLCYCLE_CONFIG points at it in the tests)."""
     families = {k: v for k, v in FAMILIES.items()
                 if table.task == "regression" or k not in ("ridge", "forest")}
@@ -80,7 +80,7 @@ def write_config(path: Path, table: RealTable, *, gate: dict | None = None, fami
         "dataset": declaration(table, **dataset_options),
         "ingest": {"source": "landing"},
         "training": {"model_name": f"{table.name}-model", "family": family, "families": families,
-                     "window_days": DAYS, "n_iter": 3, "n_jobs": 1, "min_rows": 100},
+                     "window_days": DAYS, "n_iter": 3, "n_jobs": 1, "min_rows": 100, **(training or {})},
         "gate": {"bootstrap_samples": 300, "min_slice_rows": 100, **(gate or {})},
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -99,3 +99,17 @@ def seed_table(home: Path, table: RealTable, *, frame: pd.DataFrame | None = Non
         batch.insert(1, TIME, midnight + pd.to_timedelta(np.arange(len(batch)), unit="s"))
         write_day(store, settings, batch, day)
     return settings, store
+
+
+def train_and_gate(store, settings, *, family=None, seed=None):
+    """Train a challenger on the last DAYS days, compare it with the champion, gate it and register it."""
+    from mlcycle.tasks.evaluation.gate import decide
+    from mlcycle.tasks.registry.registration import register_candidate
+    from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
+    from mlcycle.tasks.training.window import select_window
+
+    candidate = train_challenger(store, settings, select_window(store, days=DAYS), family=family, seed=seed)
+    comparison = compare_with_champion(store, settings, candidate)
+    decision = decide(settings.gate, candidate, comparison)
+    version = register_candidate(store, candidate, comparison, decision)
+    return candidate, comparison, decision, version
