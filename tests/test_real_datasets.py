@@ -130,11 +130,15 @@ def wait_logged(store, since: dt.datetime, rows: int, timeout: float = 60) -> No
 def estimated_vs_realized(report: dict, table, window: str) -> tuple[float, float]:
     """The label-free estimate of the window's judged metric beside the realized value from its labels.
 
-    Not asserted close: these models (a few hundred rows, two search iterations) are not calibrated, and CBPE
-    on uncalibrated probabilities is optimistic (fair: estimated ROC AUC 0.81, realized 0.70; anes96: 0.92 vs
-    0.69). Calibration on the validation days is the part of issue 16 still open. What holds already: the
-    monitor judges the estimate against the same estimate on the test days, so the optimism cancels and a
-    quiet window is not a degradation (the caller's exit code 0)."""
+    Binary (fair): the realized value lies in the estimate's band. Training calibrated the model on its
+    validation days (sigmoid: test-day ECE 0.070 -> 0.046); before calibration existed CBPE was optimistic
+    here (estimated ROC AUC 0.81, realized 0.70; now 0.71 vs 0.70 on the random window, 0.70 vs 0.70 on the
+    drifted one). Multiclass (anes96, 7 classes, 110 labelled rows): printed, not asserted; temperature
+    scaling (test-day ECE 0.276 -> 0.085) halved the optimism (0.92 -> 0.81 estimated, 0.69 realized) but
+    one temperature cannot calibrate every class's column, which one-vs-rest AUC reads. Regression (randhie): printed; its RMSE band is wide because the target is
+    heavy-tailed (the realized RMSE of 700 rows itself varies by +-0.6 between random windows). In every task
+    the monitor judges the estimate against the same estimate on the test days, so a bias cancels and a quiet
+    window is not a degradation (the caller's exit code 0)."""
     from mlcycle.tasks.monitor.assessment import ESTIMATED_AS
 
     estimate = report["estimate"]
@@ -145,6 +149,8 @@ def estimated_vs_realized(report: dict, table, window: str) -> tuple[float, floa
     print(f"{table.name} {window} window: {estimate['metric']} estimated {value:.4f} "
           f"[{judged['lower']:.4f}, {judged['upper']:.4f}], realized {realized:.4f} on {judged['labelled_rows']} rows")
     assert np.isfinite(value) and judged["lower"] <= value <= judged["upper"], judged
+    if table.task == "binary":
+        assert judged["lower"] <= realized <= judged["upper"], judged
     assert estimate["reference_value"] is not None and estimate["worse_by"] is not None, estimate["detail"]
     return value, realized
 
@@ -195,6 +201,13 @@ def test_a_users_table_goes_through_every_stage_with_nothing_but_a_declaration(p
     assert outcome["metrics"]["task"] == table.task
     primary = settings.gate.primary_metric
     assert outcome["metrics"][primary] is not None
+    shown = json.loads(project.ok("models", "show", "1", "--json"))
+    calibration = shown["calibration"]
+    assert (calibration is None) == (table.task == "regression"), calibration
+    if calibration:  # what the label-free estimates below rest on
+        print(f"{table.name} v1 calibration: {calibration['reason']}; test ECE {calibration['test_ece_before']:.4f}"
+              f" as fitted, {calibration['test_ece_after']:.4f} as registered")
+        assert "calib:  Calibration (" in project.ok("models", "show", "1")
     packaged = project.ok("package")
     assert "test-serving passed" in packaged and "v1" in packaged
     served = json.loads(project.ok("serve", "--background", "--port", "0", "--json", timeout=300))

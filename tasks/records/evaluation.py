@@ -125,6 +125,7 @@ class CalibrationReport(BaseModel):
     ece_after: float  # validation days, the map cross-fitted on the other half of them
     p_value: float  # how often outcomes drawn from the model's own probabilities show an ECE >= ece_before
     chance_ece: float  # the 95th percentile of those ECEs: what calibrated probabilities show on these rows
+    alpha: float  # calibration needs p_value below this
     log_loss_before: float
     log_loss_after: float
     reliability_before: list[ReliabilityBin]

@@ -45,17 +45,25 @@ class EstimationSettings(Section):
 class CalibrationSettings(Section):
     """Calibration of a classifier on its validation days (tasks/evaluation/calibration.py).
 
-    Why 0.02: CBPE estimates accuracy as the mean confidence of the predicted class, so a model whose
-    probabilities are off by an ECE of e misplaces that estimate by up to about e; 0.02 is the tolerance the
-    estimate is held to (monitor.performance_tolerance's order). Why 10 bins: with the few thousand validation
-    rows of a training window each bin keeps a few hundred rows, enough for a frequency within a few points.
+    Why 0.05 (benchmarks/calibration.py, real tables, 5 seeds per table and family): a map fitted to a small
+    validation ECE does not carry over; binary models at a validation ECE of 0.03-0.04, significant though
+    it was, came out of calibration worse on their test days (ECE 0.021 -> 0.034, CBPE's ROC AUC error 0.004
+    -> 0.038), while every model above 0.1 came out better (multiclass gradient boosting: test ECE 0.149 ->
+    0.067, CBPE error 0.100 -> 0.038). A two-parameter map fitted on ~1,500 rows is itself uncertain by a
+    few points of probability; below 0.05 it corrects little more than its own error. Why 10 bins: with the
+    few thousand validation rows of a training window each bin keeps a few hundred rows, enough for a
+    frequency within a few points.
+    Why the test against chance as well: on those rows even a calibrated model shows an ECE of 0.02-0.04 from
+    sampling noise alone, and a map fitted to that noise made test-day calibration and CBPE worse
+    (benchmarks/calibration.py).
     """
 
     enabled: bool = True
     method: Literal["auto", "sigmoid", "isotonic", "temperature"] = "auto"  # auto: sigmoid binary, temperature else
-    max_ece: float = Field(default=0.02, ge=0, lt=1)  # calibrate when the validation ECE exceeds this
+    max_ece: float = Field(default=0.05, ge=0, lt=1)  # calibrate when the validation ECE exceeds this
     bins: int = Field(default=10, ge=2, le=100)  # equal-width probability bins of the ECE
-    draws: int = Field(default=200, ge=20)  # outcome draws of the report's test of the ECE against chance
+    alpha: float = Field(default=0.05, gt=0, lt=1)  # the ECE must also be beyond chance at this level
+    draws: int = Field(default=200, ge=20)  # outcome draws of that test (consistency resampling)
 
 
 class DriftSettings(Section):
