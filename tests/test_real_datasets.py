@@ -134,11 +134,12 @@ def estimated_vs_realized(report: dict, table, window: str) -> tuple[float, floa
     validation days (sigmoid: test-day ECE 0.070 -> 0.046); before calibration existed CBPE was optimistic
     here (estimated ROC AUC 0.81, realized 0.70; now 0.71 vs 0.70 on the random window, 0.70 vs 0.70 on the
     drifted one). Multiclass (anes96, 7 classes, 110 labelled rows): printed, not asserted; temperature
-    scaling (test-day ECE 0.276 -> 0.085) halved the optimism (0.92 -> 0.81 estimated, 0.69 realized) but
-    one temperature cannot calibrate every class's column, which one-vs-rest AUC reads. Regression (randhie):
-    printed; its RMSE band is wide because the target is heavy-tailed (the realized RMSE of 700 rows itself varies by +-0.6 between random windows). In every task
-    the monitor judges the estimate against the same estimate on the test days, so a bias cancels and a quiet
-    window is not a degradation (the caller's exit code 0)."""
+    scaling (test-day ECE 0.276 -> 0.085) halved the optimism (0.92 -> 0.81 estimated, 0.69 realized), but
+    one temperature cannot calibrate every class's column, which one-vs-rest AUC reads. Regression
+    (randhie): printed; its RMSE band is wide because the target is heavy-tailed (the realized RMSE of 700
+    rows itself varies by +-0.6 between random windows). In every task the monitor judges the estimate
+    against the same estimate on the test days, so a bias cancels and a quiet window is not a degradation
+    (the caller's exit code 0)."""
     from mlcycle.tasks.monitor.assessment import ESTIMATED_AS
 
     estimate = report["estimate"]
