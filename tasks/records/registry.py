@@ -12,8 +12,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-# InputColumn is a record too, still kept beside its logic (features)
-from mlcycle.tasks.features import InputColumn
 from mlcycle.tasks.records.evaluation import (
     BootstrapResult,
     CalibrationReport,
@@ -24,7 +22,7 @@ from mlcycle.tasks.records.evaluation import (
     ModelScores,
     SliceMetrics,
 )
-from mlcycle.tasks.records.training import InputPartition, SearchSummary, SplitSummary
+from mlcycle.tasks.records.training import InputPartition, ModelSpec, SearchSummary, SplitSummary
 
 
 class ArtifactRecord(BaseModel):
@@ -49,19 +47,10 @@ class Lineage(BaseModel):
     flow_run_id: str | None = None
 
 
-class ModelDraft(BaseModel):
+class ModelDraft(ModelSpec):
     """Everything a training run says about a model before it gets a version number."""
 
     name: str
-    family: str
-    estimator: str
-    params: dict[str, Any]
-    seed: int
-    threshold: float
-    task: str = "binary"
-    classes: list[str] | None = None  # classification: the class labels, in the order predictions use
-    positive_label: str | None = None  # binary
-    features: list[InputColumn]
     search: SearchSummary
     metrics: Metrics  # on the test window
     slices: list[SliceMetrics]

@@ -102,11 +102,9 @@ class StagedArtifact(BaseModel):
     bytes: int
 
 
-class Candidate(BaseModel):
-    """A trained, scored, not yet registered model: what the train task hands to the rest of the flow."""
+class ModelSpec(BaseModel):
+    """What a fitted model is, as the candidate carries it and its registered version keeps it."""
 
-    model_name: str
-    staging_prefix: str
     family: str
     estimator: str
     params: dict[str, Any]  # the estimator's parameters: fixed ones and the search's best
@@ -116,6 +114,13 @@ class Candidate(BaseModel):
     classes: list[str] | None = None  # classification: the class labels, in the order predictions use
     positive_label: str | None = None  # binary: the class whose probability the model outputs
     features: list[InputColumn]
+
+
+class Candidate(ModelSpec):
+    """A trained, scored, not yet registered model: what the train task hands to the rest of the flow."""
+
+    model_name: str
+    staging_prefix: str
     dataset: str
     dataset_schema_hash: str
     window: TrainingWindow
