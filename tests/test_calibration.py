@@ -214,3 +214,18 @@ def test_a_wrong_calibration_setting_fails_at_config_load_naming_it(tmp_path, mo
                                                           training={"calibration": {"method": "beta"}})))
     with pytest.raises(ConfigError, match="training.calibration.method"):
         load_settings()
+
+
+def test_the_monitors_estimate_says_how_calibrated_the_judged_versions_probabilities_are():
+    from types import SimpleNamespace
+
+    from mlcycle.tasks.monitor.assessment import calibration_note
+
+    y, proba = binary_rows(3000, seed=13, sharpen=2.5)
+    _, report = decide(y, proba)
+    report = report.model_copy(update={"test_ece_after": 0.0123})
+    assert calibration_note(SimpleNamespace(version=4, calibration=report)) == (
+        "v4's probabilities are calibrated (sigmoid), test-day ECE 0.0123")
+    as_fitted = report.model_copy(update={"applied": False})
+    assert "as fitted (not calibrated)" in calibration_note(SimpleNamespace(version=4, calibration=as_fitted))
+    assert "no calibration report" in calibration_note(SimpleNamespace(version=2, calibration=None))

@@ -153,6 +153,8 @@ def estimated_vs_realized(report: dict, table, window: str) -> tuple[float, floa
     if table.task == "binary":
         assert judged["lower"] <= realized <= judged["upper"], judged
     assert estimate["reference_value"] is not None and estimate["worse_by"] is not None, estimate["detail"]
+    if table.task != "regression":  # the report says what the estimate rests on (both v1s were calibrated)
+        assert "v1's probabilities are calibrated (" in estimate["detail"] and "test-day ECE" in estimate["detail"]
     return value, realized
 
 

@@ -242,8 +242,12 @@ def assess_estimate(store, metadata, rows: pd.DataFrame, spec, settings) -> Perf
         on_test = estimator.on_probabilities(test_probabilities(data, spec.task, spec.class_labels))
         reference = on_test[ESTIMATED_AS[spec.task][metric]].value
     try:
-        return estimate_window(rows, spec, estimator, metric, reference, tolerance, min_rows=settings.drift.min_rows,
-                               chunk_hours=config.chunk_hours, min_labelled_rows=monitor.min_labelled_rows)
+        result = estimate_window(rows, spec, estimator, metric, reference, tolerance,
+                                 min_rows=settings.drift.min_rows, chunk_hours=config.chunk_hours,
+                                 min_labelled_rows=monitor.min_labelled_rows)
+        if spec.task != "regression":
+            result.detail += f"; {calibration_note(metadata)}"
+        return result
     except (ValueError, KeyError) as error:  # the window's rows cannot be estimated on: said in the report
         return PerformanceEstimate(method=estimator.method, metric=metric, rows=len(rows), tolerance=tolerance,
                                    reference_value=reference, detail=f"no estimate: {error}")
@@ -259,3 +263,13 @@ def assess_multivariate(store, metadata, rows: pd.DataFrame, settings) -> Multiv
         return None
     reference = pd.read_parquet(io.BytesIO(get_verified(store, record.key, record.sha256)))
     return window_multivariate(rows, reference, metadata.features, config, seed=settings.training.seed)
+
+
+def calibration_note(metadata) -> str:
+    """What a CBPE estimate rests on: how calibrated the judged version's probabilities were on its test days."""
+    c = getattr(metadata, "calibration", None)
+    if c is None:
+        return f"v{metadata.version} has no calibration report (CBPE assumes its probabilities are calibrated)"
+    how = f"calibrated ({c.method})" if c.applied else "as fitted (not calibrated)"
+    ece = "" if c.test_ece_after is None else f", test-day ECE {c.test_ece_after:.4f}"
+    return f"v{metadata.version}'s probabilities are {how}{ece}"
