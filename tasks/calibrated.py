@@ -23,7 +23,7 @@ version needs it; scikit-learn is there anyway for the pipeline).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -51,7 +51,6 @@ class ProbabilityMap:
     knots_x: tuple[tuple[float, ...], ...] = ()
     knots_y: tuple[tuple[float, ...], ...] = ()
     temperature: float = 1.0
-    notes: dict[str, float] = field(default_factory=dict)
 
     def column(self, j: int, p: np.ndarray) -> np.ndarray:
         """The map of column ``j`` applied to probabilities ``p`` (sigmoid or isotonic)."""
