@@ -61,8 +61,9 @@ def positions(y, classes) -> np.ndarray:
     return np.array([index[str(v)] for v in np.asarray(y, dtype=object)], dtype=np.int64)
 
 
-def reliability(y_index: np.ndarray, proba: np.ndarray, bins: int) -> list[ReliabilityBin]:
-    """The reliability diagram's bins (module docstring, step 2): binary on the positive column, else top-label."""
+def bin_stats(y_index: np.ndarray, proba: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width bin (module docstring, step 2; binary on the positive column, else top-label): the rows,
+    the sum of predicted probabilities and the sum of outcomes, as arrays of ``bins`` entries."""
     proba = np.asarray(proba, dtype=np.float64)
     if proba.shape[1] == 2:
         confidence, hit = proba[:, 1], (y_index == 1).astype(np.float64)
@@ -70,20 +71,22 @@ def reliability(y_index: np.ndarray, proba: np.ndarray, bins: int) -> list[Relia
         confidence = proba.max(axis=1)
         hit = (proba.argmax(axis=1) == y_index).astype(np.float64)
     which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
-    out = []
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            out.append(ReliabilityBin(low=b / bins, high=(b + 1) / bins, rows=int(mask.sum()),
-                                      predicted=float(confidence[mask].mean()), observed=float(hit[mask].mean())))
-    return out
+    return (np.bincount(which, minlength=bins), np.bincount(which, confidence, minlength=bins),
+            np.bincount(which, hit, minlength=bins))
+
+
+def reliability(y_index: np.ndarray, proba: np.ndarray, bins: int) -> list[ReliabilityBin]:
+    """The reliability diagram's non-empty bins."""
+    rows, predicted, observed = bin_stats(y_index, proba, bins)
+    return [ReliabilityBin(low=b / bins, high=(b + 1) / bins, rows=int(rows[b]),
+                           predicted=float(predicted[b] / rows[b]), observed=float(observed[b] / rows[b]))
+            for b in range(bins) if rows[b]]
 
 
 def expected_calibration_error(y_index: np.ndarray, proba: np.ndarray, bins: int) -> float:
     """ECE: the row-weighted mean gap between observed frequency and predicted probability over the bins."""
-    parts = reliability(y_index, proba, bins)
-    total = sum(b.rows for b in parts)
-    return float(sum(b.rows * abs(b.observed - b.predicted) for b in parts) / total) if total else float("nan")
+    rows, predicted, observed = bin_stats(y_index, proba, bins)
+    return float(np.abs(observed - predicted).sum() / rows.sum()) if rows.sum() else float("nan")
 
 
 def consistency_p_value(y_index: np.ndarray, proba: np.ndarray, bins: int, *, draws: int,

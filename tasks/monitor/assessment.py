@@ -267,7 +267,7 @@ def assess_multivariate(store, metadata, rows: pd.DataFrame, settings) -> Multiv
 
 def calibration_note(metadata) -> str:
     """What a CBPE estimate rests on: how calibrated the judged version's probabilities were on its test days."""
-    c = getattr(metadata, "calibration", None)
+    c = metadata.calibration
     if c is None:
         return f"v{metadata.version} has no calibration report (CBPE assumes its probabilities are calibrated)"
     how = f"calibrated ({c.method})" if c.applied else "as fitted (not calibrated)"

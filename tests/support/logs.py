@@ -115,36 +115,32 @@ SQLITE_QUEUE_POLL_LOCK = Expected(
 def assert_work_queues_ready(api_url: str, work_pool: str = "mlcycle-process", within_s: float = 120.0) -> None:
     """Every queue of the work pool is READY and was polled in the last ``within_s`` seconds: a poll the
     server once failed to record cost nothing."""
-    import datetime as dt
-
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
-        queues = client.read_work_queues(work_pool_name=work_pool)
-    assert queues, f"the {work_pool} work pool has no work queue"
-    now = dt.datetime.now(dt.UTC)
-    for queue in queues:
-        assert str(queue.status.value).upper() == "READY", f"work queue {queue.name} is {queue.status}"
-        assert queue.last_polled is not None, f"work queue {queue.name} was never polled"
-        age = (now - queue.last_polled).total_seconds()
-        assert age < within_s, f"work queue {queue.name} was last polled {age:.0f}s ago"
+    _assert_fresh(api_url, lambda client: client.read_work_queues(work_pool_name=work_pool),
+                  f"the {work_pool} work pool has no work queue", "work queue", "READY", "last_polled", within_s)
 
 
 def assert_workers_online(api_url: str, work_pool: str = "mlcycle-process", within_s: float = 120.0) -> None:
     """Every worker the stack started is ONLINE and heartbeated in the last ``within_s`` seconds: a heartbeat
     the server once failed to persist cost nothing."""
+    _assert_fresh(api_url, lambda client: client.read_workers_for_work_pool(work_pool),
+                  f"no worker ever registered with the {work_pool} work pool", "worker", "ONLINE",
+                  "last_heartbeat_time", within_s)
+
+
+def _assert_fresh(api_url: str, read, none_found: str, kind: str, status: str, stamp: str, within_s: float) -> None:
+    """What ``read(client)`` returns is not empty, each item in ``status``, its ``stamp`` under ``within_s`` old."""
     import datetime as dt
 
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
-        workers = client.read_workers_for_work_pool(work_pool)
-    assert workers, f"no worker ever registered with the {work_pool} work pool"
+        items = read(client)
+    assert items, none_found
     now = dt.datetime.now(dt.UTC)
-    for worker in workers:
-        assert str(worker.status.value).upper() == "ONLINE", f"worker {worker.name} is {worker.status}"
-        assert worker.last_heartbeat_time is not None, f"worker {worker.name} never heartbeated"
-        age = (now - worker.last_heartbeat_time).total_seconds()
-        assert age < within_s, f"worker {worker.name} last heartbeated {age:.0f}s ago"
+    for item in items:
+        assert str(item.status.value).upper() == status, f"{kind} {item.name} is {item.status}"
+        seen = getattr(item, stamp)
+        assert seen is not None, f"{kind} {item.name} has no {stamp}"
+        age = (now - seen).total_seconds()
+        assert age < within_s, f"{kind} {item.name}: {stamp} {age:.0f}s ago"
