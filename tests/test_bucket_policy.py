@@ -52,8 +52,9 @@ def grants(role: str) -> dict[str, set[str]]:
     return out
 
 
-def object_prefixes(resources: set[str], bucket: str) -> set[str]:
-    head = f"arn:aws:s3:::{bucket}/"
+def object_prefixes(resources: set[str], settings) -> set[str]:
+    """The store prefixes (below the project's own, ``settings.store_scope``) the resources grant."""
+    head = f"arn:aws:s3:::{settings.s3_bucket}/{settings.store_scope}/"
     assert all(r.startswith(head) and r.endswith("/*") for r in resources), resources
     return {r[len(head):-2] for r in resources}
 
@@ -169,11 +170,11 @@ def test_the_flows_policy_grants_exactly_the_prefixes_the_flows_write(tmp_path, 
                                           LABELS_PREFIX, PROBE_PREFIX)}
     assert {"raw", "validated", "quarantine", "validation", "superseded", "models", "labels"} <= written
     g = grants("flows")
-    writable = object_prefixes(g["s3:PutObject"], settings.s3_bucket)
+    writable = object_prefixes(g["s3:PutObject"], settings)
     assert writable == written | declared, (
         f"policy grants {sorted(writable - written - declared)} nobody writes; code writes "
         f"{sorted((written | declared) - writable)} the policy does not grant")
-    assert object_prefixes(g["s3:GetObject"], settings.s3_bucket) == writable | {INFERENCE_PREFIX}
+    assert object_prefixes(g["s3:GetObject"], settings) == writable | {INFERENCE_PREFIX}
     assert g["s3:DeleteObject"] == g["s3:PutObject"]  # staging and superseded clean-up
     assert INFERENCE_PREFIX not in writable  # the flows read the inference log, only the service writes it
 
@@ -186,11 +187,12 @@ def test_serving_reads_only_the_registry_and_the_writer_only_appends_to_the_infe
     registry = model_root("loans-default").split("/")[0]
     serving = grants("serving")
     assert set(serving) == {"s3:HeadBucket", "s3:ListBucket", "s3:GetObject"}
-    assert object_prefixes(serving["s3:GetObject"], settings.s3_bucket) == {registry}
+    assert object_prefixes(serving["s3:GetObject"], settings) == {registry}
     listing = next(s for s in policy("serving")["Statement"] if "s3:ListBucket" in s["Action"])
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"{registry}/*"]}}
+    scope = settings.store_scope  # every key of the project is under it
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"{scope}/{registry}/*"]}}
     writer = grants("inference-writer")
-    assert writer == {"s3:HeadBucket": {bucket}, "s3:PutObject": {f"{bucket}/{INFERENCE_PREFIX}/*"}}
+    assert writer == {"s3:HeadBucket": {bucket}, "s3:PutObject": {f"{bucket}/{scope}/{INFERENCE_PREFIX}/*"}}
     assert part_key(INFERENCE_PREFIX, DAY).startswith(f"{INFERENCE_PREFIX}/")
 
 

@@ -243,11 +243,11 @@ def test_landing_objects_with_unsafe_names_are_refused_naming_them(s3_running, t
     import io
 
     from mlcycle.tasks.landing import LandingZone
-    from mlcycle.tasks.storage import UnsafeKey, open_store
+    from mlcycle.tasks.storage import MinioStore, UnsafeKey
     from tests.support.env import make_settings, minio_overrides
 
     settings = make_settings(tmp_path / "home", **minio_overrides(s3_running))
-    store = open_store(settings)
+    store = MinioStore.from_settings(settings)  # the bucket as a landing zone sees it: no project prefix
     store.check()
     for name in ("landing/%2e%2e/date=2026-10-01.csv", "landing/a b/date=2026-10-01.csv"):
         store._client.put_object(settings.s3_bucket, name, io.BytesIO(b"x,y\n1,2\n"), 8)

@@ -249,7 +249,7 @@ def test_one_minio_set_up_serves_the_project_bucket_and_a_landing_bucket(s3_runn
                              s3_access_key=S3_ACCESS_KEY, s3_secret_key=S3_SECRET_KEY, s3_bucket="project-bucket",
                              s3_timeout_seconds=2.0)
     project, landing = open_store(settings), MinioStore.from_settings(settings, "landing-bucket")
-    assert isinstance(project, MinioStore) and project.uri("a") == "s3://project-bucket/a"
+    assert isinstance(project, MinioStore) and project.uri("a") == "s3://project-bucket/mlcycle/a"  # under the project
     assert landing.uri("a") == "s3://landing-bucket/a" and landing.endpoint == project.endpoint
     landing.put_bytes("2026-10-02/loans.csv", b"x,y\n")
     assert landing.get_bytes("2026-10-02/loans.csv") == b"x,y\n" and not project.exists("2026-10-02/loans.csv")

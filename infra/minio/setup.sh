@@ -15,6 +15,11 @@ if [ "$bucket" != mlcycle ]; then
   echo "the policies name the bucket 'mlcycle': replace it in infra/minio/*.json first" >&2
   exit 2
 fi
+project="${MLCYCLE_STORE_PREFIX:-${MLCYCLE_PROJECT_NAME:-mlcycle}}"
+if [ "$project" != mlcycle ]; then
+  echo "the policies name the project 'mlcycle' (keys under mlcycle/): replace it in infra/minio/*.json first" >&2
+  exit 2
+fi
 
 mc mb --ignore-existing "$alias/$bucket"
 for role in flows serving inference-writer; do

@@ -231,8 +231,8 @@ class DockerTarget:
         if s.store == "local":
             serving.inference_log.enabled = False
         env = {"BENTOML_PORT": str(port), "BENTOML_HOST": "127.0.0.1", "MLCYCLE_HOME": CONTAINER_HOME,
-               "MLCYCLE_STORE": s.store, "MLCYCLE_SERVING": serving.model_dump_json(),
-               "MLCYCLE_SECRETS_DIR": CONTAINER_SECRETS_DIR}
+               "MLCYCLE_STORE": s.store, "MLCYCLE_STORE_PREFIX": s.store_scope,
+               "MLCYCLE_SERVING": serving.model_dump_json(), "MLCYCLE_SECRETS_DIR": CONTAINER_SECRETS_DIR}
         if s.store == "minio":
             env.update({"MLCYCLE_S3_ENDPOINT": s.s3_endpoint, "MLCYCLE_S3_BUCKET": s.s3_bucket,
                         "MLCYCLE_S3_SECURE": str(s.s3_secure).lower(), "MLCYCLE_S3_REGION": s.s3_region})

@@ -74,6 +74,7 @@ def bentoml_env(settings: Settings, *, bento_tag: str | None = None, **extra: st
         "PYTHONUNBUFFERED": "1",
         "MLCYCLE_HOME": str(Path(settings.home).resolve()),
         "MLCYCLE_STORE": settings.store,
+        "MLCYCLE_STORE_PREFIX": settings.store_scope,
         "MLCYCLE_S3_ENDPOINT": settings.s3_endpoint,
         "MLCYCLE_S3_BUCKET": settings.s3_bucket,
         "MLCYCLE_S3_SECURE": str(settings.s3_secure).lower(),

@@ -46,6 +46,17 @@ from mlcycle.tasks.settings.sections import (
     ValidationSettings,
 )
 
+
+def _key_segment(value: str, key: str) -> str:
+    """``value`` if it can be one store key segment; else the reason, naming ``key``."""
+    from mlcycle.tasks.storage.base import UnsafeKey, check_segment
+
+    try:
+        return check_segment(value, key)
+    except UnsafeKey as exc:
+        raise ValueError(str(exc)) from None
+
+
 CONFIG_ENV = "MLCYCLE_CONFIG"
 DEFAULT_CONFIG_FILE = "mlcycle.yaml"
 # Secret files (Docker/Kubernetes convention): one file per secret, named like its variable
@@ -65,7 +76,13 @@ class Settings(BaseSettings):
     )
 
     home: Path = Path(".mlcycle")
+    # The project's name: one key segment (letters, digits, ._=+-). The store keeps each project's objects
+    # under it (store_prefix), so several projects can share one bucket or one MLCYCLE_HOME.
     project_name: str = "mlcycle"
+    # Where this project's objects live in the store: every key under "<store_prefix>/" (local store: a
+    # folder of MLCYCLE_HOME/store; S3: a key prefix in the bucket). None (the default): project_name.
+    # "" keeps keys at the store's root, the layout of stores written before projects had prefixes.
+    store_prefix: str | None = None
 
     # Object store ---------------------------------------------------------------------------------
     store: Literal["local", "minio"] = "local"
@@ -94,6 +111,16 @@ class Settings(BaseSettings):
     gc: GcSettings = Field(default_factory=GcSettings)
     dask: DaskSettings = Field(default_factory=DaskSettings)
     retries: RetriesSettings = Field(default_factory=RetriesSettings)
+
+    @field_validator("project_name")
+    @classmethod
+    def _project_is_a_key_segment(cls, v: str) -> str:
+        return _key_segment(v, "project_name")
+
+    @field_validator("store_prefix")
+    @classmethod
+    def _prefix_is_a_key_segment(cls, v: str | None) -> str | None:
+        return v if v is None or v == "" else _key_segment(v, "store_prefix")
 
     @field_validator("s3_endpoint")
     @classmethod
@@ -194,8 +221,14 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def store_scope(self) -> str:
+        """The prefix every key of this project's store lives under ("" for the store's root)."""
+        return self.project_name if self.store_prefix is None else self.store_prefix
+
+    @property
     def store_root(self) -> Path:
-        return self.home / "store"
+        """The local store's folder: this project's part of ``MLCYCLE_HOME/store``."""
+        return self.home / "store" / self.store_scope if self.store_scope else self.home / "store"
 
     @property
     def run_dir(self) -> Path:

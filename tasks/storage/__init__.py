@@ -50,7 +50,8 @@ __all__ = [
 
 
 def open_store(settings: Settings) -> ObjectStore:
-    """The store the settings name (``MLCYCLE_STORE=local|minio``)."""
+    """The project's store: the backend the settings name (``MLCYCLE_STORE=local|minio``), its keys under
+    the project's prefix (``Settings.store_scope``: a folder of the local store, a key prefix in S3)."""
     if settings.store == "local":
         return LocalStore(settings.store_root)
-    return MinioStore.from_settings(settings)
+    return MinioStore.from_settings(settings, prefix=settings.store_scope)

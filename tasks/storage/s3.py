@@ -93,8 +93,9 @@ class MinioStore:
         self._bucket_ready = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, bucket: str | None = None) -> MinioStore:
-        """The store on ``bucket`` (default: ``settings.s3_bucket``) at the configured endpoint."""
+    def from_settings(cls, settings: Settings, bucket: str | None = None, prefix: str = "") -> MinioStore:
+        """The store on ``bucket`` (default: ``settings.s3_bucket``) at the configured endpoint, its keys
+        under ``prefix`` (the project's store is ``open_store``: its ``store_scope``)."""
         return cls(
             settings.s3_endpoint,
             settings.s3_access_key.get_secret_value(),
@@ -103,6 +104,7 @@ class MinioStore:
             secure=settings.s3_secure,
             region=settings.s3_region,
             timeout_seconds=settings.s3_timeout_seconds,
+            prefix=prefix,
         )
 
     def _k(self, key: str) -> str:

@@ -1,0 +1,73 @@
+"""Several projects on one store: each project's objects live under its own prefix (``project_name``, or
+``store_prefix``), so two declarations sharing one bucket or one ``MLCYCLE_HOME`` never see, overwrite or
+supersede each other's batches, models or champions. Both backends: the local store (one home) and S3
+(one bucket of the tests' S3 server)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from mlcycle.tasks.ingest import ingest_date
+from mlcycle.tasks.partitions import read_manifest, read_partition_bytes
+from mlcycle.tasks.registry.aliases import promote
+from mlcycle.tasks.registry.versions import read_alias, sealed_versions
+from mlcycle.tasks.settings import ConfigError
+from mlcycle.tasks.storage import LocalStore, open_store
+from tests.support.env import make_settings, minio_overrides
+from tests.support.registry import fitted_model, register_fitted
+
+DAY = dt.date(2026, 10, 1)
+
+
+@pytest.fixture(params=["local", "minio"])
+def two_projects(request, tmp_path):
+    """Two projects, one home and (for minio) one bucket; different simulator seeds: different data."""
+    shared = minio_overrides(request.getfixturevalue("s3_running")) if request.param == "minio" else {}
+    home = tmp_path / "home"
+    first = make_settings(home, project_name="credit", **shared)
+    second = make_settings(home, project_name="churn", simulator={"seed": 7}, **shared)
+    return first, second
+
+
+def test_two_projects_ingest_the_same_date_into_one_store_without_touching_each_other(two_projects):
+    first, second = two_projects
+    a, _ = ingest_date(first, DAY)
+    b, _ = ingest_date(second, DAY)  # the same date: not "already ingested", not superseding the first
+    assert a.zone == b.zone == "validated" and a.data_sha256 != b.data_sha256
+    store_a, store_b = open_store(first), open_store(second)
+    assert read_manifest(store_a, "validated", DAY).data_sha256 == a.data_sha256
+    assert read_manifest(store_b, "validated", DAY).data_sha256 == b.data_sha256
+    assert read_partition_bytes(store_a, a.ref()) != read_partition_bytes(store_b, b.ref())
+    assert not store_a.list("superseded/") and not store_b.list("superseded/")
+    assert {k.split("/")[0] for k in store_a.list()} == {k.split("/")[0] for k in store_b.list()}  # same layout
+    assert store_a.uri("raw/x").replace("credit", "churn") == store_b.uri("raw/x")  # one prefix apart
+
+
+def test_a_champion_of_one_project_is_not_another_projects(two_projects):
+    first, second = two_projects
+    store_a, store_b = open_store(first), open_store(second)
+    model = fitted_model(first)
+    version = register_fitted(store_a, model)
+    promote(store_a, version.name, version.version, reason="first project's champion")
+    assert read_alias(store_a, version.name).version == version.version
+    assert read_alias(store_b, version.name) is None and sealed_versions(store_b, version.name) == []
+
+
+def test_store_prefix_overrides_the_project_and_empty_reads_a_store_without_prefixes(tmp_path):
+    """A store written before projects had prefixes (keys at the root) stays readable with
+    ``store_prefix: ""``; an explicit prefix wins over the project name."""
+    home = tmp_path / "home"
+    LocalStore(home / "store").put_bytes("models/m/1/seal.json", b"{}")
+    assert open_store(make_settings(home, store_prefix="")).exists("models/m/1/seal.json")
+    assert not open_store(make_settings(home)).exists("models/m/1/seal.json")
+    shared = make_settings(home, project_name="churn", store_prefix="team-a")
+    assert shared.store_scope == "team-a" and shared.store_root == home / "store" / "team-a"
+
+
+@pytest.mark.parametrize(("key", "value"), [("project_name", "my project"), ("project_name", "a/b"),
+                                            ("store_prefix", "../up")])
+def test_a_project_name_that_cannot_be_a_key_is_refused_naming_it(tmp_path, key, value):
+    with pytest.raises(ConfigError, match=rf"{key}.*not allowed: use letters, digits and \._=\+- only"):
+        make_settings(tmp_path / "home", **{key: value})
