@@ -128,7 +128,7 @@ def test_console_script_is_installed_and_answers_help():
     exe = Path(sys.executable).parent / "mlcycle"
     assert exe.is_file(), f"no console script {exe}: install the project (make install, or pip install -e .)"
     (script,) = entry_points(group="console_scripts", name="mlcycle")
-    assert script.value == "mlcycle.flows.cli:main"
+    assert script.value == "mlcycle.flows.cli:console"
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     for command in ("ingest", "validate", "partitions", "train", "models", "package", "serve", "labels", "rollout",
@@ -143,6 +143,27 @@ def test_python_m_runs_the_same_cli(tmp_path):
                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("mlcycle: error: invalid date '2026-02-30'") and result.stdout == ""
+
+
+@pytest.mark.flow
+def test_a_flow_command_exits_at_once_with_its_logs_and_final_state_on_the_server(tmp_path, prefect_harness):
+    """The console script skips the interpreter's teardown (flows/cli: ``console``) and loses nothing for it:
+    the exit code, the whole JSON on stdout, the run COMPLETED on the server with its last log line (the
+    engine's "Finished in state Completed()")."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL
+
+    env = {"PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_LEVEL": "INFO",
+           "MLCYCLE_SIMULATOR__ROWS_PER_DAY": "300"}
+    result = _mlcycle(tmp_path, "ingest", "--date", "2026-10-01", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    run_id = json.loads(result.stdout)["flow_run_id"]
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    assert run.state.is_completed()
+    assert logs[-1].message.startswith("Finished in state Completed"), [log.message for log in logs]
 
 
 def _mlcycle(tmp_path, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -1,5 +1,5 @@
 """``python -m mlcycle.flows.cli``: the ``mlcycle`` console script without the installed entry point."""
 
-from mlcycle.flows.cli import main
+from mlcycle.flows.cli import console
 
-main()
+console()
