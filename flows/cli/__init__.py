@@ -18,6 +18,7 @@ This module holds the app and :func:`main`; each command group lives in its own 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -110,8 +111,7 @@ def console() -> None:
 def _exit_now(outcome: dict[str, int]) -> None:
     logging.shutdown()  # registered at logging's import, before this hook: it would run after it
     for stream in (sys.stdout, sys.stderr):
-        try:
+        # a closed pipe (`mlcycle ... | head`) must not change the exit code
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`mlcycle ... | head`) must not change the exit code
-            pass
     os._exit(outcome["code"])
