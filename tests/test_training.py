@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -18,7 +17,16 @@ from mlcycle.tasks.storage import LocalStore
 from mlcycle.tasks.training.challenger import train_challenger
 from mlcycle.tasks.training.window import TrainingDataError, labels, load_rows, select_window, time_split
 from tests.support.env import run_cli
-from tests.support.training import DAYS, ROWS, START, fast_settings, one_thread_per_fit, simulated, write_day
+from tests.support.training import (
+    DAYS,
+    ROWS,
+    START,
+    copy_template,
+    fast_settings,
+    one_thread_per_fit,
+    simulated,
+    write_day,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -236,7 +244,7 @@ def test_train_flow_promotes_first_model_then_refuses_an_identical_one(env_setti
     from mlcycle.tasks.registry.versions import list_versions, load_model, read_alias
     from mlcycle.tasks.storage import open_store
 
-    shutil.copytree(validated_template, tmp_path / "home" / "store")
+    copy_template(validated_template, tmp_path / "home")
     settings = env_settings(training__family="logistic_regression", training__n_iter="2", training__n_jobs="1",
                             training__window_days=str(DAYS), gate__bootstrap_samples="300")
     code, out, err = run_cli(monkeypatch, capsys, "train", "--json")  # the first run through `mlcycle train`

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -24,6 +23,7 @@ from mlcycle.tasks.monitor.trigger import trigger_records
 from mlcycle.tasks.storage import open_store
 from tests.support.env import ROOT
 from tests.support.faults import FAST_FLOW_ENV, flow_settings
+from tests.support.training import copy_template
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
@@ -48,7 +48,7 @@ def drifted_world(prefect_harness, validated_template, tmp_path_factory):
     from mlcycle.tasks.traffic import log_in_process
 
     home = tmp_path_factory.mktemp("monitors") / "home"
-    shutil.copytree(validated_template, home / "store")
+    copy_template(validated_template, home)
     # its own train deployment: other modules on the shared Prefect harness trigger theirs
     with flow_settings(home, MONITOR__COOLDOWN_HOURS="24",
                        MONITOR__TRAIN_DEPLOYMENT="train/faults-monitors") as settings:

@@ -21,6 +21,7 @@ from mlcycle.tasks.registry.versions import list_versions, load_metadata, load_m
 from mlcycle.tasks.storage import IntegrityError, LocalStore, open_store
 from tests.support.env import run_cli
 from tests.support.faults import copy_store, flow_settings, s3_env
+from tests.support.training import copy_template, project_store
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
@@ -43,7 +44,7 @@ def trained_home(prefect_harness, validated_template, tmp_path_factory):
     from mlcycle.flows.train import train_flow
 
     home = tmp_path_factory.mktemp("corruption") / "home"
-    shutil.copytree(validated_template, home / "store")
+    copy_template(validated_template, home)
     with flow_settings(home):
         outcome = train_flow()
     assert outcome.promoted and outcome.version == 1
@@ -58,9 +59,9 @@ def damaged_env(request, trained_home, tmp_path):
         env = s3_env(request.getfixturevalue("s3_running"))
     with flow_settings(tmp_path / "home", **env) as settings:
         if settings.store == "local":
-            shutil.copytree(trained_home / "store", settings.store_root)
+            shutil.copytree(project_store(trained_home), settings.store_root)
         else:
-            copy_store(LocalStore(trained_home / "store"), open_store(settings))
+            copy_store(LocalStore(project_store(trained_home)), open_store(settings))
         yield settings, open_store(settings)
 
 

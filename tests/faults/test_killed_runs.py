@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from tests.support.faults import (
     flow_settings,
     store_fingerprint,
 )
+from tests.support.training import copy_template
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
@@ -157,14 +157,14 @@ def test_training_killed_mid_registration_then_retried_registers_one_version_lik
     from mlcycle.tasks.registry.versions import list_versions, load_metadata, load_model
 
     clean_home = tmp_path / "clean" / "home"
-    shutil.copytree(validated_template, clean_home / "store")
+    copy_template(validated_template, clean_home)
     with flow_settings(clean_home) as settings:
         assert train_flow().version == 1
         clean = store_fingerprint(open_store(settings), f"models/{MODEL}/", exclude=_run_specific)
         reference = load_metadata(open_store(settings), MODEL, 1)
 
     home = tmp_path / "home"
-    shutil.copytree(validated_template, home / "store")
+    copy_template(validated_template, home)
     with flow_settings(home) as settings:
         store = open_store(settings)
         killed_at, _ = _killed_then_retried(train_flow, "flows/train.py:train_flow", work_pool, home, tmp_path,

@@ -68,6 +68,18 @@ def make_validated_template(root) -> object:
     return settings.store_root
 
 
+def project_store(home) -> object:
+    """The local store folder of the project (the repository's mlcycle.yaml) at ``home``:
+    ``home/store/<project_name>``."""
+    return load_settings(home=home).store_root
+
+
+def copy_template(template, home) -> object:
+    """The template's validated days copied into the store of the project at ``home``; its folder."""
+    shutil.copytree(template, project_store(home))
+    return project_store(home)
+
+
 def copy_train_env(tmp_path, template, **overrides):
     """(settings, store) on a fresh local store holding the template's validated days."""
     settings = fast_settings(tmp_path / "home", **overrides)
