@@ -34,7 +34,7 @@ from mlcycle.tasks.registry.versions import load_evaluation, read_alias
 from mlcycle.tasks.retry import retrying
 from mlcycle.tasks.settings import get_settings
 from mlcycle.tasks.sources import parse_date
-from mlcycle.tasks.storage import open_store
+from mlcycle.tasks.storage import browse_uri, open_store
 from mlcycle.tasks.training.challenger import compare_task, select_window_task, train_challenger_task
 
 
@@ -116,12 +116,6 @@ def _outcome(version: ModelVersion, pointer: AliasPointer | None, decision: Gate
         test_window=f"{test.first_day}..{test.last_day}", note=note,
         report_uri=browse_uri(store, version.artifacts["report.md"].key),
     )
-
-
-def browse_uri(store, key: str) -> str:
-    """A link a person can open: the HTTP URL of an S3 object, the file:// URI of a local one."""
-    http_url = getattr(store, "http_url", None)
-    return http_url(key) if http_url else store.uri(key)
 
 
 @task(name="training-report", cache_policy=NO_CACHE)

@@ -19,7 +19,6 @@ import numpy as np
 
 from mlcycle.tasks.settings import FeatureSpec
 
-META_COLUMNS = ["request_id", "row", "ts", "endpoint", "model", "model_version"]
 # What each prediction records, per task: binary the positive class's probability and the 0/1 label at the
 # threshold; multiclass the predicted class (canonical text), its probability and every class's probability
 # (a list, in the served model's class order); regression the predicted value.

@@ -46,7 +46,7 @@ from mlcycle.tasks.records.data import (
 from mlcycle.tasks.settings import Settings
 from mlcycle.tasks.simulator import simulate_batch
 from mlcycle.tasks.sources import chosen_source
-from mlcycle.tasks.storage import MinioStore, ObjectStore, StoreError, open_store, sha256_bytes
+from mlcycle.tasks.storage import MinioStore, ObjectStore, StoreError, browse_uri, open_store, sha256_bytes
 from mlcycle.tasks.validation.runner import validate_frame
 from mlcycle.tasks.validation.suite import suite_hash
 
@@ -190,7 +190,7 @@ def validate_raw(store: ObjectStore, settings: Settings, raw: PartitionRef) -> V
     outcome = ValidationOutcome(
         raw=raw, record=record, rows=rows,
         summary=report.failure_summary() if not report.success else f"all {report.evaluated} expectations passed",
-        docs_uri=_docs_uri(store, docs_key) if docs_key else None,
+        docs_uri=browse_uri(store, docs_key) if docs_key else None,
     )
     for key in sorted(leftovers - written):
         store.delete(key)
@@ -201,10 +201,6 @@ def validate_raw(store: ObjectStore, settings: Settings, raw: PartitionRef) -> V
 def _describe(outcome) -> str:
     column = f"{outcome.column}: " if outcome.column else ""
     return f"{column}{outcome.expectation} ({outcome.details})"
-
-
-def _docs_uri(store: ObjectStore, key: str) -> str:
-    return store.http_url(key) if isinstance(store, MinioStore) else store.uri(key)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -241,7 +237,13 @@ def ingest_date(
     flow_run_id: str | None = None,
     replace: bool = False,
 ) -> tuple[PartitionManifest, ValidationOutcome]:
-    """The whole path for one date without Prefect (the CLI's offline mode and the benchmarks)."""
+    """The whole path for one date (fetch, validate, publish) as plain calls, without Prefect.
+
+    Only the tests call it (``test_ingest``, ``test_bucket_policy``, ``test_projects``,
+    ``test_landing_real_data``): it drives the same three steps the ``ingest`` flow runs as tasks, so the
+    data path is checked without a Prefect server. The CLI goes through the flows; ``benchmarks/ingest_validate.py``
+    times the steps one by one.
+    """
     store = open_store(settings)
     raw = write_raw(store, settings, day, fetch_batch(settings, day, source), flow_run_id=flow_run_id,
                     replace=replace)

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from mlcycle.tasks.settings import Settings
 
@@ -56,17 +57,24 @@ class Service:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` names a running process: ``down`` and ``up`` trust pid files only as far as this says.
+
+    A zombie (exited, not yet reaped by its parent) still answers ``kill(pid, 0)`` but is not alive; psutil
+    reads its state portably. A process that vanishes between the two checks (``NoSuchProcess``, which
+    includes psutil's ``ZombieProcess``) is gone; one we may not inspect (``AccessDenied``) exists, as a
+    ``PermissionError`` from ``kill`` already says.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # a zombie (exited, not reaped) is not alive
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
         return True
 
 

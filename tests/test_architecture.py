@@ -3,6 +3,9 @@
 * every import of project code goes through the ``mlcycle`` namespace (``mlcycle.tasks``, never ``tasks``);
 * no import cycle among project modules, lazy (function-level) imports included: a cycle hidden in a
   function is still two modules that cannot be understood apart;
+* the layers point one way: nothing under ``tasks/`` or ``bentos/`` imports ``mlcycle.flows``, lazily or not
+  (flows compose tasks; a task that reached up into a flow would drag Prefect flows into the service and tie
+  the layers into one);
 * no module imports a private (``_name``) name from another module, in the code or in the tests;
 * no module under ``tasks/`` and ``flows/`` over 400 lines unless its docstring says why
   (``Longer than 400 lines because ...``);
@@ -118,6 +121,28 @@ def test_no_import_cycles_among_project_modules():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def upward_imports(path: Path, module: str) -> list[str]:
+    """``file:line imports target`` for each import of ``mlcycle.flows`` in ``path``, at any depth (lazy too)."""
+    return [f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{line} imports {target}"
+            for target, _, line in imports_of(path, module, set())
+            if target == "mlcycle.flows" or target.startswith("mlcycle.flows.")]
+
+
+def test_tasks_and_bentos_never_import_the_flows_layer():
+    bad = [hit for module, path in project_files().items()
+           if not module.startswith("mlcycle.flows") for hit in upward_imports(path, module)]
+    assert not bad, "tasks/ and bentos/ sit below flows/: move the shared name down (e.g. tasks/records/):\n" + \
+        "\n".join(bad)
+
+
+def test_the_upward_import_finder_sees_lazy_and_relative_imports(tmp_path):
+    source = tmp_path / "probe.py"
+    source.write_text("import json\n\n\ndef f():\n    from mlcycle.flows.train import train\n\n\n"
+                      "def g():\n    from ...flows import demo\n    import mlcycle.flows\n")
+    hits = upward_imports(source, "mlcycle.tasks.sub.probe")
+    assert sorted(h.split(" imports ")[1] for h in hits) == ["mlcycle.flows", "mlcycle.flows", "mlcycle.flows.train"]
 
 
 def test_no_private_name_is_imported_from_another_module():

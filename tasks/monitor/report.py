@@ -195,13 +195,13 @@ def report_task(settings: Settings, report: MonitorReport) -> MonitorReport:
     """HTML report and decision into the store; markdown and table artifacts in the UI."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    from mlcycle.tasks.storage import MinioStore, open_store
+    from mlcycle.tasks.storage import browse_uri, open_store
 
     store = open_store(settings)
     thresholds = settings.drift.model_dump()
     report = write_report(store, report, thresholds)
     key = report.report_key
-    uri = store.http_url(key) if isinstance(store, MinioStore) else store.uri(key)
+    uri = browse_uri(store, key)
     create_markdown_artifact(key="monitoring-decision", markdown=render_markdown(report, uri, thresholds),
                              description=f"monitoring decision for {report.window_id}")
     estimate = report.estimate

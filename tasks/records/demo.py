@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from mlcycle.flows.train import TrainingOutcome
 from mlcycle.tasks.records.evaluation import Metrics
+from mlcycle.tasks.records.training import TrainingOutcome
 
 
 class DemoChampion(BaseModel):

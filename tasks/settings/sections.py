@@ -271,7 +271,7 @@ class RolloutSettings(Section):
     workers: int = Field(default=2, ge=1, le=64)  # serving workers of each rolled-out backend (its serving.workers)
     # Client keep-alive at the stable endpoint. 0: every response closes its connection, so no request can
     # be caught by a switch. > 0: keep-alive; a request sent on an idle connection at the instant a switch
-    # closes it fails (tasks/endpoint.py; measured: 33 of 31,579 requests over 150 switches)
+    # closes it fails (tasks/rollout/endpoint.py; measured: 33 of 31,579 requests over 150 switches)
     endpoint_keepalive_seconds: float = Field(default=0.0, ge=0)
     image_name: str = Field(default="mlcycle-serving", pattern=r"^[a-z0-9][a-z0-9._/-]*$")
     base_image: str = "local/python-base:bookworm"  # FROM of the serving image

@@ -26,6 +26,7 @@ from mlcycle.tasks.storage.base import (
     StoreUnavailable,
     Tagged,
     UnsafeKey,
+    browse_uri,
     check_key,
     check_object_key,
     check_segment,
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_KEY_CHARS", "MAX_SEGMENT_CHARS", "ConditionalWritesUnsupported", "IntegrityError", "LocalStore", "MinioStore",
     "ObjectInfo", "ObjectNotFound", "ObjectStore", "StoreAuthError", "StoreError", "StoreUnavailable", "Tagged",
-    "UnsafeKey", "check_key",
+    "UnsafeKey", "browse_uri", "check_key",
     "check_object_key", "check_segment", "delete_prefix", "get_verified", "open_store", "sha256_bytes",
     "sha256_file",
 ]

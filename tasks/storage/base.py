@@ -153,6 +153,17 @@ class ObjectStore(Protocol):
     def check(self) -> None: ...
 
 
+def browse_uri(store: ObjectStore, key: str) -> str:
+    """A link a person can open for ``key``: the HTTP URL of an S3 object (a browser cannot open ``s3://``),
+    the ``file://`` URI of a local one. Reports and Prefect artifacts link their evidence through it.
+
+    Duck-typed on ``http_url`` rather than ``isinstance(store, MinioStore)``: ``s3.py`` imports this module,
+    so naming the class here would close an import cycle; a proxy that forwards to a store links as it does.
+    """
+    http_url = getattr(store, "http_url", None)
+    return http_url(key) if http_url else store.uri(key)
+
+
 def get_verified(store: ObjectStore, key: str, expected_sha256: str) -> bytes:
     """Read ``key`` and verify it against ``expected_sha256``; raise IntegrityError on mismatch."""
     data = store.get_bytes(key)
