@@ -38,13 +38,21 @@ down:
 status: install
 	$(BIN)/mlcycle status
 
-## test: the whole test suite (what CI runs), in file order; `make test-random` shuffles modules and tests
-## (pytest-randomly: every module must pass alone and in any order; a failure prints its seed to replay)
+## test: the whole test suite (what CI runs), in file order
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider -p no:randomly
 
+## test-random: the modules that need no Prefect server, Docker or served model, shuffled (modules and the
+## tests in each; pytest-randomly prints the seed, and `-p randomly --randomly-seed=N` repeats that order).
+## .ci/run runs it after `make test`, which keeps file order: together they show no test leans on another.
+UNIT_TESTS := tests/test_settings.py tests/test_schema.py tests/test_drift_stats.py tests/test_drift_verdict.py \
+	tests/test_drift_multivariate.py tests/test_properties.py tests/test_partitions.py tests/test_calibration.py \
+	tests/test_gate.py tests/test_estimation.py tests/test_architecture.py tests/test_demo_names.py \
+	tests/test_service_log_guard.py tests/test_sources.py tests/test_secrets.py tests/test_storage.py \
+	tests/test_path_safety.py tests/test_init.py tests/test_projects.py tests/test_lease.py tests/test_gc.py \
+	tests/test_registry.py tests/test_landing_real_data.py tests/test_audit.py tests/test_benchmark_imports.py
 test-random: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -p randomly $(UNIT_TESTS)
 
 ## lint: ruff, and no six-line run repeated between project modules (pylint's duplicate-code check)
 lint: install
