@@ -8,13 +8,14 @@ a conftest or another test module (tests/test_architecture.py checks it).
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from mlcycle.tasks.serving.process import free_port  # one port finder: the one serving uses
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,12 +37,6 @@ def unavailable(reason: str) -> None:
     if not REQUIRE_SYSTEM_TOOLS:
         pytest.skip(reason)  # a developer machine without the tool; CI (REQUIRE_DOCKER_TESTS=1) fails instead
     pytest.fail(f"REQUIRE_DOCKER_TESTS=1 but {reason}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _atomic_moto_server(port: int):
