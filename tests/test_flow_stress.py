@@ -71,6 +71,24 @@ def run_moves(env, kind: str, moves: int, seed: int) -> subprocess.Popen:
                             text=True, env=env, cwd=ROOT)
 
 
+def wait_for_a_running_train(env, trains: list[subprocess.Popen], timeout: float = 600.0) -> None:
+    """Until the stack's Prefect server (started by the first `mlcycle train`) shows a train flow run Running."""
+    api = f"http://127.0.0.1:{env['MLCYCLE_PREFECT_PORT']}/api"
+    running = {"flows": {"name": {"any_": ["train"]}}, "flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}},
+               "limit": 1}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert any(p.poll() is None for p in trains), "every training ended before one was seen running"
+        try:
+            answer = httpx.post(f"{api}/flow_runs/filter", json=running, timeout=5)
+        except httpx.HTTPError:  # the server is still starting
+            answer = None
+        if answer is not None and answer.status_code == 200 and answer.json():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no train flow run was running at {api} within {timeout:.0f}s")
+
+
 @pytest.fixture(params=["local", "minio"])
 def stress_home(request, rollout_models, tmp_path):
     """A copy of the rollout models' home (v1 champion, v2, their bentos, eight validated days), its store
@@ -116,7 +134,7 @@ def test_eight_train_runs_with_promotes_rollbacks_and_rollouts_keep_every_invari
                                                                            "rollback"])]
     rollouts = []
     if backend == "local":
-        time.sleep(5)  # the rollouts overlap the trainings and each other
+        wait_for_a_running_train(env, trains)  # the rollouts overlap the trainings and each other
         rollouts = [start(env, "rollout", "--bento", bento.tag, "--target", "process", "--json")
                     for bento in (rollout_models.v1, rollout_models.v2, rollout_models.v1)]
 

@@ -17,47 +17,11 @@ import pandas as pd
 import pytest
 
 from mlcycle.tasks.inference_journal import JOURNAL_DIR
-from mlcycle.tasks.inference_log import InferenceLogWriter
 from mlcycle.tasks.inference_reader import read_inference_log
-from mlcycle.tasks.settings import FeatureSpec
 from mlcycle.tasks.storage import LocalStore
 from tests.support.concurrency import at_once
 from tests.support.env import ROOT
-
-FEATURES = [FeatureSpec(name="sepal_length", kind="numeric", nullable=True),
-            FeatureSpec(name="petal_count", kind="numeric", dtype="int"),
-            FeatureSpec(name="soil", kind="categorical", categories=["clay", "sand"], nullable=True)]
-CLASSES = ["setosa", "versicolor", "virginica"]
-
-
-def flowers(n: int, seed: int) -> tuple[dict, dict]:
-    """(columns, multiclass predictions) of one request of ``n`` rows, the same for the same seed."""
-    rng = np.random.default_rng(seed)
-    length = rng.uniform(4, 8, n).round(2)
-    length[rng.random(n) < 0.3] = np.nan
-    soil = np.array(rng.choice(["clay", "sand"], n), dtype=object)
-    soil[0] = None
-    proba = rng.dirichlet(np.ones(3), n)
-    best = proba.argmax(axis=1)
-    columns = {"sepal_length": length, "petal_count": rng.integers(3, 9, n).astype(np.float64), "soil": soil}
-    return columns, {"label": np.array([CLASSES[i] for i in best], dtype=object),
-                     "probability": proba.max(axis=1), "probabilities": proba}
-
-
-def flower_writer(store_root, spill, version: int = 4, **kw) -> InferenceLogWriter:
-    return InferenceLogWriter(LocalStore(store_root), model="iris-species", model_version=version, features=FEATURES,
-                              id_column="plant_id", spill_dir=spill, task="multiclass", flush_interval_seconds=60.0,
-                              **kw)
-
-
-def send(log: InferenceLogWriter, requests: int, first_seed: int = 0) -> int:
-    rows = 0
-    for seed in range(first_seed, first_seed + requests):
-        n = 1 + seed % 5
-        columns, predictions = flowers(n, seed)
-        assert log.submit(f"req-{seed}", "predict", columns, [f"plant-{seed}-{i}" for i in range(n)], predictions)
-        rows += n
-    return rows
+from tests.support.inference import flower_writer, flowers, send
 
 
 def test_a_killed_writers_answered_requests_are_replayed_exactly_by_the_next_one(tmp_path):
@@ -66,7 +30,7 @@ def test_a_killed_writers_answered_requests_are_replayed_exactly_by_the_next_one
     child = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from tests.test_inference_journal import flower_writer, send
+        from tests.support.inference import flower_writer, send
         log = flower_writer({str(tmp_path / "store")!r}, {str(tmp_path / "spill")!r}).start()
         print(send(log, 40), flush=True)
         time.sleep(600)

@@ -52,8 +52,11 @@ def test_every_prediction_is_logged_with_inputs_outputs_and_model_version(store,
     assert str(frame["age"].dtype) == "int64" and frame["income"].dtype == np.float64
     first = columns(spec, 3, seed=0)
     assert frame.loc[frame.request_id == "r0", "region"].tolist() == list(first["region"])
+    days = sorted({ts.date() for ts in pd.to_datetime(frame["ts"], utc=True)})  # the UTC dates they were answered
     keys = store.list("inference/")
-    assert keys and all(k.startswith(f"inference/date={dt.datetime.now(dt.UTC).date()}/part-") for k in keys)
+    assert sorted(k.split("/part-")[0] for k in keys) == [f"inference/date={day}" for day in days]  # a part a date
+    for day in days:
+        assert {ts.date() for ts in pd.to_datetime(read_inference_log(store, [day])["ts"], utc=True)} == {day}
 
 
 def test_parts_are_batched_by_rows_and_split_by_utc_date(tmp_path, spec):
@@ -72,12 +75,18 @@ def test_parts_are_batched_by_rows_and_split_by_utc_date(tmp_path, spec):
 
 def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path, spec):
     store = FlakyStore(tmp_path / "store")
-    gate = threading.Event()
+    gate, stuck = threading.Event(), threading.Event()
     original = store.put_bytes
-    store.put_bytes = lambda key, data: (gate.wait(10), original(key, data))[1]  # a stuck store
+
+    def stuck_put(key, data):  # a stuck store
+        stuck.set()
+        gate.wait(10)
+        return original(key, data)
+
+    store.put_bytes = stuck_put
     log = writer(store, spec, tmp_path, queue_rows=50, flush_rows=10).start()
     submit(log, spec, "first", 10)  # taken by the writer, which then blocks in put
-    time.sleep(0.2)
+    assert stuck.wait(10), "the writer never tried to upload the first request"
     started = time.perf_counter()
     accepted = [submit(log, spec, f"r{i}", 10) for i in range(8)]
     elapsed = time.perf_counter() - started

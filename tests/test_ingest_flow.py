@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import time
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from mlcycle.tasks.partitions import list_partitions, read_manifest
 from mlcycle.tasks.storage import open_store
 from tests.support.env import minio_env
+from tests.support.faults import retried_tasks
 
 pytestmark = pytest.mark.flow
 
@@ -72,19 +72,29 @@ def test_ingest_flow_fails_naming_expectations_when_quarantined(flow_env, tmp_pa
     assert "FAILED" in _artifacts(f"validation-verdict-{DAY}")[0].data
 
 
-def test_transient_store_outage_is_retried_and_the_run_succeeds(flow_env, s3_running):
+def test_transient_store_outage_is_retried_and_the_run_succeeds(flow_env, s3_running, monkeypatch):
+    """The store is down when the run starts and comes back once an attempt has failed on it: the failed
+    task is retried (once) and the run completes with the whole partition."""
     from mlcycle.flows.ingest import ingest_flow
+    from mlcycle.tasks import retry
 
     settings = flow_env(retries__ingest__retries="4", **minio_env(s3_running))
     open_store(settings).check()  # bucket exists before the outage
+    judge = retry.retry_on_transient
+    verdicts: list[bool] = []
+
+    def back_once_an_attempt_failed(task_, task_run, state) -> bool:
+        verdicts.append(judge(task_, task_run, state))
+        if not s3_running.running:
+            s3_running.start()  # the outage ends before the retry starts
+        return verdicts[-1]
+
+    monkeypatch.setattr(retry, "retry_on_transient", back_once_an_attempt_failed)
     s3_running.stop()
-    restart = threading.Timer(1.5, s3_running.start)
-    restart.start()
-    try:
-        state = ingest_flow(date=DAY, return_state=True)
-    finally:
-        restart.join()
+    state = ingest_flow(date=DAY, return_state=True)
     assert state.is_completed(), state.message
+    assert verdicts == [True]  # one attempt failed on the outage, judged transient
+    assert retried_tasks(state.state_details.flow_run_id) == {f"ingest-raw-{DAY}": 2}
     assert read_manifest(open_store(settings), "validated", dt.date.fromisoformat(DAY)).rows == 300
 
 
@@ -98,7 +108,12 @@ def test_store_that_stays_down_fails_clearly_leaving_no_partition(flow_env, s3_r
     started = time.monotonic()
     state = ingest_flow(date=DAY, return_state=True)
     assert state.is_failed()
-    assert "unreachable" in state.message or "StoreUnavailable" in state.message
+    assert retried_tasks(state.state_details.flow_run_id) == {f"ingest-raw-{DAY}": 3}  # the first try + 2 retries
+    host, port = settings.s3_endpoint.rsplit(":", 1)
+    assert state.message == (
+        f"Flow run encountered an exception: StoreUnavailable: {store.description}: cannot read "
+        f"'raw/date={DAY}/manifest.json': endpoint unreachable: HTTPConnection(host='{host}', port={port}): "
+        "Failed to establish a new connection: [Errno 111] Connection refused")
     assert time.monotonic() - started < 120
     s3_running.start()
     assert store.list("") == []  # nothing half-written anywhere

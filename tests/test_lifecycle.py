@@ -368,6 +368,12 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
         rollout_v2 = [r for r in stack.runs_of("rollout/on-demand") if r.parameters == {"version": 2}]
         assert len(rollout_v2) == 1 and stack.wait_final(str(rollout_v2[0].id)).state.is_completed()
         assert predict_version(url, settings, stack.store()) == 2
+    else:  # refused: nothing was rolled out; v1 is still the champion, still live, and still answers
+        assert [r for r in stack.runs_of("rollout/on-demand") if r.parameters == {"version": 2}] == []
+        assert load_metadata(stack.store(), model, "champion").version == 1
+        current = stack.current_deployment()
+        assert current.id == again.id and current.status == "live" and current.model_version == "1"
+        assert predict_version(url, settings, stack.store()) == 1
 
     laps("monitor x3, retraining through the gate")
 

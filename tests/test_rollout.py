@@ -8,6 +8,8 @@ fails, rollback goes back and forth. Each test first brings the home to the stat
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.support.endpoint import NEEDS_NGINX
@@ -140,20 +142,61 @@ def test_a_second_rollout_is_refused_while_one_holds_the_lease(settings):
         pass
 
 
-def test_a_lock_left_by_a_dead_process_is_taken_over(settings):
-    """The lock file of an older mlcycle (no expiry, a pid that is gone) is taken over, not obeyed for an hour."""
+DEAD_PID = 2 ** 22 + 7  # above Linux's largest pid_max: no process has it
+LIVE_PID = os.getpid()  # this test process
+
+
+def _plant_lock(store, **record) -> None:
+    """A lock record left by another rollout of this host (owner "crashed"), with ``record``'s fields."""
     import json
     import socket
 
-    from mlcycle.tasks.rollout.orchestrate import LOCK_KEY, deployment_lock
-    from mlcycle.tasks.storage import open_store
+    from mlcycle.tasks.rollout.orchestrate import LOCK_KEY
 
-    store = open_store(settings)
-    store.put_bytes(LOCK_KEY, json.dumps({"owner": "crashed", "pid": 2 ** 22 + 7, "host": socket.gethostname(),
-                                          "at": "2026-01-01T00:00:00+00:00"}).encode())
+    store.put_bytes(LOCK_KEY, json.dumps({"owner": "crashed", "host": socket.gethostname(),
+                                          "at": "2026-01-01T00:00:00+00:00", **record}).encode())
+
+
+def _taken_over_by_next(settings, store) -> None:
+    import json
+
+    from mlcycle.tasks.rollout.orchestrate import LOCK_KEY, deployment_lock
+
     with deployment_lock(store, "next", ttl_seconds=settings.rollout.lease_seconds):
         assert json.loads(store.get_bytes(LOCK_KEY))["owner"] == "next"
     assert json.loads(store.get_bytes(LOCK_KEY))["released"] is True
+
+
+def _refused_to_next(settings, store) -> None:
+    from mlcycle.tasks.rollout.orchestrate import deployment_lock
+    from mlcycle.tasks.rollout.targets import RolloutError
+
+    with pytest.raises(RolloutError, match="another rollout holds the lease: .* is held by 'crashed'"), \
+            deployment_lock(store, "next", ttl_seconds=settings.rollout.lease_seconds):
+        pass
+
+
+def test_a_lock_without_an_expiry_is_taken_over(settings):
+    """The lock file of an older mlcycle has no expiry: it is taken over, not obeyed for an hour, even while
+    the pid it names is alive."""
+    from mlcycle.tasks.storage import open_store
+
+    store = open_store(settings)
+    _plant_lock(store, pid=LIVE_PID, expires_at="2999-01-01T00:00:00+00:00")
+    _refused_to_next(settings, store)  # the same record with an expiry still to come is obeyed
+    _plant_lock(store, pid=LIVE_PID)
+    _taken_over_by_next(settings, store)
+
+
+def test_a_lock_held_by_a_dead_process_of_this_host_is_taken_over(settings):
+    """A lease whose expiry is far off but whose holder (a process of this host) is gone is free at once."""
+    from mlcycle.tasks.storage import open_store
+
+    store = open_store(settings)
+    _plant_lock(store, pid=LIVE_PID, expires_at="2999-01-01T00:00:00+00:00")
+    _refused_to_next(settings, store)  # the same record held by a living process is obeyed
+    _plant_lock(store, pid=DEAD_PID, expires_at="2999-01-01T00:00:00+00:00")
+    _taken_over_by_next(settings, store)
 
 
 def test_an_image_needs_the_docker_target(settings):

@@ -16,6 +16,7 @@ from mlcycle.tasks.storage import (
     MinioStore,
     ObjectNotFound,
     StoreAuthError,
+    StoreError,
     StoreUnavailable,
     UnsafeKey,
     check_key,
@@ -162,14 +163,16 @@ def test_local_reader_never_sees_a_partial_object(tmp_path):
     assert seen_bad == []
 
 
-def test_local_unwritable_root_is_transient_error(tmp_path):
-    """A store root that is a file (or otherwise unwritable) fails clearly, not with a traceback."""
+def test_local_root_that_is_a_file_is_a_store_error_naming_root_and_key(tmp_path):
+    """A store root that is a file fails clearly, not with a traceback: a StoreError naming the root, the key
+    and the cause. It is not transient (not StoreUnavailable): retrying cannot make a file a folder."""
     blocker = tmp_path / "store"
     blocker.write_text("not a directory")
     store = LocalStore(blocker)
-    with pytest.raises(Exception) as info:
+    with pytest.raises(StoreError) as info:
         store.put_bytes("a/b.txt", b"x")
-    assert "local store" in str(info.value) and "a/b.txt" in str(info.value)
+    assert type(info.value) is StoreError
+    assert str(info.value) == f"local store at {blocker}: cannot write 'a/b.txt': Not a directory"
 
 
 def test_minio_unreachable_endpoint_is_store_unavailable():
@@ -188,9 +191,13 @@ def test_minio_endpoint_that_is_not_s3_is_named(tmp_path):
     try:
         _wait_port(port)
         store = MinioStore(f"127.0.0.1:{port}", "k", "s", "bucket", timeout_seconds=2.0)
-        with pytest.raises(Exception) as info:
+        with pytest.raises(StoreError) as info:
             store.put_bytes("raw/x", b"x")
-        assert "MLCYCLE_S3_ENDPOINT" in str(info.value) or "S3" in str(info.value)
+        # not transient (retrying a server that is not S3 cannot help), and the message says what to check
+        assert type(info.value) is StoreError, f"{type(info.value).__name__}: {info.value}"
+        assert str(info.value).startswith(
+            f"S3 bucket 'bucket' at http://127.0.0.1:{port}: cannot create bucket '': the endpoint did not answer "
+            "like S3 (is MLCYCLE_S3_ENDPOINT right?): "), str(info.value)
     finally:
         proc.terminate()
         proc.wait()

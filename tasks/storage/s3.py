@@ -44,6 +44,7 @@ _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "I
                "ExpiredToken", "AuthorizationHeaderMalformed"}
 _TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
                     "XMinioServerNotInitialized"}
+_TRANSIENT_HTTP = (500, 502, 503, 504)  # statuses a retry can outlast (the AWS SDKs' retry set)
 # A condition that did not hold: 412, or 409 when S3 saw two conditional writes of one key at once; a 404
 # is an If-Match on a key that is gone.
 _LOST_CONDITION = {412, 409, 404}
@@ -134,8 +135,11 @@ class MinioStore:
             raise StoreError(f"{where}: {exc.code} {exc.message}") from None
         except ServerError as exc:
             raise StoreUnavailable(f"{where}: server error HTTP {exc.status_code}") from None
-        except InvalidResponseError as exc:
-            if getattr(exc, "_code", 0) >= 500:
+        except InvalidResponseError as exc:  # an answer that is not S3's XML
+            # 500/502/503/504 with an HTML body: a proxy or load balancer in front of a restarting S3, worth a
+            # retry; any other status (501 Not Implemented from a plain web server, 404, 405...) means the
+            # endpoint is not S3 at all, which no retry can mend
+            if getattr(exc, "_code", 0) in _TRANSIENT_HTTP:
                 raise StoreUnavailable(f"{where}: server error HTTP {exc._code}") from None
             raise StoreError(
                 f"{where}: the endpoint did not answer like S3 (is MLCYCLE_S3_ENDPOINT right?): "
