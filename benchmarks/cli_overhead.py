@@ -58,7 +58,9 @@ def free_port() -> int:
 
 def environment(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLCYCLE_"))}
-    env.update({"MLCYCLE_HOME": str(home), "MLCYCLE_SIMULATOR__ROWS_PER_DAY": "300", "DO_NOT_TRACK": "1",
+    # MLCYCLE_STORE_PREFIX="": keys at the store's root, the layout the before side (no project prefixes) reads
+    env.update({"MLCYCLE_HOME": str(home), "MLCYCLE_STORE_PREFIX": "", "MLCYCLE_SIMULATOR__ROWS_PER_DAY": "300",
+                "DO_NOT_TRACK": "1",
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "BENTOML_DO_NOT_TRACK": "true",
                 "GX_ANALYTICS_ENABLED": "false", **extra})
     return env
@@ -90,7 +92,7 @@ def make_store(template: Path) -> None:
         "from mlcycle.tasks.settings import get_settings\n"
         "from mlcycle.tasks.storage import open_store\n"
         "from mlcycle.tasks.traffic import log_in_process\n"
-        "from mlcycle.tasks.training.challenger import model_name\n"
+        "from mlcycle.tasks.registry.versions import model_name\n"
         "s = get_settings(); store = open_store(s)\n"
         "days = [dt.date.fromisoformat(d) for d in sys.argv[1:]]\n"
         "log_in_process(store, s, load_model(store, model_name(s), 'champion'), days, rows_per_day=1500,\n"

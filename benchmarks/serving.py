@@ -122,10 +122,9 @@ def plain_app(home: Path):
     from starlette.routing import Route
     from threadpoolctl import threadpool_limits
 
-    from mlcycle.tasks.registry.versions import load_model
+    from mlcycle.tasks.registry.versions import load_model, model_name
     from mlcycle.tasks.settings import load_settings
     from mlcycle.tasks.storage import LocalStore
-    from mlcycle.tasks.training.challenger import model_name
 
     settings = load_settings(home=home)
     loaded = load_model(LocalStore(settings.store_root), model_name(settings), "champion")

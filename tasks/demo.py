@@ -163,8 +163,7 @@ def wait_until_live(store: ObjectStore, client, deployment_id: UUID, version: in
 
 def champion_summary(store: ObjectStore, settings: Settings) -> DemoChampion:
     """The champion's version, family and test metrics, from its verified registry metadata."""
-    from mlcycle.tasks.registry.versions import load_metadata
-    from mlcycle.tasks.training.challenger import model_name
+    from mlcycle.tasks.registry.versions import load_metadata, model_name
 
     champion = load_metadata(store, model_name(settings), "champion")
     return DemoChampion(version=champion.version, family=champion.family, metrics=champion.metrics)

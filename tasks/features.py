@@ -33,23 +33,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
 
+from mlcycle.tasks.records.training import InputColumn
 from mlcycle.tasks.settings import ConfigError, FeatureSpec, ModelFamily, ParamSpace, Settings
 from mlcycle.tasks.settings.problem import category_keys_of, estimator_class
 
 MISSING_CATEGORY = "__missing__"
 STEP = "model"  # the estimator's step name: search parameters are prefixed with "model__"
-
-
-class InputColumn(BaseModel):
-    """One column the model reads (what the serving request schema is generated from)."""
-
-    name: str
-    kind: str  # numeric | categorical
-    dtype: str  # float | int | str
-    nullable: bool
-    categories: list[str] | None = None
 
 
 def training_features(settings: Settings) -> list[FeatureSpec]:

@@ -26,6 +26,20 @@ for _key in [k for k in os.environ if k.startswith("MLCYCLE_") and k != "MLCYCLE
     del os.environ[_key]
 
 
+def _prefect_logging_set_up_now() -> None:
+    """Prefect sets its logging up once, on first use, its console handlers bound to the sys.stderr of that
+    moment. Set up first inside a test that captures with capsys, they would keep that test's stream, closed
+    when it ends, and every later Prefect log line of the session fails ("I/O operation on closed file",
+    then a RecursionError: tests/test_cli.py before tests/test_secrets.py). Set up here, at collection and
+    after the environment above, they hold the session's stream whatever order the modules run in."""
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()
+
+
+_prefect_logging_set_up_now()
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     server = S3Server()

@@ -217,10 +217,9 @@ def monitored(prefect_harness, tmp_path_factory):
 
     from mlcycle.flows.train import train_flow
     from mlcycle.tasks.ingest import publish, validate_raw, write_raw
-    from mlcycle.tasks.registry.versions import load_model
+    from mlcycle.tasks.registry.versions import load_model, model_name
     from mlcycle.tasks.simulator import simulate_batch
     from mlcycle.tasks.traffic import log_in_process
-    from mlcycle.tasks.training.challenger import model_name
 
     home = tmp_path_factory.mktemp("dask-monitor") / "home"
     env = {"MLCYCLE_HOME": str(home), "MLCYCLE_SIMULATOR__ROWS_PER_DAY": "800", "MLCYCLE_TRAINING__N_ITER": "2",
@@ -267,9 +266,8 @@ def test_per_feature_pieces_give_exactly_the_in_process_evaluation(monitored):
         window_for,
         window_prediction_drift,
     )
-    from mlcycle.tasks.registry.versions import load_metadata, load_profile
+    from mlcycle.tasks.registry.versions import load_metadata, load_profile, model_name
     from mlcycle.tasks.settings import ConfigError
-    from mlcycle.tasks.training.challenger import model_name
 
     settings, store = monitored, open_store(monitored)
     champion = load_metadata(store, model_name(settings), "champion")

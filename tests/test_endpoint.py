@@ -36,10 +36,20 @@ class Echo:
     def predict(self, x: float) -> dict:
         return {"version": self.version, "y": 2 * x}
 
+    in_flight = 0  # slow requests being served by this worker
+
     @bentoml.api
     async def slow(self, seconds: float) -> dict:
-        await asyncio.sleep(seconds)
+        self.in_flight += 1
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.in_flight -= 1
         return {"version": self.version}
+
+    @bentoml.api
+    async def busy(self) -> dict:
+        return {"in_flight": self.in_flight}
 '''
 
 
@@ -117,10 +127,12 @@ def test_switch_under_continuous_traffic_fails_no_request(echo_pair, ep_settings
     endpoint.start_endpoint(ep_settings, upstream(blue, "blue"))
     url = endpoint.endpoint_url(ep_settings)
     with Client(url) as c1, Client(url) as c2:
-        time.sleep(1.0)
+        for client in (c1, c2):
+            client.wait_for(20)  # traffic flows through blue
         report = endpoint.switch_endpoint(ep_settings, upstream(green, "green"))
         cut = time.time()
-        time.sleep(1.5)
+        for client in (c1, c2):
+            client.wait_for(20, since=cut)  # and goes on after the switch
     for client in (c1, c2):
         client.assert_switched("v1", "v2", cut)
     assert report.previous == "blue" and report.current == "green" and report.drained
@@ -166,7 +178,10 @@ def test_a_request_in_flight_during_the_switch_finishes_on_the_old_backend(echo_
 
     thread = threading.Thread(target=slow)
     thread.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30  # until blue is serving the slow request (its own count, not a sleep)
+    while httpx.post(f"{blue.url}/busy", json={}).json()["in_flight"] < 1:
+        assert time.monotonic() < deadline and thread.is_alive(), "the slow request never reached blue"
+        time.sleep(0.02)
     report = endpoint.switch_endpoint(ep_settings, upstream(green, "green"))
     thread.join(30)
     assert result == {"status": 200, "body": {"version": "v1"}}
@@ -270,9 +285,12 @@ def test_a_worker_killed_under_load_loses_no_request_behind_the_endpoint(tmp_pat
         clients = [Client(url, path="/slow", body=lambda i: {"seconds": 0.3}, max_seconds=60) for _ in range(4)]
         for c in clients:
             c.__enter__()
-        time.sleep(1.5)
+        for c in clients:
+            c.wait_for(3)  # steady load on both workers
+        killed_at = time.time()
         os.kill(first, signal.SIGKILL)
-        time.sleep(3.0)
+        for c in clients:
+            c.wait_for(5, since=killed_at)  # requests go on being answered after the kill
         for c in clients:
             c.__exit__(None, None, None)
         answered = sum(len(c.versions) for c in clients)

@@ -217,8 +217,8 @@ def predict_version(url: str, settings, store) -> int:
     """The model version that answers v1's first canary row (every version here reads the same features)."""
     import httpx
 
+    from mlcycle.tasks.registry.versions import model_name
     from mlcycle.tasks.serving.client import example_request
-    from mlcycle.tasks.training.challenger import model_name
 
     response = httpx.post(f"{url}/predict", json=example_request(store, settings, model_name(settings), 1), timeout=30)
     assert response.status_code == 200, response.text
@@ -240,6 +240,7 @@ def stack(tmp_path_factory):
 
 
 def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
+    from mlcycle.tasks.demo import wait_for_logged_rows
     from mlcycle.tasks.inference_reader import read_inference_log
     from mlcycle.tasks.registry.versions import load_metadata
     from mlcycle.tasks.traffic import send_http
@@ -319,7 +320,8 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
         window_start = dt.datetime.now(dt.UTC)
         sent = send_http(url, settings, days, rows_per_day=ROWS_PER_DAY)
         assert sent["failed"] == 0 and sent["rows"] == ROWS_PER_DAY * len(days), sent
-        time.sleep(settings.serving.inference_log.flush_interval_seconds + 3)  # the log flushes on a timer
+        # the service's log flushes on a timer: wait until every row sent is in it
+        wait_for_logged_rows(stack.store(), window_start, ROWS_PER_DAY * len(days), timeout_seconds=120)
         return window_start.isoformat(), dt.datetime.now(dt.UTC).isoformat()
 
     pre_window = traffic(PRE_DRIFT_DAYS)

@@ -25,10 +25,9 @@ def world(prefect_harness, tmp_path_factory):
 
     from mlcycle.flows.train import train_flow
     from mlcycle.tasks.ingest import publish, validate_raw, write_raw
-    from mlcycle.tasks.registry.versions import load_model
+    from mlcycle.tasks.registry.versions import load_model, model_name
     from mlcycle.tasks.simulator import simulate_batch
     from mlcycle.tasks.traffic import log_in_process
-    from mlcycle.tasks.training.challenger import model_name
 
     home = tmp_path_factory.mktemp("monitor") / "home"
     env = {"MLCYCLE_HOME": str(home), "MLCYCLE_SIMULATOR__ROWS_PER_DAY": "800",

@@ -126,10 +126,9 @@ def test_no_secret_reaches_logs_artifacts_objects_or_files(secret_env, prefect_h
     from mlcycle.flows.monitor import monitor_flow
     from mlcycle.flows.package import package_flow
     from mlcycle.flows.train import train_flow
-    from mlcycle.tasks.registry.versions import load_model
+    from mlcycle.tasks.registry.versions import load_model, model_name
     from mlcycle.tasks.storage import open_store
     from mlcycle.tasks.traffic import log_in_process
-    from mlcycle.tasks.training.challenger import model_name
 
     settings = secret_env
     records = Records()

@@ -17,8 +17,8 @@ commands.add_typer(registry, name="models")
 
 
 def _store_and_name():
+    from mlcycle.tasks.registry.versions import model_name
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training.challenger import model_name
 
     settings = read_settings()
     return open_store(settings), model_name(settings)

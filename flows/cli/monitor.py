@@ -41,8 +41,8 @@ def monitor(
 ) -> None:
     """Measure drift and live performance of the champion; start a training when warranted (exit codes: HELP)."""
     from mlcycle.tasks.monitor.window import nothing_to_monitor
+    from mlcycle.tasks.registry.versions import model_name
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training.challenger import model_name
 
     for name, value in (("--end", end), ("--start", start)):
         if value:

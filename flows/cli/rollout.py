@@ -44,9 +44,8 @@ def rollout(
     if image and target == "process":
         raise UsageFailure("--image needs --target docker")
     if version is not None:  # an unknown version fails here, before any flow or server starts
-        from mlcycle.tasks.registry.versions import load_metadata
+        from mlcycle.tasks.registry.versions import load_metadata, model_name
         from mlcycle.tasks.storage import open_store
-        from mlcycle.tasks.training.challenger import model_name
 
         load_metadata(open_store(settings), model_name(settings), int(version))
     prepare_flows(ctx, settings)

@@ -38,9 +38,8 @@ def package(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Import a registry version into BentoML, build the bento, test-serve it (canaries + latency)."""
-    from mlcycle.tasks.registry.versions import load_metadata
+    from mlcycle.tasks.registry.versions import load_metadata, model_name
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training.challenger import model_name
 
     ref = _version(version)
     settings = read_settings()

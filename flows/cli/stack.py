@@ -46,10 +46,9 @@ def status(as_json: bool = JSON_OPT) -> None:
     from mlcycle.tasks import stack
     from mlcycle.tasks.monitor.trigger import last_decision
     from mlcycle.tasks.partitions import list_partitions
-    from mlcycle.tasks.registry.versions import read_alias
+    from mlcycle.tasks.registry.versions import model_name, read_alias
     from mlcycle.tasks.rollout.orchestrate import read_current
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training.challenger import model_name
 
     settings = read_settings()
     api = stack_api(settings)  # the stack's server when it runs; status never starts one

@@ -259,8 +259,8 @@ def nothing_to_monitor_task(settings: Settings) -> str | None:
     """Why there is nothing to monitor (no champion yet), as a sentence and an artifact; None otherwise."""
     from prefect.artifacts import create_markdown_artifact
 
+    from mlcycle.tasks.registry.versions import model_name
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training.challenger import model_name
 
     reason = nothing_to_monitor(open_store(settings), model_name(settings))
     if reason is not None:
@@ -272,9 +272,8 @@ def nothing_to_monitor_task(settings: Settings) -> str | None:
 @task(name="evaluate-window", cache_policy=NO_CACHE)
 def evaluate_window_task(settings: Settings, hours: int, end: dt.datetime | None,
                          start: dt.datetime | None = None) -> MonitorReport:
-    from mlcycle.tasks.registry.versions import load_metadata, load_profile
+    from mlcycle.tasks.registry.versions import load_metadata, load_profile, model_name
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training.challenger import model_name
 
     store = open_store(settings)
     name = model_name(settings)
@@ -289,9 +288,8 @@ def evaluate_window_task(settings: Settings, hours: int, end: dt.datetime | None
 @task(name="window-summary", cache_policy=NO_CACHE)
 def window_summary_task(settings: Settings, hours: int, end: dt.datetime | None,
                         start: dt.datetime | None = None) -> WindowSummary:
-    from mlcycle.tasks.registry.versions import load_metadata
+    from mlcycle.tasks.registry.versions import load_metadata, model_name
     from mlcycle.tasks.storage import open_store
-    from mlcycle.tasks.training.challenger import model_name
 
     store = open_store(settings)
     name = model_name(settings)

@@ -14,9 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-# PartitionRef and InputColumn are records too, still kept beside their logic (partitions, features)
-from mlcycle.tasks.features import InputColumn
-from mlcycle.tasks.partitions import PartitionRef
+from mlcycle.tasks.records.data import PartitionRef
 from mlcycle.tasks.records.evaluation import (
     BootstrapResult,
     CalibrationReport,
@@ -28,6 +26,16 @@ from mlcycle.tasks.records.evaluation import (
 )
 
 SplitName = Literal["train", "validation", "test"]
+
+
+class InputColumn(BaseModel):
+    """One column the model reads (what the serving request schema is generated from)."""
+
+    name: str
+    kind: str  # numeric | categorical
+    dtype: str  # float | int | str
+    nullable: bool
+    categories: list[str] | None = None
 
 
 class InputPartition(PartitionRef):

@@ -37,6 +37,7 @@ from mlcycle.tasks.records.registry import (
     VersionListing,
     VersionSeal,
 )
+from mlcycle.tasks.settings import Settings
 from mlcycle.tasks.storage import (
     IntegrityError,
     ObjectNotFound,
@@ -83,6 +84,11 @@ class LoadedModel:
 # --------------------------------------------------------------------------------------------------
 # keys
 # --------------------------------------------------------------------------------------------------
+
+
+def model_name(settings: Settings) -> str:
+    """The registry name of the project's model: ``training.model_name``, else ``<dataset>-<target>``."""
+    return settings.training.model_name or f"{settings.dataset.name}-{settings.dataset.target}"
 
 
 def model_root(name: str) -> str:

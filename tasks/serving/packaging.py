@@ -208,9 +208,8 @@ def import_model(store: ObjectStore, settings: Settings, ref: int | str = "champ
     import bentoml
     from bentoml.exceptions import NotFound
 
-    from mlcycle.tasks.registry.versions import MODEL_FILE, load_metadata, version_prefix
+    from mlcycle.tasks.registry.versions import MODEL_FILE, load_metadata, model_name, version_prefix
     from mlcycle.tasks.storage import get_verified, sha256_file
-    from mlcycle.tasks.training.challenger import model_name
 
     name = model_name(settings)
     metadata = load_metadata(store, name, ref)  # ModelNotFound / IntegrityError name the problem

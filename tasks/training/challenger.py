@@ -47,7 +47,7 @@ from mlcycle.tasks.predictions import model_scores
 from mlcycle.tasks.profile import PROFILE_FILE, build_profile
 from mlcycle.tasks.records.training import Candidate, Comparison, StagedArtifact, TrainingWindow
 from mlcycle.tasks.registry.aliases import read_alias
-from mlcycle.tasks.registry.versions import load_model, staging_prefix
+from mlcycle.tasks.registry.versions import load_model, model_name, staging_prefix
 from mlcycle.tasks.settings import ConfigError, Settings
 from mlcycle.tasks.storage import ObjectStore, get_verified, open_store
 from mlcycle.tasks.training.leakage import check_leakage
@@ -61,10 +61,6 @@ from mlcycle.tasks.training.window import (
     select_window,
     time_split,
 )
-
-
-def model_name(settings: Settings) -> str:
-    return settings.training.model_name or f"{settings.dataset.name}-{settings.dataset.target}"
 
 
 def slice_features(settings: Settings) -> list[str]:

@@ -62,6 +62,16 @@ class Client:
         self._stop.set()
         self._thread.join(30)
 
+    def wait_for(self, answers: int, since: float = 0.0, timeout: float = 60.0) -> None:
+        """Until ``answers`` requests sent at or after ``since`` (wall clock) were answered; fails naming
+        how many were after ``timeout`` seconds (a synchronisation on the traffic itself, not a sleep)."""
+        deadline = time.monotonic() + timeout
+        while sum(1 for t in list(self.sent_at) if t >= since) < answers:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                got = sum(1 for t in list(self.sent_at) if t >= since)
+                raise AssertionError(f"{got} of {answers} answers after {timeout:g} s; failures: {self.failures[:3]}")
+            time.sleep(0.02)
+
     def assert_switched(self, old, new, cut: float) -> None:
         """No failure; ``old`` answered first, and every request sent after ``cut`` (the moment the
         switch completed, wall clock) was answered by ``new``: the answers switched and stayed."""
