@@ -404,12 +404,12 @@ def test_serving_pod_security_context_runs_on_the_real_image(serving_images, rol
             cap_drop=context["capabilities"]["drop"], security_opt=["no-new-privileges"],
             tmpfs={m["mountPath"]: "mode=1777" for m in container["volumeMounts"]}, init=True)
         try:
-            _check_serving_container(started, port, bucket, s3_running, request)
+            _check_serving_container(started, port, bucket, env["MLCYCLE_STORE_PREFIX"], s3_running, request)
         finally:
             started.remove(force=True)
 
 
-def _check_serving_container(container, port: int, bucket: str, s3_running, request: dict) -> None:
+def _check_serving_container(container, port: int, bucket: str, prefix: str, s3_running, request: dict) -> None:
     import httpx
     from minio import Minio
 
@@ -432,11 +432,11 @@ def _check_serving_container(container, port: int, bucket: str, s3_running, requ
     store = Minio(s3_running.endpoint, access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY, secure=False)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if list(store.list_objects(bucket, prefix="inference/", recursive=True)):
+        if list(store.list_objects(bucket, prefix=f"{prefix}/inference/", recursive=True)):  # under the project
             break
         time.sleep(1)
     else:
-        pytest.fail(f"no inference log in s3://{bucket}/inference/ after 60 s: "
+        pytest.fail(f"no inference log in s3://{bucket}/{prefix}/inference/ after 60 s: "
                     f"{container.logs(tail=40).decode(errors='replace')}")
     logs = container.logs().decode(errors="replace")
     assert "Read-only file system" not in logs and "Permission denied" not in logs, logs[-2000:]
