@@ -1,5 +1,6 @@
-"""A serving worker SIGKILLed under steady load behind the stable endpoint: no client sees a failure, and every
-answered request is in the inference log.
+"""A serving worker SIGKILLed under steady load behind the stable endpoint: no request fails but one the victim
+had begun to answer (a truncated response, at most one per client in flight), and every answered request is in
+the inference log.
 
 A real table (anes96: seven classes, its own columns), its packaged bento served by `bentoml serve` with two
 workers, nginx in front with the endpoint's retry. The log's flush interval is a minute, so what the killed
@@ -45,7 +46,7 @@ def journaling_workers(workers: list[int], journal: Path) -> list[int]:
     return holding
 
 
-def test_a_killed_worker_fails_no_client_and_every_answered_request_is_logged(served_tables, tmp_path):
+def test_a_killed_worker_fails_only_a_response_it_had_begun_and_logs_every_answer(served_tables, tmp_path):
     from mlcycle.tasks.inference_reader import read_inference_log
     from mlcycle.tasks.rollout import endpoint
     from mlcycle.tasks.rollout.endpoint import Upstream
@@ -90,7 +91,14 @@ def test_a_killed_worker_fails_no_client_and_every_answered_request_is_logged(se
             c.__exit__(None, None, None)
         answered = {rid for c in clients for rid in c.versions}
         failures = [f for c in clients for f in c.failures]
-        assert failures == [], failures[:5]
+        # The one failure a client can see: the victim had already sent a response's headers (nginx passed
+        # them on) and died before its body. nginx retries a failed *connection* on the other worker
+        # (rollout.endpoint_retries), never a response already begun (proxy_next_upstream cannot): such a
+        # request ends truncated, at most one per client in flight at the kill, and nothing else fails (no
+        # refused connection, no 502). Seen once in CI (2026-12-07), not in local runs.
+        truncated = [f for f in failures if f.startswith(
+            "RemoteProtocolError('peer closed connection without sending complete message body")]
+        assert failures == truncated and len(truncated) <= len(clients), failures[:5]
         assert len(answered) >= 40 and victim not in serving_workers(server.pid)
     finally:
         endpoint.stop_endpoint(ep)
