@@ -1,6 +1,6 @@
 """The ingest flows: one logical date, or a backfill over a range of dates.
 
-``ingest`` (deployment ``ingest/daily``, scheduled in prefect.yaml)::
+``ingest`` (deployment ``ingest/<project>-daily``, scheduled in prefect.yaml)::
 
     date ─▶ ingest-raw ─▶ validate-partition ─▶ validation-artifact ─▶ publish-partition
                                                                          ├─ passed: validated/

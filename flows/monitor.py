@@ -1,11 +1,11 @@
 """The monitor flow: drift and live performance of the version that serves, and a guarded retraining trigger.
 
-``monitor`` (deployment ``monitor/hourly``, scheduled in prefect.yaml)::
+``monitor`` (deployment ``monitor/<project>-hourly``, scheduled in prefect.yaml)::
 
     nothing-to-monitor? (no champion yet: the run completes, with the reason)
     ─▶ evaluate-window (drift + performance of the version the live deployment serves; the champion
        when nothing is deployed) ─▶ decide-trigger (ledger, cooldown, one training)
-    ─▶ start-training (run_deployment train/on-demand, not awaited) ─▶ monitoring-report (store + artifacts)
+    ─▶ start-training (run_deployment monitor.train_deployment, not awaited) ─▶ monitoring-report (store + artifacts)
     ─▶ sweep-leftovers (tasks/gc.py, with ``gc.in_monitor``: a failed sweep is a warning, never a failed monitor)
 
 With ``dask.address`` set, evaluate-window is replaced by the subflow ``monitor-drift-features`` on a

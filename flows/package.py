@@ -1,6 +1,6 @@
 """The packaging flow: the champion (or a given version) becomes a bento that has proven it serves.
 
-``package`` (deployment ``package/on-demand``; also run after every promotion)::
+``package`` (deployment ``package/<project>-on-demand``; also run after every promotion)::
 
     import-model ─▶ build-bento ─▶ test-serve ─▶ package-report
     (registry,      (`bentoml build`,  (`bentoml serve` on a free port, /readyz, canary rows of the

@@ -1,6 +1,7 @@
 """The rollout flow: a test-served bento goes live behind the stable endpoint, blue/green.
 
-``rollout`` (deployments ``rollout/on-demand``, which every promotion starts, and ``rollout/rollback``)::
+``rollout`` (deployments ``rollout/<project>-on-demand``, which every promotion starts, and
+``rollout/<project>-rollback``)::
 
     [package (subflow), unless a bento or image is given] ─▶ rollout ─▶ deployment-report
                                                                │ build image (docker) · start candidate ·

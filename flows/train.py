@@ -1,6 +1,6 @@
 """The training flow: train a challenger, gate it against the champion, register it, maybe promote it.
 
-``train`` (deployment ``train/on-demand``, no schedule: run from the UI, from CI, and by the monitoring
+``train`` (deployment ``train/<project>-on-demand``, no schedule: run from the UI, from CI, and by the monitoring
 flow)::
 
     select-window ─▶ train-challenger ─▶ score-champion ─▶ gate ─▶ register-model ─▶ promote-model?

@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from mlcycle.tasks.settings import ConfigError, DatasetSpec, FeatureSpec, Settings
+from mlcycle.tasks.settings.naming import derived_names
 from mlcycle.tasks.settings.problem import HIGHER, LOWER, METRICS, category_key
 
 # The repository's own config: the source of the comments (absent when mlcycle runs from an installed copy).
@@ -177,6 +178,10 @@ def settings_document(settings: Settings) -> dict[str, Any]:
     for name in section_names():
         section = getattr(settings, name)
         document[name] = dataset_document(section) if name == "dataset" else _plain(section.model_dump())
+    # names derived from the project stay derived (null): a renamed project renames them too
+    for section, key, value in derived_names(settings.project_name):
+        if document[section][key] == value:
+            document[section][key] = None
     for name, family in settings.training.families.items():  # a search parameter: only what it sets
         document["training"]["families"][name]["search_space"] = {
             param: _plain(space.model_dump(exclude_defaults=True)) for param, space in family.search_space.items()}

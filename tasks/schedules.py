@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mlcycle.tasks.settings.naming import project_tag
+
 AUTO_SCHEDULED_TAG = "auto-scheduled"  # Prefect's scheduler service tags every run it creates with this
 # How long after a deployment changed an active schedule may have no upcoming run (twice the scheduler's loop)
 SCHEDULER_GRACE = dt.timedelta(seconds=120)
@@ -34,7 +36,7 @@ class ScheduleStatus(BaseModel):
         nxt = f"next {self.next_run:%Y-%m-%d %H:%M} UTC" if self.next_run else "no run scheduled"
         last = (f"last {self.last_run:%Y-%m-%d %H:%M} UTC {self.last_state}" if self.last_run
                 else "no scheduled run yet")
-        text = f"{self.deployment:<18} {', '.join(self.schedules)}: {nxt}; {last}"
+        text = f"{self.deployment:<26} {', '.join(self.schedules)}: {nxt}; {last}"
         return text + (f"  PROBLEM: {self.problem}" if self.problem else "")
 
 
@@ -49,8 +51,9 @@ def describe(schedule: Any) -> str:
     return f"rrule {getattr(schedule, 'rrule', schedule)}"
 
 
-def schedule_status(client) -> list[ScheduleStatus]:
-    """Every deployment with a schedule, from a synchronous Prefect client: declared, next and last runs."""
+def schedule_status(client, project: str) -> list[ScheduleStatus]:
+    """Every deployment of ``project`` (its ``project:<name>`` tag) with a schedule, from a synchronous Prefect
+    client: declared, next and last runs. Other projects' deployments on the same server are not listed."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterDeploymentId,
@@ -64,7 +67,7 @@ def schedule_status(client) -> list[ScheduleStatus]:
     flows = {f.id: f.name for f in client.read_flows()}
     found = []
     for d in sorted(client.read_deployments(), key=lambda d: (flows.get(d.flow_id, ""), d.name)):
-        if not d.schedules:
+        if not d.schedules or project_tag(project) not in d.tags:
             continue
         name = f"{flows.get(d.flow_id, '?')}/{d.name}"
         active = any(s.active for s in d.schedules) and not d.paused

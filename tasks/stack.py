@@ -9,11 +9,12 @@ Services:
 
 * ``prefect-server``: the Prefect server on SQLite (``PREFECT_HOME`` under ``MLCYCLE_HOME/prefect``),
   UI and API on 127.0.0.1:4200 (``MLCYCLE_PREFECT_PORT``);
-* ``prefect-worker``: a process worker for the ``mlcycle-process`` work pool, started from the
+* ``prefect-worker``: a process worker for the project's work pool (``<project_name>-process``), started from the
   project root, with its health endpoint on 127.0.0.1:4201 (``MLCYCLE_WORKER_PORT``).
 
 ``up`` also creates the work pool and runs ``prefect deploy --all`` from the project root (the folder
-holding prefect.yaml), so every deployment, with its schedule, exists on the server.
+holding prefect.yaml, whose names are templated on ``MLCYCLE_PROJECT_NAME``: tasks/settings/naming.py), so
+every deployment of the project, with its schedule, exists on the server.
 
 A flow command run without a Prefect API (no ``PREFECT_API_URL``, no stack) starts the ``prefect-server``
 service alone (:func:`ensure_prefect_server`), once; the next commands reuse it and ``down`` stops it.
@@ -35,10 +36,10 @@ import httpx
 import psutil
 
 from mlcycle.tasks.settings import Settings
+from mlcycle.tasks.settings.naming import PROJECT_ENV
 
 PREFECT_PORT_ENV = "MLCYCLE_PREFECT_PORT"
 WORKER_PORT_ENV = "MLCYCLE_WORKER_PORT"
-WORK_POOL = "mlcycle-process"
 
 
 class StackError(RuntimeError):
@@ -95,6 +96,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "DO_NOT_TRACK": "1",
         "BENTOML_DO_NOT_TRACK": "true",
         "PREFECT_UI_API_URL": prefect_api_url(),
+        PROJECT_ENV: settings.project_name,  # prefect.yaml's deployment and work pool names
     })
     return env
 
@@ -238,20 +240,20 @@ def project_root() -> Path:
 def deploy_all(settings: Settings) -> str:
     """Create the work pool (idempotent) and (re)deploy every deployment of prefect.yaml."""
     root = project_root()
-    _prefect_cli(settings, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
+    _prefect_cli(settings, "work-pool", "create", settings.work_pool, "--type", "process", "--overwrite")
     return _prefect_cli(settings, "deploy", "--all", cwd=root)
 
 
 def start_worker(settings: Settings) -> Service:
     port = worker_port()
-    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process",
+    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", settings.work_pool, "--type", "process",
             "--name", f"mlcycle-worker-{port}", "--with-healthcheck"]
     env = stack_env(settings) | {
         "PREFECT_API_URL": prefect_api_url(),
         "PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1",
         "PREFECT_WORKER_WEBSERVER_PORT": str(port),
     }
-    return start_service(settings, "prefect-worker", argv, url=f"pool {WORK_POOL}",
+    return start_service(settings, "prefect-worker", argv, url=f"pool {settings.work_pool}",
                          health_url=f"http://127.0.0.1:{port}/health", env=env, cwd=project_root())
 
 

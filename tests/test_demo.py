@@ -102,7 +102,7 @@ def test_the_log_wait_times_out_naming_the_rows_it_waited_for(log_writer):
 
 @pytest.fixture
 def rollout_deployment(prefect_harness):
-    """A Prefect client and a fresh deployment standing for rollout/on-demand (a unique name per test)."""
+    """A Prefect client and a fresh deployment standing for rollout/mlcycle-on-demand (a unique name per test)."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:

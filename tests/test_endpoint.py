@@ -221,6 +221,25 @@ def test_the_endpoint_is_a_stack_service_that_down_stops(echo_pair, ep_settings)
         endpoint.switch_endpoint(ep_settings, upstream(blue, "blue"))
 
 
+def test_a_second_projects_endpoint_on_a_taken_port_is_refused_and_the_first_keeps_serving(echo_pair, ep_settings,
+                                                                                           tmp_path):
+    """Two projects whose endpoints would share a port (set alike, or derived alike from their names): the second
+    refuses to start, naming the setting, and never takes the first's health answer for its own."""
+    from mlcycle.tasks.rollout import endpoint
+
+    blue, green = echo_pair
+    endpoint.start_endpoint(ep_settings, upstream(blue, "blue"))
+    other = make_settings(tmp_path / "other", project_name="wine",
+                          rollout={"endpoint_port": ep_settings.rollout.endpoint_port})
+    with pytest.raises(endpoint.EndpointError) as refused:
+        endpoint.start_endpoint(other, upstream(green, "green"))
+    assert f"port 127.0.0.1:{ep_settings.rollout.endpoint_port} is in use" in str(refused.value)
+    assert "rollout.endpoint_port" in str(refused.value)
+    assert not endpoint.is_running(other)
+    answer = httpx.post(f"{endpoint.endpoint_url(ep_settings)}/predict", json={"x": 1.0}, timeout=10)
+    assert answer.status_code == 200 and answer.json() == {"version": blue.version, "y": 2.0}
+
+
 def test_the_body_limit_is_the_services_and_nginx_refuses_over_it_in_json(echo_pair, tmp_path):
     """serving.max_body_bytes is nginx's limit too: a body at the limit reaches the backend, one byte over
     gets the service's JSON 413 naming the setting (never nginx's HTML page), on the same connection rules."""

@@ -183,6 +183,9 @@ def test_compose_file_is_valid_and_wires_services_by_name(rendered):
         assert env[name]["MLCYCLE_S3_SECRET_KEY"] == SAMPLE_ENV["MINIO_ROOT_PASSWORD"]
     assert "prefect --no-prompt deploy --all" in " ".join(services["deploy"]["command"])
     assert services["worker"]["command"][:5] == ["prefect", "worker", "start", "--pool", "mlcycle-process"]
+    # the project names the deployments (prefect.yaml) and the pool, the same in the deploy job and the worker
+    assert env["deploy"]["MLCYCLE_PROJECT_NAME"] == env["worker"]["MLCYCLE_PROJECT_NAME"] == "mlcycle"
+    assert '"$${MLCYCLE_PROJECT_NAME}-process"' in COMPOSE_FILE.read_text()
 
     # start order: each waits for what it needs to be healthy (the deploy job: to have finished)
     conditions = {name: {dep: c["condition"] for dep, c in (s.get("depends_on") or {}).items()}

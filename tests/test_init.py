@@ -24,6 +24,7 @@ from mlcycle.tasks.settings import (
     ValidationSettings,
     load_settings,
 )
+from mlcycle.tasks.settings.naming import endpoint_port
 from mlcycle.tasks.settings.problem import DEFAULT_CEILINGS, DEFAULT_FLOORS, DEFAULT_PRIMARY
 from tests.support.datasets import TABLES
 
@@ -89,8 +90,12 @@ def test_init_writes_a_config_that_loads_with_the_task_and_target(exports, tmp_p
     else:
         assert all(isinstance(c, int) for c in written["classes"])
         assert set(spec.class_labels) == {str(v) for v in table.frame[table.target].unique()}
-    # every other section at its default (the gate and the monitor resolved for the task)
-    for section, default in [("validation", ValidationSettings()), ("rollout", RolloutSettings()),
+    # every other section at its default (the gate and the monitor resolved for the task; the rollout's
+    # deployment and port, like the monitor's train deployment, derived from the project init named)
+    project = settings.project_name
+    assert project != "mlcycle" and settings.monitor.train_deployment == f"train/{project}-on-demand"
+    rollout = RolloutSettings(deployment=f"rollout/{project}-on-demand", endpoint_port=endpoint_port(project))
+    for section, default in [("validation", ValidationSettings()), ("rollout", rollout),
                              ("serving", ServingSettings()), ("drift", DriftSettings()),
                              ("retries", RetriesSettings())]:
         assert getattr(settings, section) == default, section
@@ -98,7 +103,8 @@ def test_init_writes_a_config_that_loads_with_the_task_and_target(exports, tmp_p
     primary = DEFAULT_PRIMARY[table.task]
     assert settings.gate == GateSettings(primary_metric=primary, floors=DEFAULT_FLOORS[table.task],
                                          ceilings=DEFAULT_CEILINGS[table.task])
-    assert settings.monitor == MonitorSettings(performance_metric=primary)
+    assert settings.monitor == MonitorSettings(performance_metric=primary,
+                                               train_deployment=f"train/{project}-on-demand")
     # round trip: the file says exactly what the loaded settings hold
     assert yaml.safe_load(config.read_text()) == settings_document(settings)
 

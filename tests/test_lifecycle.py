@@ -5,21 +5,21 @@ with its home in a temp folder; every stage runs as ``prefect deployment run <fl
 in a subprocess, so each run really goes server -> worker -> a new flow-run process:
 
 1. the ``deploy`` workflow's command redeploys prefect.yaml (what a push to main does);
-2. ``backfill/range`` ingests and validates 30 simulated days (2026-10-01..30), ``ingest/daily`` one more,
-   ``validate/revalidate`` re-validates one;
+2. ``backfill/mlcycle-range`` ingests and validates 30 simulated days (2026-10-01..30), ``ingest/mlcycle-daily``
+   one more, ``validate/mlcycle-revalidate`` re-validates one;
 3. the ``train`` workflow's command, read from .github/workflows/train.yml and run verbatim: first with a
    window that has no data (the job must go red, naming why), then on the days before the scheduled
-   drift: a champion, whose promotion starts ``rollout/on-demand`` (package, test-serve, blue/green);
-4. ``package/on-demand``, then ``rollout/on-demand`` by hand with the packaged bento;
+   drift: a champion, whose promotion starts ``rollout/mlcycle-on-demand`` (package, test-serve, blue/green);
+4. ``package/mlcycle-on-demand``, then ``rollout/mlcycle-on-demand`` by hand with the packaged bento;
 5. traffic through the stable endpoint (pre-drift days, then drifted days), logged by the service;
    labels for it with ``mlcycle labels --simulate``;
-6. ``monitor/hourly`` over the pre-drift window: no drift, no training; over the drifted window: the
-   scheduled drift is found and exactly one ``train/on-demand`` run starts, and goes through the gate;
+6. ``monitor/mlcycle-hourly`` over the pre-drift window: no drift, no training; over the drifted window: the
+   scheduled drift is found and exactly one ``train/mlcycle-on-demand`` run starts, and goes through the gate;
    the same window monitored again starts nothing;
-7. ``rollout/rollback`` puts the previous deployment back behind the endpoint.
+7. ``rollout/mlcycle-rollback`` puts the previous deployment back behind the endpoint.
 
 The stack's cron schedules are paused right after deploying: the test starts every run itself, and a
-``monitor/hourly`` run fired by the clock at :05 in the middle of it would race with its own.
+``monitor/mlcycle-hourly`` run fired by the clock at :05 in the middle of it would race with its own.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ DAILY = "2026-10-31"
 CHAMPION_WINDOW_END = "2026-10-21"  # the day before simulator.drift starts (2026-10-22)
 PRE_DRIFT_DAYS = [dt.date(2026, 10, d) for d in (17, 18, 19)]
 DRIFTED_DAYS = [dt.date(2026, 10, d) for d in (24, 25, 26)]
-TRAIN = "train/on-demand"
+TRAIN = "train/mlcycle-on-demand"
 RUN_TIMEOUT = 900
 
 
@@ -252,7 +252,8 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
     up = stack.mlcycle_json("up")
     assert [s["name"] for s in up["services"]] == ["prefect-server", "prefect-worker"]
     deployed = run_workflow_step(workflow_step("deploy.yml", "Deploy every flow"), stack.api_env,
-                                 {"PREFECT_API_KEY": "", "PREFECT_API_AUTH_STRING": ""})
+                                 {"PREFECT_API_KEY": "", "PREFECT_API_AUTH_STRING": "",
+                                  "MLCYCLE_PROJECT_NAME": "mlcycle"})
     assert deployed.returncode == 0, (deployed.stdout + deployed.stderr)[-3000:]
     pause = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deployment", "schedule", "pause", "--all"],
                            capture_output=True, text=True, env=stack.api_env, timeout=120)
@@ -262,9 +263,9 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
     laps("stack up, deploy workflow, schedules paused")
 
     # -- ingest and validate: 30 days backfilled, one more day, one day re-validated ---------------------
-    stack.run("backfill/range", f"start={BACKFILL[0]}", f"end={BACKFILL[1]}")
-    daily = stack.run("ingest/daily", f"date={DAILY}")
-    revalidated = stack.run("validate/revalidate", "date=2026-10-05")
+    stack.run("backfill/mlcycle-range", f"start={BACKFILL[0]}", f"end={BACKFILL[1]}")
+    daily = stack.run("ingest/mlcycle-daily", f"date={DAILY}")
+    revalidated = stack.run("validate/mlcycle-revalidate", "date=2026-10-05")
     assert stack.mlcycle_json("status")["partitions"] == {"raw": 31, "validated": 31, "quarantine": 0}
     assert "PASSED" in stack.artifacts(f"validation-verdict-{DAILY}", daily)[0].data
     assert stack.artifacts("validation-2026-10-05", revalidated)  # the expectation table, re-run
@@ -273,8 +274,10 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
 
     # -- training from CI: the train workflow's exact command ---------------------------------------------
     train_step = workflow_step("train.yml", "Train on the work pool")
-    assert "prefect deployment run train/on-demand" in train_step["run"] and "--watch" in train_step["run"]
-    no_secrets = {"PREFECT_API_KEY": "", "PREFECT_API_AUTH_STRING": ""}  # unset secrets arrive as ""
+    assert 'prefect deployment run "train/${MLCYCLE_PROJECT_NAME}-on-demand"' in train_step["run"]
+    assert "--watch" in train_step["run"]
+    # unset secrets arrive as ""; the project variable as its default
+    no_secrets = {"PREFECT_API_KEY": "", "PREFECT_API_AUTH_STRING": "", "MLCYCLE_PROJECT_NAME": "mlcycle"}
     refused = run_workflow_step(train_step, stack.api_env, {**no_secrets, "TRAIN_PARAMETERS": '{"end": "2020-01-10"}'})
     assert refused.returncode == 1, "a failed training must fail the CI step"
     assert "Failed" in refused.stdout + refused.stderr
@@ -292,8 +295,8 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
     assert champion.lineage.partitions[-1].date.isoformat() == CHAMPION_WINDOW_END
     assert "promote" in stack.artifacts(f"{model}-gate-decision", first_train)[0].description
 
-    # the promotion started rollout/on-demand by itself: package, test-serve, blue/green switch
-    chained = [r for r in stack.runs_of("rollout/on-demand") if r.created >= started]
+    # the promotion started rollout/mlcycle-on-demand by itself: package, test-serve, blue/green switch
+    chained = [r for r in stack.runs_of("rollout/mlcycle-on-demand") if r.created >= started]
     assert len(chained) == 1 and chained[0].parameters == {"version": 1}
     assert stack.wait_final(str(chained[0].id)).state.is_completed()
     live = stack.current_deployment()
@@ -305,9 +308,9 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
     laps("CI train (refused + champion), chained rollout")
 
     # -- packaging and a rollout by hand --------------------------------------------------------------------
-    packaged = stack.run("package/on-demand")
+    packaged = stack.run("package/mlcycle-on-demand")
     assert stack.artifacts(f"{model}-package", packaged)
-    rolled = stack.run("rollout/on-demand", f"bento_tag={live.bento_tag}")  # the packaged bento, again
+    rolled = stack.run("rollout/mlcycle-on-demand", f"bento_tag={live.bento_tag}")  # the packaged bento, again
     again = stack.current_deployment()
     assert again.flow_run_id == rolled and again.previous_id == live.id and again.model_version == "1"
     assert stack.artifacts("deployment", rolled)
@@ -337,12 +340,12 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
     laps("traffic (2 x 3 days), labels")
 
     # -- monitoring: quiet before the drift date, one retraining after it ----------------------------------------
-    quiet = stack.run("monitor/hourly", f"start={pre_window[0]}", f"end={pre_window[1]}")
+    quiet = stack.run("monitor/mlcycle-hourly", f"start={pre_window[0]}", f"end={pre_window[1]}")
     quiet_decision = stack.artifacts("monitoring-decision", quiet)[0].data
     assert "**Trigger:** not-warranted" in quiet_decision, quiet_decision
     assert len(stack.runs_of(TRAIN)) == 2  # the refused one and the champion's: nothing new
 
-    drifted = stack.run("monitor/hourly", f"start={drift_window[0]}", f"end={drift_window[1]}")
+    drifted = stack.run("monitor/mlcycle-hourly", f"start={drift_window[0]}", f"end={drift_window[1]}")
     decision = stack.artifacts("monitoring-decision", drifted)[0].data
     assert "**Trigger:** triggered" in decision and "debt_ratio" in decision, decision
     drift_table = stack.artifacts("monitoring-drift", drifted)[0].data
@@ -352,7 +355,7 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
     assert len(retrains) == 1 and len(stack.runs_of(TRAIN)) == 3
     assert "debt_ratio" in retrains[0].parameters["reason"]
 
-    repeat = stack.run("monitor/hourly", f"start={drift_window[0]}", f"end={drift_window[1]}")
+    repeat = stack.run("monitor/mlcycle-hourly", f"start={drift_window[0]}", f"end={drift_window[1]}")
     assert "**Trigger:** already-triggered" in stack.artifacts("monitoring-decision", repeat)[0].data
     assert len(stack.runs_of(TRAIN)) == 3  # the same window never starts a second training
 
@@ -367,11 +370,11 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
     assert challenger.lineage.partitions[-1].date.isoformat() == DAILY  # trained on the latest data
     print(f"retraining: v2 {challenger.gate.summary}")
     if challenger.gate.promote:  # the promotion rolled v2 out, as it did v1
-        rollout_v2 = [r for r in stack.runs_of("rollout/on-demand") if r.parameters == {"version": 2}]
+        rollout_v2 = [r for r in stack.runs_of("rollout/mlcycle-on-demand") if r.parameters == {"version": 2}]
         assert len(rollout_v2) == 1 and stack.wait_final(str(rollout_v2[0].id)).state.is_completed()
         assert predict_version(url, settings, stack.store()) == 2
     else:  # refused: nothing was rolled out; v1 is still the champion, still live, and still answers
-        assert [r for r in stack.runs_of("rollout/on-demand") if r.parameters == {"version": 2}] == []
+        assert [r for r in stack.runs_of("rollout/mlcycle-on-demand") if r.parameters == {"version": 2}] == []
         assert load_metadata(stack.store(), model, "champion").version == 1
         current = stack.current_deployment()
         assert current.id == again.id and current.status == "live" and current.model_version == "1"
@@ -381,7 +384,7 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
 
     # -- rollback: the deployment live before the current one serves again --------------------------------------
     before = stack.current_deployment()
-    rolled_back = stack.run("rollout/rollback")
+    rolled_back = stack.run("rollout/mlcycle-rollback")
     after = stack.current_deployment()
     from mlcycle.tasks.rollout.orchestrate import find
 
@@ -393,8 +396,9 @@ def test_life_cycle_from_an_empty_store_through_the_deployments(stack):
     laps("rollback")
 
     # -- every deployment ran; the UI holds the evidence ------------------------------------------------------------
-    for name in ("ingest/daily", "backfill/range", "validate/revalidate", TRAIN, "package/on-demand",
-                 "rollout/on-demand", "rollout/rollback", "monitor/hourly"):
+    for name in ("ingest/mlcycle-daily", "backfill/mlcycle-range", "validate/mlcycle-revalidate", TRAIN,
+                 "package/mlcycle-on-demand", "rollout/mlcycle-on-demand", "rollout/mlcycle-rollback",
+                 "monitor/mlcycle-hourly"):
         assert any(r.state.is_completed() for r in stack.runs_of(name)), f"{name} never completed a run"
     print(laps.table())
     stack.lived = True

@@ -186,7 +186,7 @@ def test_up_on_postgres_runs_a_deployment_and_the_run_is_stored_in_postgres(post
     assert httpx.post(f"{api}/deployments/filter", json={}, timeout=10).status_code == 401
 
     # exactly what CI does against any Prefect API, here one backed by PostgreSQL
-    run = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "ingest/daily",
+    run = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "ingest/mlcycle-daily",
                           "--param", "date=2026-10-05", "--watch", "--watch-timeout", "300"],
                          capture_output=True, text=True, env={**pg_stack, "PREFECT_API_URL": api}, timeout=360)
     assert run.returncode == 0, (run.stdout + run.stderr)[-2000:]
@@ -199,9 +199,9 @@ def test_up_on_postgres_runs_a_deployment_and_the_run_is_stored_in_postgres(post
         "SELECT d.name, f.state_type, f.parameters->>'date', w.name FROM flow_run f "
         "JOIN deployment d ON d.id = f.deployment_id JOIN work_queue q ON q.id = f.work_queue_id "
         "JOIN work_pool w ON w.id = q.work_pool_id", database=postgres.database)
-    assert ["daily", "COMPLETED", "2026-10-05", "mlcycle-process"] in rows, rows
+    assert ["mlcycle-daily", "COMPLETED", "2026-10-05", "mlcycle-process"] in rows, rows
     deployments = {r[0] for r in postgres.psql("SELECT name FROM deployment", database=postgres.database)}
-    assert {"daily", "range", "on-demand", "hourly"} <= deployments
+    assert {"mlcycle-daily", "mlcycle-range", "mlcycle-on-demand", "mlcycle-hourly"} <= deployments
     # ... and no SQLite database was made next to the server's PREFECT_HOME
     prefect_home = Path(pg_stack["MLCYCLE_HOME"]) / "prefect"
     assert not list(prefect_home.rglob("*.db")), list(prefect_home.rglob("*.db"))

@@ -71,3 +71,48 @@ def test_store_prefix_overrides_the_project_and_empty_reads_a_store_without_pref
 def test_a_project_name_that_cannot_be_a_key_is_refused_naming_it(tmp_path, key, value):
     with pytest.raises(ConfigError, match=rf"{key}.*not allowed: use letters, digits and \._=\+- only"):
         make_settings(tmp_path / "home", **{key: value})
+
+
+def test_deployments_work_pool_and_endpoint_port_derive_from_the_project(tmp_path):
+    """What one Prefect server and one machine hold for several projects carries the project's name: the
+    deployments a promotion and a retraining start, the work pool and the stable endpoint's port (3080 stays
+    the default project's); explicit settings win."""
+    default = make_settings(tmp_path / "home")
+    assert (default.rollout.deployment, default.monitor.train_deployment) == ("rollout/mlcycle-on-demand",
+                                                                              "train/mlcycle-on-demand")
+    assert (default.work_pool, default.rollout.endpoint_port) == ("mlcycle-process", 3080)
+
+    wine, diabetes = (make_settings(tmp_path / "home", project_name=n) for n in ("wine", "diabetes"))
+    assert (wine.rollout.deployment, wine.monitor.train_deployment) == ("rollout/wine-on-demand",
+                                                                        "train/wine-on-demand")
+    assert wine.work_pool == "wine-process"
+    ports = {wine.rollout.endpoint_port, diabetes.rollout.endpoint_port, default.rollout.endpoint_port}
+    assert len(ports) == 3 and all(10080 <= p <= 32070 and p % 10 == 0 for p in ports - {3080})
+    again = make_settings(tmp_path / "elsewhere", project_name="wine")  # stable: another home, another session
+    assert again.rollout.endpoint_port == wine.rollout.endpoint_port
+
+    chosen = make_settings(tmp_path / "home", project_name="wine", rollout={"endpoint_port": 4080,
+                                                                             "deployment": "rollout/blue"},
+                           monitor={"train_deployment": "train/nightly"})
+    assert (chosen.rollout.endpoint_port, chosen.rollout.deployment) == (4080, "rollout/blue")
+    assert chosen.monitor.train_deployment == "train/nightly"
+
+
+def test_prefect_yaml_names_every_deployment_and_the_pool_from_the_project(monkeypatch):
+    """prefect.yaml's names are templated on MLCYCLE_PROJECT_NAME (what `mlcycle up` sets from the settings),
+    resolved the way `prefect deploy` resolves them, and match what the settings derive."""
+    import yaml
+    from prefect.utilities.templating import apply_values
+
+    from tests.support.env import ROOT
+
+    declared = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    monkeypatch.setenv("MLCYCLE_PROJECT_NAME", "wine")  # `prefect deploy` reads {{ $VAR }} from its environment
+    resolved = [apply_values(d, {}, remove_notset=False) for d in declared]
+    for deployment in resolved:
+        assert deployment["name"].startswith("wine-"), deployment["name"]
+        assert deployment["work_pool"]["name"] == "wine-process"
+        assert "project:wine" in deployment["tags"]
+    flows = {d["entrypoint"].rsplit(":", 1)[-1]: d["name"] for d in resolved if d["name"] == "wine-on-demand"}
+    assert set(flows) == {"train_flow", "package_flow", "rollout_flow"}
+    assert len({(d["entrypoint"], d["name"]) for d in resolved}) == len(resolved)

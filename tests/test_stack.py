@@ -3,6 +3,7 @@ command line as CI does it, idempotent `up`, and `down` stopping exactly what `u
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,10 @@ import pytest
 from tests.support.env import ROOT, free_port
 
 pytestmark = pytest.mark.slow
+# every deployment of prefect.yaml, for a project
+DEPLOYMENTS = ("ingest/{project}-daily", "backfill/{project}-range", "validate/{project}-revalidate",
+               "train/{project}-on-demand", "package/{project}-on-demand", "rollout/{project}-on-demand",
+               "rollout/{project}-rollback", "monitor/{project}-hourly")
 
 
 def mlcycle(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -53,22 +58,52 @@ def test_up_deploys_everything_and_is_idempotent(stack_env):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
-        for name in ("ingest/daily", "backfill/range", "validate/revalidate", "train/on-demand",
-                     "package/on-demand", "rollout/on-demand", "rollout/rollback", "monitor/hourly"):
-            assert client.read_deployment_by_name(name).work_pool_name == "mlcycle-process"
-        daily = client.read_deployment_by_name("ingest/daily")
+        for name in DEPLOYMENTS:
+            deployment = client.read_deployment_by_name(name.format(project="mlcycle"))
+            assert deployment.work_pool_name == "mlcycle-process" and "project:mlcycle" in deployment.tags
+        daily = client.read_deployment_by_name("ingest/mlcycle-daily")
         assert [s.schedule.cron for s in daily.schedules] == ["30 0 * * *"]
-        hourly = client.read_deployment_by_name("monitor/hourly")
+        hourly = client.read_deployment_by_name("monitor/mlcycle-hourly")
         assert [s.schedule.cron for s in hourly.schedules] == ["5 * * * *"]
-        assert client.read_deployment_by_name("train/on-demand").schedules == []
-        assert daily.work_pool_name == "mlcycle-process"
+        assert client.read_deployment_by_name("train/mlcycle-on-demand").schedules == []
+
+
+def test_a_second_project_deploys_beside_the_first_under_its_own_names(stack_env):
+    """Two declarations on one Prefect server: each project's deployments, work pool and tag carry its name, a
+    second `mlcycle up` changes nothing of the first's, and `mlcycle status` lists only its own schedules."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    assert mlcycle(stack_env, "up").returncode == 0
+    api = f"http://127.0.0.1:{stack_env['MLCYCLE_PREFECT_PORT']}/api"
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        first = {n: client.read_deployment_by_name(n.format(project="mlcycle")).id for n in DEPLOYMENTS}
+        wine = {**stack_env, "MLCYCLE_PROJECT_NAME": "wine"}
+        try:
+            up = mlcycle(wine, "up", "--json")
+            assert up.returncode == 0, up.stderr[-2000:]
+            assert json.loads(up.stdout)["work_pool"] == "wine-process"
+            for name in DEPLOYMENTS:
+                deployment = client.read_deployment_by_name(name.format(project="wine"))
+                assert deployment.work_pool_name == "wine-process" and "project:wine" in deployment.tags
+                assert client.read_deployment_by_name(name.format(project="mlcycle")).id == first[name]
+            shown = [s["deployment"] for s in json.loads(mlcycle(wine, "status", "--json").stdout)["schedules"]]
+            assert shown == ["ingest/wine-daily", "monitor/wine-hourly"]
+            shown = [s["deployment"] for s in json.loads(mlcycle(stack_env, "status", "--json").stdout)["schedules"]]
+            assert shown == ["ingest/mlcycle-daily", "monitor/mlcycle-hourly"]
+        finally:  # no worker serves wine-process: its scheduled runs would only wait
+            for name in DEPLOYMENTS:
+                with contextlib.suppress(Exception):
+                    client.delete_deployment(client.read_deployment_by_name(name.format(project="wine")).id)
+            with contextlib.suppress(Exception):
+                client.delete_work_pool("wine-process")
 
 
 def test_ci_command_runs_a_deployment_to_completion(stack_env):
     """Exactly what CI does: `prefect deployment run <flow>/<deployment> --watch` against the API."""
     env = {**stack_env, "PREFECT_API_URL": f"http://127.0.0.1:{stack_env['MLCYCLE_PREFECT_PORT']}/api"}
     mlcycle(stack_env, "up")
-    run = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "ingest/daily",
+    run = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "ingest/mlcycle-daily",
                           "--param", "date=2026-10-05", "--watch"], capture_output=True, text=True, env=env,
                          timeout=300)
     assert run.returncode == 0, (run.stdout + run.stderr)[-2000:]
@@ -124,27 +159,27 @@ def test_schedules_fire_by_themselves_and_the_worker_completes_the_run(stack_env
         upcoming: dict[str, list] = {}
         while time.monotonic() < deadline:
             upcoming = {name: [r for r in scheduled_runs(client, name) if r.state_type.value == "SCHEDULED"]
-                        for name in ("ingest/daily", "monitor/hourly")}
+                        for name in ("ingest/mlcycle-daily", "monitor/mlcycle-hourly")}
             if all(upcoming.values()):
                 break
             time.sleep(2)
         assert all(upcoming.values()), f"the scheduler created no run for {[n for n, r in upcoming.items() if not r]}"
         now = dt.datetime.now(dt.UTC)
-        daily = sorted(r.expected_start_time for r in upcoming["ingest/daily"])
-        hourly = sorted(r.expected_start_time for r in upcoming["monitor/hourly"])
+        daily = sorted(r.expected_start_time for r in upcoming["ingest/mlcycle-daily"])
+        hourly = sorted(r.expected_start_time for r in upcoming["monitor/mlcycle-hourly"])
         assert all((t.hour, t.minute) == (0, 30) for t in daily) and daily[0] > now
         assert all(t.minute == 5 for t in hourly) and hourly[0] > now
         assert len(hourly) >= 3 and hourly[1] - hourly[0] == dt.timedelta(hours=1)
 
-        # monitor/hourly brought forward: an extra 10-second interval schedule; wait for a run of it to complete
-        monitor = client.read_deployment_by_name("monitor/hourly")
+        # monitor/mlcycle-hourly brought forward: an extra 10-second interval schedule; wait for a run of it to end
+        monitor = client.read_deployment_by_name("monitor/mlcycle-hourly")
         extra = client.create_deployment_schedules(monitor.id, [(IntervalSchedule(interval=dt.timedelta(seconds=10)),
                                                                  True)])
         try:
             completed, states = None, set()
             deadline = time.monotonic() + 240
             while completed is None and time.monotonic() < deadline:
-                runs = scheduled_runs(client, "monitor/hourly")  # the cron's runs are in the future
+                runs = scheduled_runs(client, "monitor/mlcycle-hourly")  # the cron's runs are in the future
                 states = {r.state_name for r in runs}
                 completed = next((r for r in runs if r.state is not None and r.state.is_completed()), None)
                 failed = [r for r in runs if r.state is not None and r.state.is_failed()]
@@ -152,7 +187,7 @@ def test_schedules_fire_by_themselves_and_the_worker_completes_the_run(stack_env
                 time.sleep(2)
         finally:
             client.delete_deployment_schedule(monitor.id, extra[0].id)
-        assert completed is not None, f"no scheduled monitor/hourly run completed within 240 s (saw {states})"
+        assert completed is not None, f"no scheduled monitor/mlcycle-hourly run completed within 240 s (saw {states})"
         assert completed.work_pool_name == "mlcycle-process" and completed.auto_scheduled
 
     # `mlcycle status` shows what the scheduler did: next run of each schedule, the last scheduled run's state
@@ -165,12 +200,14 @@ def test_schedules_fire_by_themselves_and_the_worker_completes_the_run(stack_env
         if all(s["next_run"] for s in shown.values()) or time.monotonic() > deadline:
             break
         time.sleep(2)
-    assert set(shown) == {"ingest/daily", "monitor/hourly"}
+    assert set(shown) == {"ingest/mlcycle-daily", "monitor/mlcycle-hourly"}
     assert all(s["next_run"] and s["active"] and s["problem"] is None for s in shown.values()), shown
-    assert shown["monitor/hourly"]["last_state"] in ("Completed", "Cancelled")  # CANCEL_NEW may drop a later one
-    assert shown["ingest/daily"]["schedules"] == ["cron 30 0 * * * (UTC)"]
+    # CANCEL_NEW may drop a later one
+    assert shown["monitor/mlcycle-hourly"]["last_state"] in ("Completed", "Cancelled")
+    assert shown["ingest/mlcycle-daily"]["schedules"] == ["cron 30 0 * * * (UTC)"]
     human = mlcycle(stack_env, "status").stdout
-    assert re.search(r"monitor/hourly .*cron 5 \* \* \* \* \(UTC\): next \d{4}-\d\d-\d\d \d\d:05 UTC", human), human
+    assert re.search(r"monitor/mlcycle-hourly .*cron 5 \* \* \* \* \(UTC\): next \d{4}-\d\d-\d\d \d\d:05 UTC",
+                     human), human
     from tests.support.logs import (
         SQLITE_HEARTBEAT_RACE,
         SQLITE_QUEUE_POLL_LOCK,

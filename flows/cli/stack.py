@@ -22,9 +22,9 @@ def up(as_json: bool = JSON_OPT) -> None:
     stack.up(settings)
     running = stack.services(settings)
     info = {"prefect_ui": f"http://127.0.0.1:{stack.prefect_port()}", "prefect_api": stack.prefect_api_url(),
-            "work_pool": stack.WORK_POOL, "services": [s.__dict__ for s in running]}
+            "work_pool": settings.work_pool, "services": [s.__dict__ for s in running]}
     emit(as_json, info, f"Prefect UI  {info['prefect_ui']}\nPrefect API {info['prefect_api']}\n"
-         f"deployments: prefect.yaml deployed to work pool {stack.WORK_POOL}\n"
+         f"deployments: prefect.yaml deployed to work pool {settings.work_pool}\n"
          f"running: {', '.join(f'{s.name} (pid {s.pid})' for s in running)}\n"
          "stop with: make down (or mlcycle down)")
 
@@ -58,7 +58,7 @@ def status(as_json: bool = JSON_OPT) -> None:
     champion = read_alias(store, model_name(settings))
     current = read_current(store)
     decision = last_decision(store)
-    schedules = _schedules(api)
+    schedules = _schedules(api, settings.project_name)
     info = {
         "services": running, "store": store.description, "partitions": zones,
         "champion": {"model": model_name(settings), "version": champion.version, "since": champion.set_at}
@@ -86,8 +86,9 @@ def status(as_json: bool = JSON_OPT) -> None:
     emit(as_json, info, "\n".join(lines))
 
 
-def _schedules(api: str | None):
-    """Each scheduled deployment's next and last scheduled run, from the Prefect API; None when none answers."""
+def _schedules(api: str | None, project: str):
+    """Each of the project's scheduled deployments' next and last scheduled run, from the Prefect API; None when
+    none answers."""
     import httpx
 
     if not api:
@@ -98,6 +99,6 @@ def _schedules(api: str | None):
 
     try:
         with get_client(sync_client=True) as client:
-            return schedule_status(client)
+            return schedule_status(client, project)
     except (httpx.HTTPError, OSError):
         return None

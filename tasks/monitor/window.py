@@ -244,7 +244,7 @@ def nothing_to_monitor(store: ObjectStore, name: str) -> str | None:
     if read_alias(store, name) is not None:
         return None
     return (f"model {name!r} has no champion yet, so no model serves traffic to judge; train one with "
-            "`mlcycle train` (or run train/on-demand)")
+            "`mlcycle train` (or run the deployment monitor.train_deployment names)")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -238,6 +239,7 @@ def start_endpoint(settings: Settings, upstream: Upstream) -> stack.Service:
     if is_running(settings):
         switch_endpoint(settings, upstream)
         return stack.read_service(settings, SERVICE_NAME)
+    check_port_free(settings)
     d = endpoint_dir(settings)
     for sub in ("tmp",):
         (d / sub).mkdir(parents=True, exist_ok=True)
@@ -252,6 +254,20 @@ def start_endpoint(settings: Settings, upstream: Upstream) -> stack.Service:
                                    health_url=f"{endpoint_url(settings)}/_mlcycle/health", timeout=30)
     except stack.StackError as exc:
         raise EndpointError(f"the stable endpoint did not start on {endpoint_url(settings)}: {exc}") from None
+
+
+def check_port_free(settings: Settings) -> None:
+    """EndpointError unless the endpoint's port is free: a port held by another process (another project's
+    endpoint on a port derived alike, tasks/settings/naming.py) must not pass for this endpoint's health."""
+    port = settings.rollout.endpoint_port
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nginx binds: TIME_WAIT is no obstacle
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise EndpointError(f"the stable endpoint's port 127.0.0.1:{port} is in use by another process "
+                                f"({exc.strerror}); stop it, or give this project another port "
+                                "(rollout.endpoint_port, MLCYCLE_ROLLOUT__ENDPOINT_PORT)") from None
 
 
 def switch_endpoint(settings: Settings, upstream: Upstream, drain_timeout: float | None = None) -> SwitchReport:

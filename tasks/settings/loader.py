@@ -31,6 +31,7 @@ from pydantic_settings import (
 from mlcycle.tasks.settings.base import ConfigError
 from mlcycle.tasks.settings.dataset import DatasetSpec
 from mlcycle.tasks.settings.monitoring import DriftSettings
+from mlcycle.tasks.settings.naming import derived_names, work_pool_name
 from mlcycle.tasks.settings.sections import (
     DaskSettings,
     DemoSettings,
@@ -181,6 +182,20 @@ class Settings(BaseSettings):
                     raise ValueError(f"gate.{key} names {metric!r}; for a {task} task {key} apply to "
                                      f"{kind}-is-better metrics {allowed}")
         return self
+
+    @model_validator(mode="after")
+    def _names_from_the_project(self) -> Settings:
+        """The deployments a promotion and a retraining start, and the stable endpoint's port: from
+        project_name unless set (tasks/settings/naming.py)."""
+        for section, key, value in derived_names(self.project_name):
+            if getattr(getattr(self, section), key) is None:
+                setattr(getattr(self, section), key, value)
+        return self
+
+    @property
+    def work_pool(self) -> str:
+        """The Prefect work pool this project's deployments run on (``<project_name>-process``)."""
+        return work_pool_name(self.project_name)
 
     @model_validator(mode="after")
     def _training_search_on_dask(self) -> Settings:

@@ -257,8 +257,9 @@ class RolloutSettings(Section):
 
     target: Literal["process", "docker"] = "process"  # process: a local `bentoml serve`; docker: a container
     after_promotion: bool = True  # a promotion starts the rollout deployment (package -> test-serve -> switch)
-    deployment: str = "rollout/on-demand"  # the deployment a promotion starts
-    endpoint_port: int = Field(default=3080, ge=1024, le=65535)  # the stable URL http://127.0.0.1:<port>
+    deployment: str | None = None  # the deployment a promotion starts; None: rollout/<project_name>-on-demand
+    # The stable URL http://127.0.0.1:<port>; None: derived from project_name (3080 for the default project)
+    endpoint_port: int | None = Field(default=None, ge=1024, le=65535)
     readiness_timeout_seconds: float = Field(default=180.0, gt=0)  # candidate start -> /readyz answers 200
     lease_seconds: float = Field(default=120.0, ge=3)  # one rollout at a time: its lease, renewed every third
     drain_seconds: float = Field(default=30.0, ge=0)  # longest wait for in-flight requests after a switch
@@ -335,7 +336,7 @@ class MonitorSettings(Section):
     performance_tolerance: float = 0.05  # drop of the live metric below the champion's test metric
     min_labelled_rows: int = Field(default=200, ge=1)
     cooldown_hours: float = Field(default=24.0, ge=0)
-    train_deployment: str = "train/on-demand"
+    train_deployment: str | None = None  # the deployment a retraining starts; None: train/<project_name>-on-demand
     trigger_claim_seconds: float = Field(default=600.0, ge=1)  # a claimed trigger not started by then is freed
     estimation: EstimationSettings = Field(default_factory=EstimationSettings)
 

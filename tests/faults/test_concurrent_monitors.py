@@ -1,7 +1,7 @@
 """Repeated and concurrent monitor runs over one drifted window start at most one training.
 
 The world: a champion trained by the real train flow, logged traffic from after the drift date
-(``simulator.drift`` shifts ``debt_ratio``, a critical feature), the ``train/on-demand`` deployment on
+(``simulator.drift`` shifts ``debt_ratio``, a critical feature), the ``train/mlcycle-on-demand`` deployment on
 the test Prefect server (no worker: a started training stays Scheduled, which is also what makes
 "one training at a time" observable). Then N monitor runs in separate processes (``mlcycle monitor``,
 real flows against the same Prefect API and the same store) race over the same window, and N more
