@@ -24,6 +24,7 @@ import bentoml
 import numpy as np
 from pydantic import BaseModel, Field
 
+from mlcycle.bentos.fastpath import serving_model
 from mlcycle.bentos.runtime import RequestGuard, Scorer, load_pipeline, serving_context, traffic_of
 from mlcycle.tasks.inference_log import TRAFFIC_HEADER, open_writer
 from mlcycle.tasks.predictions import model_scores, prediction_columns, response_models
@@ -71,13 +72,15 @@ class ModelService:
 
     def __init__(self) -> None:
         self.pipeline = load_pipeline(Path(self.model.path_of(SERVED.model_file)), SERVED.model_sha256)
+        # the pipeline compiled to numpy (same predictions bit for bit), or the pipeline itself: the log says which
+        self.scoring = serving_model(self.pipeline, SERVED.features)
         self.threshold = (SERVING.threshold or SERVED.threshold) if SERVED.task == "binary" else None
         self.scorer = Scorer(self._scores, SERVED.features, max_batch_rows=SERVING.max_batch_rows,
                              max_wait_ms=SERVING.batch_wait_ms, threads=SERVING.model_threads)
         self.log = open_writer(SETTINGS, SERVED, on_event=lambda event, n: LOG_EVENTS.labels(event=event).inc(n))
 
-    def _scores(self, frame) -> np.ndarray:
-        return model_scores(self.pipeline, frame, SERVED.task, SERVED.classes)
+    def _scores(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        return model_scores(self.scoring, columns, SERVED.task, SERVED.classes)
 
     async def _predict(self, endpoint: str, columns, rows: int, ids, ctx: bentoml.Context) -> tuple[str, dict]:
         """Score, then log the predictions with the request's traffic (the guard has checked the header)."""

@@ -6,7 +6,9 @@ compares the served answers with these computed in process) and simulated traffi
 
 * :func:`model_scores` -- the pipeline's raw output for a frame: ``binary`` the positive class's
   probability (n,), ``multiclass`` every class's probability in the served class order (n, k; a class the
-  model never saw in training gets 0), ``regression`` the predicted value (n,).
+  model never saw in training gets 0), ``regression`` the predicted value (n,). The service passes its
+  compiled pipeline and the request's columns instead (``bentos/fastpath.py: serving_model``): anything with
+  the pipeline's ``predict_proba``, ``predict`` and ``classes_`` is scored the same way.
 * :func:`prediction_columns` -- the scores as the inference log records them
   (``tasks.inference_log.PREDICTION_COLUMNS``): binary ``probability`` and the 0/1 ``label`` at the
   threshold; multiclass the ``label`` (the most probable class, the first in class order on a tie), its
@@ -34,7 +36,10 @@ from pydantic import BaseModel, Field, WithJsonSchema, create_model
 
 
 def model_scores(pipeline, frame, task: str, classes: list[str] | None = None) -> np.ndarray:
-    """The fitted pipeline's output for ``frame`` (already the model's input), per task (module docstring)."""
+    """The fitted pipeline's output for ``frame`` (already the model's input), per task (module docstring).
+
+    ``pipeline`` and ``frame`` may be any model and the input it reads: the service's ``CompiledPipeline``
+    reads a dict of feature arrays (bentos/fastpath.py)."""
     if task == "binary":
         return pipeline.predict_proba(frame)[:, 1]
     if task == "multiclass":

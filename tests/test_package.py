@@ -93,7 +93,7 @@ def test_the_bento_tag_and_labels_carry_the_registry_version_and_rebuilding_reus
         "__init__.py", "calibrated.py", "inference_journal.py", "inference_log.py", "inference_rows.py",
         "predictions.py", "schema.py",
         "settings/__init__.py", "settings/base.py", "settings/dataset.py", "settings/loader.py",
-        "settings/monitoring.py", "settings/problem.py", "settings/sections.py",
+        "settings/monitoring.py", "settings/naming.py", "settings/problem.py", "settings/sections.py",
         "storage/__init__.py", "storage/base.py", "storage/local.py", "storage/s3.py"]
     assert not build_bento(champion.settings, model).built
 

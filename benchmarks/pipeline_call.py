@@ -1,0 +1,185 @@
+"""Benchmark: one in-process model call, before and after the serving fast path, against the model's floor.
+
+Per family (default: both the config offers, ``hist_gradient_boosting`` with 200 iterations and
+``logistic_regression``), a champion is trained on 10 simulated validated days through the training stage,
+registered, and loaded back from the registry (sha256-verified ``model.joblib``). Its test window's first
+1,000 rows are turned into what the service holds after validation (``tasks.schema``: records validated by
+the generated pydantic model, then one numpy array per feature). Then, in the same run, interleaved call by
+call so that a busy machine slows every side alike, with one OpenMP/BLAS thread (threadpoolctl):
+
+* **before**: the registry pipeline on a DataFrame of the columns (``FramePipeline``: what the scorer did
+  before, the DataFrame built per call included);
+* **after**: the compiled pipeline (``bentos/fastpath.py: CompiledPipeline``) on the columns;
+* **floor**: the bare estimator's ``predict_proba`` on the ready float64 matrix (no transform at all; a
+  calibrated version's map left out).
+
+Each side scores 1 row and 1,000 rows per call, ``tasks.predictions.model_scores`` for the first two (the
+service's call). Every side's scores are checked equal first (bit for bit). Prints median and p99 per call;
+``--profile`` adds cProfile summaries of the "before" calls (where the time goes); ``--json`` writes results.
+
+    .venv/bin/python benchmarks/pipeline_call.py [--calls 3000] [--families hist_gradient_boosting ...]
+                                                 [--profile] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import offline_environment  # noqa: E402 - after the path insert
+
+offline_environment()
+
+SIZES = (1, 1000)
+
+
+def registry_model(home: Path, family: str):
+    """(settings, loaded registry model, test-window frame of 1,000 rows) for a champion of ``family``."""
+    import datetime as dt
+
+    from threadpoolctl import threadpool_limits
+
+    from mlcycle.tasks.evaluation.gate import decide
+    from mlcycle.tasks.registry.registration import register_candidate
+    from mlcycle.tasks.registry.versions import load_model
+    from mlcycle.tasks.serving.client import canary_rows
+    from mlcycle.tasks.settings import load_settings
+    from mlcycle.tasks.simulator import simulate_batch
+    from mlcycle.tasks.storage import LocalStore
+    from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
+    from mlcycle.tasks.training.window import select_window
+    from tests.support.training import write_day
+
+    settings = load_settings(home=home, training={"family": family, "n_iter": 2, "n_jobs": 1})
+    store = LocalStore(settings.store_root)
+    start = dt.date(2026, 10, 1)
+    for i in range(settings.training.window_days):
+        day = start + dt.timedelta(days=i)
+        write_day(store, settings, simulate_batch(day, settings.simulator, settings.dataset).frame, day)
+    with threadpool_limits(1):
+        candidate = train_challenger(store, settings, select_window(store, days=settings.training.window_days))
+        comparison = compare_with_champion(store, settings, candidate)
+        version = register_candidate(store, candidate, comparison, decide(settings.gate, candidate, comparison))
+    loaded = load_model(store, version.name, version.version)
+    frame, _ = canary_rows(store, settings, version.name, version.version, max(SIZES))
+    return settings, loaded, frame
+
+
+def request_columns(settings, features: list[str], frame, rows: int) -> dict[str, np.ndarray]:
+    """The first ``rows`` rows as the service holds them: validated records -> one array per feature."""
+    from mlcycle.tasks.schema import build_schema
+    from mlcycle.tasks.serving.client import records_payload
+
+    schema = build_schema(settings.dataset, features, max_batch_rows=max(SIZES))
+    records = [schema.record.model_validate(r) for r in records_payload(frame.head(rows), settings.dataset, features)]
+    return schema.records_to_columns(records)
+
+
+def timed(calls: dict[str, callable], repeat: int) -> dict[str, list[float]]:
+    """Seconds per call of each side, the sides interleaved call by call (after a warm-up of each)."""
+    for call in calls.values():
+        for _ in range(20):
+            call()
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    clock = time.perf_counter
+    for _ in range(repeat):
+        for name, call in calls.items():
+            start = clock()
+            call()
+            seconds[name].append(clock() - start)
+    return seconds
+
+
+def profile_summary(call, repeat: int, top: int = 12) -> str:
+    """Where a call's time goes: cProfile's cumulative top functions over ``repeat`` calls, per call."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(repeat):
+        call()
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
+
+
+def side_calls(before, after, columns: dict[str, np.ndarray], task: str, classes) -> dict[str, callable]:
+    """The three sides' calls on the same rows: before, after, and the floor on the ready matrix."""
+    from mlcycle.tasks.predictions import model_scores
+
+    matrix = after.transform(columns)
+    return {"before": lambda: model_scores(before, columns, task, classes),
+            "after": lambda: model_scores(after, columns, task, classes),
+            "floor": lambda: after.estimator.predict_proba(matrix)}
+
+
+def measure(family: str, calls: int, profile: bool) -> list[dict]:
+    from threadpoolctl import threadpool_limits
+
+    from mlcycle.bentos.fastpath import FramePipeline, compile_pipeline
+
+    home = Path(tempfile.mkdtemp(prefix="pipeline-call-"))
+    settings, loaded, frame = registry_model(home, family)
+    features = [c.name for c in loaded.metadata.features]
+    task, classes = settings.dataset.task, settings.dataset.class_labels
+    before = FramePipeline(loaded.pipeline, features)
+    after = compile_pipeline(loaded.pipeline)
+    results = []
+    with threadpool_limits(1):
+        for rows in SIZES:
+            sides = side_calls(before, after, request_columns(settings, features, frame, rows), task, classes)
+            assert np.array_equal(sides["before"](), sides["after"]()), "the fast path must equal the pipeline"
+            repeat = calls if rows == 1 else max(calls // 10, 50)
+            seconds = timed(sides, repeat)
+            for side, values in seconds.items():
+                ms = np.asarray(values) * 1e3
+                results.append({"family": family, "model": type(loaded.pipeline).__name__,
+                                "estimator": type(after.estimator).__name__, "rows": rows, "side": side,
+                                "calls": len(ms), "median_ms": float(np.median(ms)),
+                                "p99_ms": float(np.percentile(ms, 99))})
+            if profile:
+                print(f"\n--- profile: {family}, before, {rows} row(s) per call, cumulative s over 200 calls ---")
+                print(profile_summary(sides["before"], 200))
+    return results
+
+
+def print_table(results: list[dict]) -> None:
+    print("\n| family | rows per call | side | median ms | p99 ms | x floor (median) |")
+    print("|---|---|---|---|---|---|")
+    floors = {(r["family"], r["rows"]): r["median_ms"] for r in results if r["side"] == "floor"}
+    for r in results:
+        label = {"before": "registry pipeline on a DataFrame (before)", "after": "compiled fast path (after)",
+                 "floor": f"bare {r['estimator']} on a ready matrix (floor)"}[r["side"]]
+        print(f"| {r['family']} | {r['rows']:,} | {label} | {r['median_ms']:.3f} | {r['p99_ms']:.3f} | "
+              f"{r['median_ms'] / floors[(r['family'], r['rows'])]:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=3000, help="one-row calls per side (1,000-row: a tenth)")
+    parser.add_argument("--families", nargs="+", default=["hist_gradient_boosting", "logistic_regression"])
+    parser.add_argument("--profile", action="store_true", help="print cProfile summaries of the 'before' calls")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    results = [r for family in args.families for r in measure(family, args.calls, args.profile)]
+    print_table(results)
+    import os
+
+    print(f"\nload average during the run: {os.getloadavg()[0]:.2f} (1 min), on {os.cpu_count()} cores")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

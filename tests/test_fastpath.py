@@ -1,0 +1,238 @@
+"""The serving fast path (bentos/fastpath.py: ``compile_pipeline``) is the registry pipeline, bit for bit.
+
+On real tables (tests/support/datasets.py), one per task -- ``fair`` (binary), ``anes96`` (multiclass, 7
+classes), ``randhie`` (regression) -- each with numeric-coded categorical columns, and with each family the
+config offers for the task (logistic regression or ridge, and gradient boosting): the pipeline that
+``tasks/features.build_pipeline`` builds is fitted on rows with missing values, then asked about held-out
+rows with missing numbers, missing categories and categories never declared, in the form the service
+holds them (one array per feature, None for a missing category). The compiled transform must equal the
+fitted ``ColumnTransformer``'s matrix and the compiled scores the pipeline's, exactly (``np.array_equal``,
+no tolerance): the same floating-point operations in the same order, on the same matrix.
+
+A pipeline of another structure is not compiled: the service scores through it (and says so); a request
+without a feature the model reads is refused naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlcycle.bentos.fastpath import (
+    CompiledPipeline,
+    FramePipeline,
+    MissingColumns,
+    NotCompilable,
+    compile_pipeline,
+    serving_model,
+)
+from mlcycle.bentos.runtime import Scorer
+from mlcycle.tasks.calibrated import CalibratedModel, ProbabilityMap
+from mlcycle.tasks.features import build_pipeline, model_input, resolve_family, training_features
+from mlcycle.tasks.predictions import model_scores
+from mlcycle.tasks.settings import load_settings
+from mlcycle.tasks.training.window import labels
+from tests.support.datasets import anes96, fair, randhie
+from tests.support.real_training import subset, write_config
+from tests.support.training import one_thread_per_fit
+
+TABLES = {"fair": fair, "anes96": anes96, "randhie": randhie}
+CATEGORICAL = {"fair": ["occupation", "occupation_husb", "religious"], "anes96": ["educ", "vote"], "randhie": ["idp"]}
+# the families of mlcycle.yaml for classification; ridge for regression (logistic regression cannot regress)
+FAMILIES = {"fair": ["logistic_regression", "hist_gradient_boosting"],
+            "anes96": ["logistic_regression", "hist_gradient_boosting"],
+            "randhie": ["ridge", "hist_gradient_boosting"]}
+CASES = [(table, family) for table, families in FAMILIES.items() for family in families]
+TRAIN_ROWS, SERVED_ROWS = 900, 240
+UNKNOWN = "not-declared"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_thread_per_fit():
+        yield
+
+
+@dataclasses.dataclass
+class Fitted:
+    task: str
+    classes: list[str] | None
+    pipeline: object
+    reference: pd.DataFrame  # the held-out rows as the pipeline reads them (model_input: NaN for missing)
+    columns: dict[str, np.ndarray]  # the same rows as the service holds them (None for a missing category)
+    categorical: list[str]
+    numeric: list[str]
+
+
+def with_holes(frame: pd.DataFrame, columns: list[str], share: float, seed: int) -> pd.DataFrame:
+    """``frame`` with a seeded ``share`` of each column's values missing."""
+    rng = np.random.default_rng(seed)
+    frame = frame.copy()
+    for column in columns:
+        frame[column] = frame[column].astype("float64").mask(rng.random(len(frame)) < share)
+    return frame
+
+
+def request_columns(reference: pd.DataFrame, features) -> dict[str, np.ndarray]:
+    """The rows as ``tasks.schema.RequestSchema`` gives them to the scorer: float64 with NaN, texts with None."""
+    out = {}
+    for f in features:
+        values = reference[f.name]
+        if f.kind == "numeric":
+            out[f.name] = values.to_numpy(dtype=np.float64)
+        else:
+            out[f.name] = np.array([None if pd.isna(v) else v for v in values], dtype=object)
+    return out
+
+
+@pytest.fixture
+def fit(tmp_path, monkeypatch):
+    """``fit(table, family)`` -> :class:`Fitted`: the table's pipeline fitted on rows with missing values."""
+
+    def make(name: str, family: str) -> Fitted:
+        table = dataclasses.replace(TABLES[name](), categorical=CATEGORICAL[name])
+        table = subset(table, TRAIN_ROWS + SERVED_ROWS, seed=3)
+        monkeypatch.setenv("MLCYCLE_CONFIG", str(write_config(tmp_path / "mlcycle.yaml", table, family=family)))
+        settings = load_settings(home=tmp_path / "home")
+        spec, features = settings.dataset, training_features(settings)
+        numeric = [f.name for f in features if f.kind == "numeric"]
+        categorical = [f.name for f in features if f.kind == "categorical"]
+        assert numeric and sorted(categorical) == sorted(CATEGORICAL[name])
+        frame = with_holes(table.frame, [*numeric[:3], *categorical], share=0.08, seed=1)
+        train, served = frame.iloc[:TRAIN_ROWS], frame.iloc[TRAIN_ROWS:].reset_index(drop=True)
+        pipeline = build_pipeline(features, resolve_family(settings, family)[1], seed=0, task=spec.task)
+        pipeline.fit(model_input(train, features), labels(train, spec))
+        # held out: more missing values (in every numeric column, some never missing in training), and
+        # categories no declaration has
+        reference = model_input(with_holes(served, numeric, share=0.1, seed=2), features).copy()
+        rng = np.random.default_rng(4)
+        for column in categorical:
+            reference.loc[rng.random(len(reference)) < 0.1, column] = UNKNOWN
+        return Fitted(spec.task, spec.class_labels, pipeline, reference, request_columns(reference, features),
+                      categorical, numeric)
+
+    return make
+
+
+def rows(columns: dict[str, np.ndarray], index) -> dict[str, np.ndarray]:
+    return {name: values[index] for name, values in columns.items()}
+
+
+@pytest.mark.parametrize(("table", "family"), CASES)
+def test_the_compiled_pipeline_equals_the_registry_pipeline_bit_for_bit(fit, table, family):
+    fitted = fit(table, family)
+    compiled = compile_pipeline(fitted.pipeline)
+    assert isinstance(compiled, CompiledPipeline) and compiled.calibration is None
+    reference, columns = fitted.reference, fitted.columns
+    # the rows exercise every rule: missing numbers, missing and unknown categories
+    assert reference[fitted.numeric].isna().any().all()
+    assert all(reference[c].isna().any() and (reference[c] == UNKNOWN).any() for c in fitted.categorical)
+
+    matrix = fitted.pipeline.named_steps["preprocess"].transform(reference)
+    assert matrix.dtype == np.float64 and np.array_equal(compiled.transform(columns), matrix)
+    expected = model_scores(fitted.pipeline, reference, fitted.task, fitted.classes)
+    assert np.array_equal(model_scores(compiled, columns, fitted.task, fitted.classes), expected)
+    # what the service does when the pipeline cannot be compiled gives the same answers
+    fallback = FramePipeline(fitted.pipeline, list(columns))
+    assert np.array_equal(model_scores(fallback, columns, fitted.task, fitted.classes), expected)
+
+    # one row per call, as a single-record /predict: a missing category alone in its column included
+    missing = {c: int(np.flatnonzero(reference[c].isna())[0]) for c in fitted.categorical}
+    unknown = {c: int(np.flatnonzero(reference[c] == UNKNOWN)[0]) for c in fitted.categorical}
+    for i in sorted({0, 1, 2, *missing.values(), *unknown.values()}):
+        one = model_scores(fitted.pipeline, reference.iloc[[i]], fitted.task, fitted.classes)
+        assert np.array_equal(model_scores(compiled, rows(columns, [i]), fitted.task, fitted.classes), one), i
+        assert np.array_equal(model_scores(fallback, rows(columns, [i]), fitted.task, fitted.classes), one), i
+
+
+@pytest.mark.parametrize(("table", "family"), [("fair", "logistic_regression")])
+def test_a_missing_category_is_its_own_column_and_an_unknown_one_is_all_zeros(fit, table, family):
+    fitted = fit(table, family)
+    compiled = compile_pipeline(fitted.pipeline)
+    names = list(fitted.pipeline.named_steps["preprocess"].get_feature_names_out())
+    column = fitted.categorical[0]
+    own = [i for i, n in enumerate(names) if n.startswith(f"categorical__{column}_")]
+    one = rows(fitted.columns, [0, 1])
+    one[column] = np.array([None, UNKNOWN], dtype=object)
+    one[fitted.numeric[0]] = np.array([np.nan, 1.0])
+    matrix = compiled.transform(one)
+    assert matrix[0, own].tolist() == [0.0] * (len(own) - 1) + [1.0]  # __missing__ is the last category
+    assert names[own[-1]] == f"categorical__{column}___missing__"
+    assert matrix[1, own].tolist() == [0.0] * len(own)
+    # a missing number: its median, and its indicator 1 (both then standardised, like every numeric column)
+    numeric = fitted.pipeline.named_steps["preprocess"].named_transformers_["numeric"]
+    median = numeric.named_steps["impute"].statistics_[0]
+    mean, scale = numeric.named_steps["scale"].mean_, numeric.named_steps["scale"].scale_
+    indicator = names.index(f"numeric__missingindicator_{fitted.numeric[0]}")
+    assert matrix[0, 0] == (median - mean[0]) / scale[0]
+    assert matrix[:, indicator].tolist() == [(1.0 - mean[indicator]) / scale[indicator],
+                                             (0.0 - mean[indicator]) / scale[indicator]]
+
+
+@pytest.mark.parametrize(("table", "family", "calibration"), [
+    ("fair", "hist_gradient_boosting", ProbabilityMap("sigmoid", binary=True, slopes=(1.3,), intercepts=(-0.2,))),
+    ("anes96", "logistic_regression", ProbabilityMap("temperature", binary=False, temperature=1.7)),
+])
+def test_a_calibrated_version_is_compiled_with_its_map(fit, table, family, calibration):
+    fitted = fit(table, family)
+    calibrated = CalibratedModel(fitted.pipeline, calibration)
+    compiled = compile_pipeline(calibrated)
+    assert compiled.calibration is calibration
+    expected = model_scores(calibrated, fitted.reference, fitted.task, fitted.classes)
+    assert np.array_equal(model_scores(compiled, fitted.columns, fitted.task, fitted.classes), expected)
+    assert np.array_equal(compiled.predict(fitted.columns), calibrated.predict(fitted.reference))
+
+
+def test_the_scorer_batches_requests_through_the_compiled_pipeline(fit):
+    fitted = fit("anes96", "hist_gradient_boosting")
+    said: list[str] = []
+    model = serving_model(fitted.pipeline, list(fitted.columns), say=said.append)
+    assert isinstance(model, CompiledPipeline) and "fast path on" in said[0]
+    scorer = Scorer(lambda columns: model_scores(model, columns, fitted.task, fitted.classes), list(fitted.columns),
+                    max_batch_rows=1000)
+
+    async def concurrent_requests() -> list[np.ndarray]:
+        parts = [rows(fitted.columns, slice(start, start + 7)) for start in range(0, 70, 7)]
+        return await asyncio.gather(*(scorer.score(part, 7) for part in parts))
+
+    try:
+        answers = asyncio.run(concurrent_requests())
+    finally:
+        scorer.close()
+    expected = model_scores(fitted.pipeline, fitted.reference.iloc[:70], fitted.task, fitted.classes)
+    assert scorer.calls < 10  # coalesced
+    assert np.array_equal(np.concatenate(answers), expected)  # boosting scores each row on its own
+
+
+def test_a_pipeline_of_another_structure_is_served_through_the_pipeline_and_the_log_says_why(fit):
+    from sklearn.base import clone
+    from sklearn.preprocessing import MinMaxScaler
+
+    fitted = fit("fair", "logistic_regression")
+    other = clone(fitted.pipeline).set_params(preprocess__numeric__scale=MinMaxScaler())
+    train = fitted.reference.fillna({c: 0.0 for c in fitted.numeric})
+    other.fit(train, np.arange(len(train)) % 2)
+    said: list[str] = []
+    model = serving_model(other, list(fitted.columns), say=said.append)
+    assert isinstance(model, FramePipeline)
+    assert "fast path off" in said[0] and "numeric transformer" in said[0] and "StandardScaler" in said[0]
+    assert np.array_equal(model_scores(model, fitted.columns, "binary"),
+                          model_scores(other, fitted.reference, "binary"))
+    with pytest.raises(NotCompilable, match="is not Pipeline"):
+        compile_pipeline(fitted.pipeline.named_steps["model"])
+
+
+def test_a_request_without_a_feature_the_model_reads_is_refused_naming_it(fit):
+    fitted = fit("randhie", "ridge")
+    compiled = compile_pipeline(fitted.pipeline)
+    gone = fitted.categorical[0]
+    columns = {name: values for name, values in fitted.columns.items() if name != gone}
+    with pytest.raises(MissingColumns, match=rf"no feature\(s\) \['{gone}'\] that the model reads"):
+        model_scores(compiled, columns, fitted.task)
+    uneven = dict(fitted.columns, **{gone: fitted.columns[gone][:3]})
+    with pytest.raises(ValueError, match="differ in length"):
+        compiled.transform(uneven)
