@@ -95,8 +95,9 @@ def test_init_writes_a_config_that_loads_with_the_task_and_target(exports, tmp_p
     project = settings.project_name
     assert project != "mlcycle" and settings.monitor.train_deployment == f"train/{project}-on-demand"
     rollout = RolloutSettings(deployment=f"rollout/{project}-on-demand", endpoint_port=endpoint_port(project))
+    serving = ServingSettings(port=endpoint_port(project) + 5, bento_name=f"{project.lower()}-model")
     for section, default in [("validation", ValidationSettings()), ("rollout", rollout),
-                             ("serving", ServingSettings()), ("drift", DriftSettings()),
+                             ("serving", serving), ("drift", DriftSettings()),
                              ("retries", RetriesSettings())]:
         assert getattr(settings, section) == default, section
     assert settings.training == TrainingSettings(model_name=settings.training.model_name)

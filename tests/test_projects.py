@@ -81,11 +81,14 @@ def test_deployments_work_pool_and_endpoint_port_derive_from_the_project(tmp_pat
     assert (default.rollout.deployment, default.monitor.train_deployment) == ("rollout/mlcycle-on-demand",
                                                                               "train/mlcycle-on-demand")
     assert (default.work_pool, default.rollout.endpoint_port) == ("mlcycle-process", 3080)
+    assert (default.serving.port, default.serving.bento_name) == (3000, "mlcycle-model")
 
     wine, diabetes = (make_settings(tmp_path / "home", project_name=n) for n in ("wine", "diabetes"))
     assert (wine.rollout.deployment, wine.monitor.train_deployment) == ("rollout/wine-on-demand",
                                                                         "train/wine-on-demand")
-    assert wine.work_pool == "wine-process"
+    assert wine.work_pool == "wine-process" and wine.serving.bento_name == "wine-model"
+    assert wine.serving.port == wine.rollout.endpoint_port + 5
+    assert make_settings(tmp_path / "home", project_name="Credit=Risk+2").serving.bento_name == "credit-risk-2-model"
     ports = {wine.rollout.endpoint_port, diabetes.rollout.endpoint_port, default.rollout.endpoint_port}
     assert len(ports) == 3 and all(10080 <= p <= 32070 and p % 10 == 0 for p in ports - {3080})
     again = make_settings(tmp_path / "elsewhere", project_name="wine")  # stable: another home, another session

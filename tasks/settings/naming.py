@@ -13,7 +13,10 @@ second project arrives:
   ``monitor.train_deployment``, which default to these;
 * **the work pool**: ``<project>-process``, so one project's worker (with that project's environment and
   config) never picks up another project's runs; and each deployment carries the tag ``project:<project>``;
-* **the stable endpoint's port**: ``rollout.endpoint_port``, by default 3080 for the default project and
+* **bentos**: ``serving.bento_name``, by default ``<project>-model`` (``mlcycle-model`` for the default project),
+  so one BentoML store holds several projects' bentos apart;
+* **ports**: `mlcycle serve`'s ``serving.port`` (3000 for the default project, else 5 above the endpoint's) and
+  the stable endpoint's ``rollout.endpoint_port``, by default 3080 for the default project and
   otherwise a port in 10080-32070 (below Linux's ephemeral range) chosen by a CRC-32 of the name: stable
   for a project across machines and sessions, and two projects collide with probability 1/2,200. A
   collision is not silent: the second endpoint cannot bind its port, and its rollout fails naming
@@ -24,10 +27,12 @@ The Prefect server's and the object store's ports are the stack's, not a project
 
 from __future__ import annotations
 
+import re
 import zlib
 
 DEFAULT_PROJECT = "mlcycle"
 DEFAULT_ENDPOINT_PORT = 3080
+DEFAULT_SERVE_PORT = 3000
 PROJECT_ENV = "MLCYCLE_PROJECT_NAME"  # what prefect.yaml's deployment and work pool names are templated on
 _PORT_BASE, _PORT_STEP, _PORT_SLOTS = 10080, 10, 2200  # 10080 .. 32070, each ending in 0
 
@@ -52,7 +57,21 @@ def derived_names(project: str) -> list[tuple[str, str, str | int]]:
     """(section, key, value) of each setting whose unset value (None) is derived from the project."""
     return [("rollout", "deployment", deployment_name(project, "rollout", "on-demand")),
             ("monitor", "train_deployment", deployment_name(project, "train", "on-demand")),
-            ("rollout", "endpoint_port", endpoint_port(project))]
+            ("rollout", "endpoint_port", endpoint_port(project)),
+            ("serving", "port", serve_port(project)),
+            ("serving", "bento_name", bento_name(project))]
+
+
+def serve_port(project: str) -> int:
+    """`mlcycle serve`'s default port: 3000 for the default project, else 5 above its endpoint's (ports ending in
+    5 never meet another project's derived endpoint port, which ends in 0)."""
+    return DEFAULT_SERVE_PORT if project == DEFAULT_PROJECT else endpoint_port(project) + 5
+
+
+def bento_name(project: str) -> str:
+    """The project's bento name, ``<project>-model`` in BentoML's alphabet (lower case, ``[a-z0-9._-]``)."""
+    slug = re.sub(r"[^a-z0-9._-]", "-", project.lower())
+    return f"{slug if slug[:1].isalnum() else 'p' + slug}-model"
 
 
 def project_tag(project: str) -> str:

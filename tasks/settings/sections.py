@@ -299,9 +299,11 @@ class InferenceLogSettings(Section):
 class ServingSettings(Section):
     """The BentoML service, its packaging and test-serving (see bentos/service.py, tasks.serving)."""
 
-    bento_name: str = Field(default="mlcycle-model", pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    # The bentos' name (tagged <bento_name>:v<version>-<hash>); None: <project_name>-model, made a BentoML name
+    bento_name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]*$")
     host: str = "127.0.0.1"  # `mlcycle serve` binds here
-    port: int = Field(default=3000, ge=0, le=65535)  # `mlcycle serve` default port (0: any free port)
+    # `mlcycle serve` default port (0: any free port); None: from project_name (3000 for the default project)
+    port: int | None = Field(default=None, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)  # service processes (each loads the model)
     model_threads: int = Field(default=1, ge=1)  # OpenMP/BLAS threads per worker for the pipeline
     threshold: float | None = Field(default=None, gt=0, lt=1)  # None: the model's own (training.threshold)
