@@ -9,13 +9,19 @@ call so that a busy machine slows every side alike, with one OpenMP/BLAS thread 
 
 * **before**: the registry pipeline on a DataFrame of the columns (``FramePipeline``: what the scorer did
   before, the DataFrame built per call included);
-* **after**: the compiled pipeline (``bentos/fastpath.py: CompiledPipeline``) on the columns;
+* **transform**: the compiled transform, the estimator called as it is (``CompiledPipeline`` with its
+  trees left out: the fast path before the trees were compiled);
+* **after**: the compiled pipeline (``bentos/fastpath.py: CompiledPipeline``) on the columns, a gradient
+  boosting estimator's trees compiled too (``CompiledTrees``; above its row budget the estimator scores);
 * **floor**: the bare estimator's ``predict_proba`` on the ready float64 matrix (no transform at all; a
-  calibrated version's map left out).
+  calibrated version's map left out);
+* **trees**: the compiled trees' ``predict_proba`` on the same ready matrix (gradient boosting only).
 
-Each side scores 1 row and 1,000 rows per call, ``tasks.predictions.model_scores`` for the first two (the
-service's call). Every side's scores are checked equal first (bit for bit). Prints median and p99 per call;
-``--profile`` adds cProfile summaries of the "before" calls (where the time goes); ``--json`` writes results.
+Each side scores 1 row and 1,000 rows per call, ``tasks.predictions.model_scores`` for the first three (the
+service's call). Every side's scores are checked equal first (bit for bit). Prints median and p99 per call,
+and for gradient boosting the crossover: the compiled trees' walk forced on 1 to 200 ready rows against the
+estimator's own ``predict_proba`` (where ``ROW_DEPTH_BUDGET`` comes from); ``--profile`` adds cProfile
+summaries of the "before" calls (where the time goes); ``--json`` writes results.
 
     .venv/bin/python benchmarks/pipeline_call.py [--calls 3000] [--families hist_gradient_boosting ...]
                                                  [--profile] [--json results.json]
@@ -24,6 +30,7 @@ service's call). Every side's scores are checked equal first (bit for bit). Prin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -115,13 +122,41 @@ def profile_summary(call, repeat: int, top: int = 12) -> str:
 
 
 def side_calls(before, after, columns: dict[str, np.ndarray], task: str, classes) -> dict[str, callable]:
-    """The three sides' calls on the same rows: before, after, and the floor on the ready matrix."""
+    """The sides' calls on the same rows: before, transform (trees left out), after, the floor and the
+    compiled trees on the ready matrix (the last and the transform side only when there are compiled trees)."""
     from mlcycle.tasks.predictions import model_scores
 
     matrix = after.transform(columns)
-    return {"before": lambda: model_scores(before, columns, task, classes),
-            "after": lambda: model_scores(after, columns, task, classes),
-            "floor": lambda: after.estimator.predict_proba(matrix)}
+    calls = {"before": lambda: model_scores(before, columns, task, classes)}
+    if after.trees is not None:
+        transform_only = dataclasses.replace(after, trees=None)
+        calls["transform"] = lambda: model_scores(transform_only, columns, task, classes)
+    calls["after"] = lambda: model_scores(after, columns, task, classes)
+    calls["floor"] = lambda: after.estimator.predict_proba(matrix)
+    if after.trees is not None:
+        calls["trees"] = lambda: after.trees.predict_proba(matrix)
+    return calls
+
+
+def crossover(after, columns: dict[str, np.ndarray], calls: int) -> list[dict]:
+    """Median ms of the compiled trees' walk (forced, whatever the row budget) against the estimator's own
+    ``predict_proba`` on 1 to 200 ready rows: where the walk stops paying (``ROW_DEPTH_BUDGET``)."""
+    from sklearn import config_context
+
+    from mlcycle.bentos.fastpath import compile_trees
+
+    matrix = after.transform(columns)
+    walked = compile_trees(after.estimator, budget=200 * after.trees.depth)
+    out = []
+    for rows in (1, 10, 25, 50, 100, 200):
+        part = matrix[:rows]
+        assert np.array_equal(walked.predict_proba(part), after.estimator.predict_proba(part))
+        with config_context(assume_finite=True, skip_parameter_validation=True):  # as the service calls them
+            seconds = timed({"walk": lambda part=part: walked.predict_proba(part),
+                             "estimator": lambda part=part: after.estimator.predict_proba(part)}, calls)
+        out.append({"rows": rows, "depth": after.trees.depth, "trees": len(after.trees.roots),
+                    **{f"{side}_ms": float(np.median(v) * 1e3) for side, v in seconds.items()}})
+    return out
 
 
 def measure(family: str, calls: int, profile: bool) -> list[dict]:
@@ -138,16 +173,22 @@ def measure(family: str, calls: int, profile: bool) -> list[dict]:
     results = []
     with threadpool_limits(1):
         for rows in SIZES:
-            sides = side_calls(before, after, request_columns(settings, features, frame, rows), task, classes)
+            sides_columns = request_columns(settings, features, frame, rows)
+            sides = side_calls(before, after, sides_columns, task, classes)
             assert np.array_equal(sides["before"](), sides["after"]()), "the fast path must equal the pipeline"
+            assert all(np.array_equal(sides["floor"](), sides[s]()) for s in ("trees",) if s in sides)
             repeat = calls if rows == 1 else max(calls // 10, 50)
             seconds = timed(sides, repeat)
             for side, values in seconds.items():
                 ms = np.asarray(values) * 1e3
                 results.append({"family": family, "model": type(loaded.pipeline).__name__,
                                 "estimator": type(after.estimator).__name__, "rows": rows, "side": side,
+                                "trees": after.trees is not None,
                                 "calls": len(ms), "median_ms": float(np.median(ms)),
                                 "p99_ms": float(np.percentile(ms, 99))})
+            if rows == max(SIZES) and after.trees is not None:
+                for r in crossover(after, sides_columns, max(calls // 10, 50)):
+                    results.append({"family": family, "side": "crossover", **r})
             if profile:
                 print(f"\n--- profile: {family}, before, {rows} row(s) per call, cumulative s over 200 calls ---")
                 print(profile_summary(sides["before"], 200))
@@ -159,10 +200,23 @@ def print_table(results: list[dict]) -> None:
     print("|---|---|---|---|---|---|")
     floors = {(r["family"], r["rows"]): r["median_ms"] for r in results if r["side"] == "floor"}
     for r in results:
-        label = {"before": "registry pipeline on a DataFrame (before)", "after": "compiled fast path (after)",
-                 "floor": f"bare {r['estimator']} on a ready matrix (floor)"}[r["side"]]
+        if r["side"] == "crossover":
+            continue
+        label = {"before": "registry pipeline on a DataFrame (before)",
+                 "transform": "compiled transform, estimator called as it is",
+                 "after": "compiled fast path (after)" + (", trees compiled" if r["trees"] else ""),
+                 "floor": f"bare {r['estimator']} on a ready matrix (floor)",
+                 "trees": "compiled trees on the ready matrix"}[r["side"]]
         print(f"| {r['family']} | {r['rows']:,} | {label} | {r['median_ms']:.3f} | {r['p99_ms']:.3f} | "
               f"{r['median_ms'] / floors[(r['family'], r['rows'])]:.2f} |")
+    crossing = [r for r in results if r["side"] == "crossover"]
+    if crossing:
+        print("\n| family | ready rows | trees x depth | compiled trees' walk, median ms | "
+              "estimator's own, median ms |")
+        print("|---|---|---|---|---|")
+        for r in crossing:
+            print(f"| {r['family']} | {r['rows']:,} | {r['trees']} x {r['depth']} | {r['walk_ms']:.3f} | "
+                  f"{r['estimator_ms']:.3f} |")
 
 
 def main() -> None:

@@ -4,6 +4,27 @@
   (:class:`CompiledPipeline`, :func:`compile_pipeline`: the same matrix and predictions bit for bit, without
   the ``ColumnTransformer``'s ~4.5 ms per call) when it has the structure ``tasks/features.py`` builds, else
   the pipeline itself on a DataFrame of the request (:class:`FramePipeline`); the serve log says which, and why.
+* :func:`compile_trees` -- a fitted ``HistGradientBoostingClassifier``/``Regressor`` (the default family)
+  compiled to flat arrays (:class:`CompiledTrees`), which the compiled pipeline scores small batches with.
+
+Why compiled trees: for one row the estimator itself takes ~1.1 ms with 200 iterations, because
+``_predict_iterations`` calls each ``TreePredictor`` in turn (~5 us each: an output array and an OpenMP
+region per tree). :class:`CompiledTrees` stacks every tree's nodes into flat arrays and walks all trees for
+all rows at once, one numpy step per depth level (benchmarks/README.md: the figures and the crossover).
+
+How it stays exact (tests/test_fastpath.py compares with ``np.array_equal``): the walk is the rule of
+scikit-learn's ``_predictor.pyx`` (NaN -> the node's ``missing_go_to_left``, else ``x <= num_threshold`` ->
+left); a leaf's value is copied, not computed; the raw scores are accumulated as ``_raw_predict`` does,
+``baseline`` then each iteration's tree ``k`` added to column ``k`` in iteration order (a sequential
+``cumsum`` along the tree axis: a plain ``sum`` would add pairwise and round differently); and the link is
+the estimator's own (its loss's ``predict_proba``, its inverse link, its ``> 0`` / ``argmax`` rule for
+classes). Splits on categories (native categorical support), a remapping preprocessor, NaN thresholds or a
+missing attribute are not compiled (:class:`NotCompilable`): the estimator is then called as it is. Above
+:data:`ROW_DEPTH_BUDGET` (rows x the deepest leaf) the estimator's own predict, whose cost is mostly per
+tree, is faster, so large batches go to it. Reading the fitted trees needs scikit-learn's private
+attributes ``_predictors``, ``_baseline_prediction`` and ``_loss`` (there is no public access to them):
+their absence is a clear :class:`NotCompilable`, and the start-up probe check compares the compiled
+predictions with the pipeline's bit for bit whatever scikit-learn version is installed.
 
 Serving is its only user (the bento ships it: bentos/bentofile.yaml); no Prefect, no BentoML import here.
 """
@@ -81,6 +102,72 @@ class CategoricalBlock:
             out[rows[hit], codes[hit]] = 1.0
 
 
+# rows x the deepest leaf up to which CompiledTrees scores a batch, above it the estimator's own predict: the
+# walk costs per (row, tree, level), the estimator mostly per tree, so the crossover is a rows x depth figure
+# whatever the number of trees (benchmarks/README.md: ~115 rows at depth 18, i.e. ~2,000); 1,000 keeps the walk
+# where it is clearly faster (50 rows at depth 18: 0.94 ms against 1.59)
+ROW_DEPTH_BUDGET = 1000
+
+
+@dataclass(frozen=True)
+class CompiledTrees:
+    """A fitted ``HistGradientBoostingClassifier``/``Regressor``'s trees as flat arrays, walked all at once.
+
+    The walk's state is ``2 x`` a node's position in the stacked nodes, so that ``state + go_left`` picks
+    the next state in ``child`` (``child[2i]`` the right child's state, ``child[2i + 1]`` the left's); a
+    leaf's children are itself, so ``depth`` steps bring every (row, tree) to its leaf. ``column`` is the
+    split's feature, plus ``n_features`` when missing values go left: that half of the walked matrix holds
+    ``-inf`` for NaN (``-inf <= threshold`` goes left), the first half NaN (``NaN <= threshold`` is False:
+    right), so one comparison applies the NaN rule (exact because no threshold is NaN: compile_trees).
+    """
+
+    estimator: Any
+    roots: np.ndarray  # each tree's root state, in _predictors order (iteration-major, then class k)
+    child: np.ndarray  # per state: the next state when going right (even) or left (odd)
+    column: np.ndarray  # per state: the column of the walked matrix the split reads
+    threshold: np.ndarray  # per state: the split's num_threshold
+    value: np.ndarray  # per state: the node's value (a leaf's output)
+    baseline: np.ndarray  # _baseline_prediction, shape (1, trees per iteration)
+    loss: Any  # the estimator's _loss: its predict_proba and inverse link
+    depth: int  # the deepest leaf's depth
+    n_features: int
+    max_rows: int  # larger batches go to the estimator's own predict
+
+    def raw_predict(self, matrix: np.ndarray) -> np.ndarray:
+        """The estimator's ``_raw_predict(matrix)``, bit for bit: (rows, trees per iteration), Fortran order."""
+        n, f = matrix.shape
+        walked = np.empty((n, 2 * f))
+        walked[:, :f] = matrix
+        walked[:, f:] = np.where(np.isnan(matrix), -np.inf, matrix)
+        flat = walked.ravel()
+        row_start = (np.arange(n) * (2 * f))[:, None]
+        state = np.broadcast_to(self.roots, (n, len(self.roots)))
+        for _ in range(self.depth):
+            state = self.child[state + (flat[row_start + self.column[state]] <= self.threshold[state])]
+        k = self.baseline.shape[1]
+        iterations = len(self.roots) // k
+        terms = np.empty((n, iterations + 1, k))
+        terms[:, 0, :] = np.zeros((n, k)) + self.baseline  # as _raw_predict: zeros, += baseline
+        terms[:, 1:, :] = self.value[state].reshape(n, iterations, k)
+        np.cumsum(terms, axis=1, out=terms)  # sequential, in iteration order, as _predict_iterations adds
+        return np.asfortranarray(terms[:, -1, :])
+
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        if len(matrix) > self.max_rows:
+            return self.estimator.predict_proba(matrix)
+        return self.loss.predict_proba(self.raw_predict(matrix))
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        if len(matrix) > self.max_rows:
+            return self.estimator.predict(matrix)
+        raw = self.raw_predict(matrix)
+        if not hasattr(self.estimator, "classes_"):  # the regressor: its inverse link
+            return self.loss.link.inverse(raw.ravel())
+        # as HistGradientBoostingClassifier.predict: "> 0" for two classes (argmax would pick 0 on a tie)
+        encoded = (raw.ravel() > 0).astype(int) if raw.shape[1] == 1 else np.argmax(raw, axis=1)
+        return self.estimator.classes_[encoded]
+
+
 @dataclass(frozen=True)
 class CompiledPipeline:
     """The fitted pipeline of ``tasks/features.py`` as plain numpy, on the service's validated columns.
@@ -107,10 +194,17 @@ class CompiledPipeline:
     blocks: tuple[NumericBlock | CategoricalBlock, ...]
     estimator: Any
     calibration: Any = None  # the tasks.calibrated.ProbabilityMap of a calibrated version
+    trees: CompiledTrees | None = None  # the estimator's trees compiled, for a HistGradientBoosting estimator
+    trees_off: str | None = None  # why a HistGradientBoosting estimator's trees were not compiled
 
     @property
     def classes_(self) -> np.ndarray:
         return self.estimator.classes_
+
+    @property
+    def scorer(self) -> Any:
+        """What scores the matrix: the compiled trees when there are, else the estimator."""
+        return self.estimator if self.trees is None else self.trees
 
     def transform(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         """The matrix the fitted ``ColumnTransformer`` would produce for these columns."""
@@ -133,7 +227,7 @@ class CompiledPipeline:
 
         matrix = self.transform(columns)
         with config_context(assume_finite=True, skip_parameter_validation=True):
-            proba = self.estimator.predict_proba(matrix)
+            proba = self.scorer.predict_proba(matrix)
         return proba if self.calibration is None else self.calibration.apply(proba)
 
     def predict(self, columns: dict[str, np.ndarray]) -> np.ndarray:
@@ -143,7 +237,7 @@ class CompiledPipeline:
             return np.asarray(self.classes_)[self.predict_proba(columns).argmax(axis=1)]
         matrix = self.transform(columns)
         with config_context(assume_finite=True, skip_parameter_validation=True):
-            return self.estimator.predict(matrix)
+            return self.scorer.predict(matrix)
 
 
 def compile_pipeline(model) -> CompiledPipeline:
@@ -183,10 +277,95 @@ def compile_pipeline(model) -> CompiledPipeline:
     width = sum(block.width for block in blocks)
     if width != getattr(estimator, "n_features_in_", width):
         raise NotCompilable(f"the transform writes {width} columns, the estimator reads {estimator.n_features_in_}")
+    trees, trees_off = None, None
+    if type(estimator) in _boosting_types():
+        try:
+            trees = compile_trees(estimator)
+        except NotCompilable as exc:  # the estimator is then called as it is
+            trees_off = str(exc)
     compiled = CompiledPipeline(tuple(n for block in blocks for n in block.names), width, tuple(blocks), estimator,
-                                calibration)
+                                calibration, trees, trees_off)
     _check_on_probes(compiled, preprocess, calibrated)
     return compiled
+
+
+def _boosting_types() -> tuple[type, ...]:
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    return HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+
+def compile_trees(estimator, budget: int = ROW_DEPTH_BUDGET) -> CompiledTrees:
+    """The :class:`CompiledTrees` of a fitted ``HistGradientBoostingClassifier``/``Regressor`` (exact types), or
+    :class:`NotCompilable` saying what it cannot replicate; checked bit for bit against the estimator on rows
+    drawn from the split thresholds (each threshold, just above it, NaN) before it is returned.
+
+    ``budget``: rows x depth up to which the compiled trees score a batch (:data:`ROW_DEPTH_BUDGET`).
+    """
+    name = type(estimator).__name__
+    if type(estimator) not in _boosting_types():
+        raise NotCompilable(f"a {name} is not a HistGradientBoostingClassifier or HistGradientBoostingRegressor")
+    # scikit-learn's private attributes: the only access to the fitted trees (module docstring)
+    predictors = getattr(estimator, "_predictors", None)
+    baseline = getattr(estimator, "_baseline_prediction", None)
+    loss = getattr(estimator, "_loss", None)
+    if predictors is None or baseline is None or loss is None:
+        raise NotCompilable(f"the {name} has no _predictors, _baseline_prediction or _loss (not fitted, or a "
+                            "scikit-learn version that keeps its trees elsewhere)")
+    k = estimator.n_trees_per_iteration_
+    baseline = np.asarray(baseline)
+    if baseline.dtype != np.float64 or baseline.shape != (1, k) or not predictors:
+        raise NotCompilable(f"the {name}'s baseline is not float64 of shape (1, {k}), or it has no trees")
+    if any(len(iteration) != k for iteration in predictors):
+        raise NotCompilable(f"an iteration of the {name} does not have {k} trees")
+    fields = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right", "is_leaf",
+              "is_categorical", "depth")
+    tables = [getattr(tree, "nodes", None) for iteration in predictors for tree in iteration]
+    if not all(isinstance(t, np.ndarray) and t.dtype.names and set(fields) <= set(t.dtype.names) for t in tables):
+        raise NotCompilable(f"the {name}'s trees have no nodes array with the fields {list(fields)}")
+    nodes = np.concatenate(tables)
+    split = ~nodes["is_leaf"].astype(bool)
+    if nodes["is_categorical"].any():
+        raise NotCompilable(f"the {name} splits on categories (native categorical support): its trees are not "
+                            "compiled")
+    if getattr(estimator, "_preprocessor", None) is not None or getattr(estimator, "is_categorical_", None) is not None:
+        raise NotCompilable(f"the {name} remaps its input (categorical_features): its trees are not compiled")
+    if np.isnan(nodes["num_threshold"][split]).any():
+        raise NotCompilable(f"a split of the {name} has a NaN threshold (infinite values in training)")
+    depth = int(nodes["depth"].max())
+    if budget // max(depth, 1) < 1:
+        raise NotCompilable(f"the {name}'s trees are {depth} deep: the estimator's own predict is faster")
+    sizes = np.array([len(t) for t in tables])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+    position = np.arange(len(nodes), dtype=np.intp)
+    start = np.repeat(starts, sizes)
+    left = np.where(split, nodes["left"].astype(np.intp) + start, position)
+    right = np.where(split, nodes["right"].astype(np.intp) + start, position)
+    child = np.empty(2 * len(nodes), dtype=np.intp)
+    child[0::2], child[1::2] = 2 * right, 2 * left
+    f = estimator.n_features_in_
+    column = np.where(split, nodes["feature_idx"] + f * nodes["missing_go_to_left"].astype(np.intp), 0)
+    trees = CompiledTrees(estimator, 2 * starts, child, np.repeat(column.astype(np.intp), 2),
+                          np.repeat(np.where(split, nodes["num_threshold"], 0.0), 2),
+                          np.repeat(nodes["value"].astype(np.float64), 2), baseline, loss, depth, f,
+                          budget // max(depth, 1))
+    _check_on_thresholds(trees, nodes[split])
+    return trees
+
+
+def _check_on_thresholds(trees: CompiledTrees, splits: np.ndarray) -> None:
+    """Compare the compiled trees with the estimator, bit for bit, on up to ``max_rows`` rows whose values in
+    each column are drawn from its splits' thresholds, the next float above them, NaN and 0 (the walk's rules
+    at their boundaries)."""
+    f = trees.n_features
+    values = [np.unique(splits["num_threshold"][splits["feature_idx"] == j]) for j in range(f)]
+    values = [np.concatenate([v, np.nextafter(v, np.inf), [np.nan, 0.0]]) for v in values]
+    n = min(max(len(v) for v in values), trees.max_rows)
+    rng = np.random.default_rng(0)
+    matrix = np.column_stack([rng.choice(v, n) if len(v) > n else np.resize(v, n) for v in values])
+    method = "predict_proba" if hasattr(trees.estimator, "predict_proba") else "predict"
+    if not np.array_equal(getattr(trees, method)(matrix), getattr(trees.estimator, method)(matrix)):
+        raise NotCompilable(f"the compiled trees' {method} differs from the {type(trees.estimator).__name__}'s")
 
 
 def _fitted_steps(transformer, expected: list[tuple[str, type]], what: str) -> list[Any]:
@@ -317,7 +496,13 @@ def serving_model(pipeline, features: list[str], say: Callable[[str], None] | No
     except NotCompilable as exc:
         say(f"mlcycle serving: fast path off, scoring through the pipeline on a DataFrame: {exc}")
         return FramePipeline(pipeline, features)
+    trees = compiled.trees
+    if trees is not None:
+        trees_said = (f"; its {len(trees.roots)} trees compiled ({trees.depth} deep), for batches of up to "
+                      f"{trees.max_rows} rows")
+    else:
+        trees_said = f"; its trees not compiled: {compiled.trees_off}" if compiled.trees_off else ""
     say(f"mlcycle serving: fast path on: the pipeline compiled to numpy ({len(compiled.inputs)} features -> "
         f"{compiled.width} columns, {type(compiled.estimator).__name__}"
-        f"{', calibrated' if compiled.calibration is not None else ''})")
+        f"{', calibrated' if compiled.calibration is not None else ''}{trees_said})")
     return compiled

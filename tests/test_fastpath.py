@@ -9,6 +9,12 @@ holds them (one array per feature, None for a missing category). The compiled tr
 fitted ``ColumnTransformer``'s matrix and the compiled scores the pipeline's, exactly (``np.array_equal``,
 no tolerance): the same floating-point operations in the same order, on the same matrix.
 
+The gradient-boosting estimator's trees are compiled too (``compile_trees``: flat arrays walked for all
+trees at once): its probabilities and predictions must equal the estimator's exactly on the fitted
+matrices with missing values put back (the trees' own NaN rule), for one row, a few, and 1,000 rows on
+both sides of the row budget above which the estimator itself scores; a model splitting on categories
+(native categorical support) keeps the estimator's own call, and is still exact.
+
 A pipeline of another structure is not compiled: the service scores through it (and says so); a request
 without a feature the model reads is refused naming it.
 """
@@ -28,6 +34,7 @@ from mlcycle.bentos.fastpath import (
     MissingColumns,
     NotCompilable,
     compile_pipeline,
+    compile_trees,
     serving_model,
 )
 from mlcycle.bentos.runtime import Scorer
@@ -191,7 +198,7 @@ def test_the_scorer_batches_requests_through_the_compiled_pipeline(fit):
     fitted = fit("anes96", "hist_gradient_boosting")
     said: list[str] = []
     model = serving_model(fitted.pipeline, list(fitted.columns), say=said.append)
-    assert isinstance(model, CompiledPipeline) and "fast path on" in said[0]
+    assert isinstance(model, CompiledPipeline) and "fast path on" in said[0] and "trees compiled" in said[0]
     scorer = Scorer(lambda columns: model_scores(model, columns, fitted.task, fitted.classes), list(fitted.columns),
                     max_batch_rows=1000)
 
@@ -236,3 +243,79 @@ def test_a_request_without_a_feature_the_model_reads_is_refused_naming_it(fit):
     uneven = dict(fitted.columns, **{gone: fitted.columns[gone][:3]})
     with pytest.raises(ValueError, match="differ in length"):
         compiled.transform(uneven)
+
+
+def with_missing_values(matrix: np.ndarray, rows: int, seed: int) -> np.ndarray:
+    """``rows`` rows drawn from ``matrix`` with a seeded 10% of the values NaN (the trees' missing rule)."""
+    rng = np.random.default_rng(seed)
+    drawn = matrix[rng.integers(0, len(matrix), rows)]
+    drawn[rng.random(drawn.shape) < 0.1] = np.nan
+    return drawn
+
+
+def answers(model, matrix: np.ndarray, classifier: bool) -> list[np.ndarray]:
+    """What a boosting estimator answers: predict, and predict_proba for a classifier."""
+    return [model.predict(matrix), *([model.predict_proba(matrix)] if classifier else [])]
+
+
+@pytest.mark.parametrize("table", ["fair", "anes96", "randhie"])
+def test_the_compiled_trees_equal_the_boosting_estimator_bit_for_bit(fit, table):
+    fitted = fit(table, "hist_gradient_boosting")
+    compiled = compile_pipeline(fitted.pipeline)
+    estimator, trees = compiled.estimator, compiled.trees
+    assert trees is not None and compiled.trees_off is None and trees.estimator is estimator
+    assert len(trees.roots) == 40 * (7 if table == "anes96" else 1)  # every tree of every iteration
+    assert 1 < trees.max_rows < 1000  # 1,000 rows go to the estimator's own predict
+    matrix = with_missing_values(compiled.transform(fitted.columns), 1000, seed=5)
+    assert np.isnan(matrix).any(axis=1).mean() > 0.5
+    walked_everywhere = compile_trees(estimator, budget=1000 * trees.depth)  # 1,000 rows through the walk too
+    assert walked_everywhere.max_rows >= 1000
+    classifier = fitted.task != "regression"
+    for rows in (1, 2, 5, trees.max_rows, trees.max_rows + 1, 1000):
+        part = matrix[:rows]
+        expected = answers(estimator, part, classifier)
+        for compiled_trees in (trees, walked_everywhere):
+            got = answers(compiled_trees, part, classifier)
+            assert all(np.array_equal(g, e) for g, e in zip(got, expected, strict=True)), rows
+    for i in range(20):  # one row per call, as a single-record /predict
+        one = matrix[[i]]
+        assert all(np.array_equal(g, e) for g, e in zip(answers(trees, one, classifier),
+                                                         answers(estimator, one, classifier), strict=True)), i
+    if classifier:  # the raw scores themselves, before the link
+        raw = walked_everywhere.raw_predict(matrix)
+        decision = estimator.decision_function(matrix)
+        assert np.array_equal(raw.ravel() if raw.shape[1] == 1 else raw, decision)
+
+
+def test_a_boosting_model_that_splits_on_categories_keeps_the_estimator_call_and_is_exact(fit):
+    from sklearn.base import clone
+
+    fitted = fit("anes96", "hist_gradient_boosting")
+    native = clone(fitted.pipeline)
+    matrix = native.named_steps["preprocess"].fit_transform(fitted.reference)  # as the fit below will make it
+    names = list(native.named_steps["preprocess"].get_feature_names_out())
+    one_hot = [i for i, n in enumerate(names) if n.startswith("categorical__")]
+    native.set_params(model__categorical_features=one_hot)
+    # labels that a category decides (its most even one-hot column), so that the trees split on it
+    deciding = one_hot[int(np.argmin(np.abs(matrix[:, one_hot].mean(axis=0) - 0.5)))]
+    classes = fitted.pipeline.classes_
+    native.fit(fitted.reference, np.where(matrix[:, deciding] == 1.0, classes[0], classes[1]))
+    estimator = native.named_steps["model"]
+    assert any(tree.nodes["is_categorical"].any() for iteration in estimator._predictors for tree in iteration)
+    with pytest.raises(NotCompilable, match="categor"):
+        compile_trees(estimator)
+    said: list[str] = []
+    model = serving_model(native, list(fitted.columns), say=said.append)
+    assert isinstance(model, CompiledPipeline) and model.trees is None and "categor" in model.trees_off
+    assert "trees not compiled" in said[0]
+    expected = model_scores(native, fitted.reference, fitted.task, fitted.classes)
+    assert np.array_equal(model_scores(model, fitted.columns, fitted.task, fitted.classes), expected)
+    one = model_scores(native, fitted.reference.iloc[[0]], fitted.task, fitted.classes)
+    assert np.array_equal(model_scores(model, rows(fitted.columns, [0]), fitted.task, fitted.classes), one)
+
+
+def test_only_the_exact_boosting_types_are_compiled(fit):
+    fitted = fit("fair", "logistic_regression")
+    with pytest.raises(NotCompilable, match="LogisticRegression is not a HistGradientBoosting"):
+        compile_trees(fitted.pipeline.named_steps["model"])
+    assert compile_pipeline(fitted.pipeline).trees is None and compile_pipeline(fitted.pipeline).trees_off is None
