@@ -100,8 +100,14 @@ def prepare_flows(ctx: typer.Context, settings, console: int | None = None) -> s
 
     Prefect's console handlers print nothing unless ``-v`` (INFO) or ``--debug`` (everything); ``console``
     is the command's own default (the demo shows its steps). Both last until the command (``ctx``) ends.
+
+    A flow the CLI runs in its own process sends no flow-run heartbeats: Prefect's heartbeat thread sleeps in
+    whole seconds and the engine joins it when the run ends, which added 0-1 s (half a second on average) to
+    every flow command after its run had finished (benchmarks/README.md, CLI overhead). Heartbeats feed
+    Prefect's zombie-run detection of *deployment* runs, which a worker starts and nobody watches; those keep
+    Prefect's default. A foreground command's user sees it fail, and its run is marked crashed by the engine.
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from mlcycle.tasks import stack
 
@@ -119,6 +125,7 @@ def prepare_flows(ctx: typer.Context, settings, console: int | None = None) -> s
         ctx.with_resource(_environment({"PREFECT_API_URL": url,
                                         "PREFECT_HOME": str((settings.home / "prefect").resolve())}))
         ctx.with_resource(temporary_settings(updates={PREFECT_API_URL: url}))
+    ctx.with_resource(temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
     options = cli_options(ctx)
     level = logging.NOTSET if options.debug else logging.INFO if options.verbose else QUIET if console is None \
         else console
