@@ -197,6 +197,28 @@ class Scorer:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+def quiet_gc(threshold: int) -> None:
+    """Keep Python's cyclic garbage collector off the request path of a worker whose model is loaded.
+
+    Why: under steady single-row load the service's p99 was ~9x its p50 (169 vs 18.6 ms at 32 connections),
+    with the inference log on or off and the journal on or off (the same p99 either way); the stalls were
+    collections that walk the whole heap the model, pandas, scikit-learn and BentoML left (hundreds of
+    thousands of objects), every few hundred requests. So once the model is loaded: one collection, then
+    ``gc.freeze()`` (those objects are never scanned again), and a young collection only every ``threshold``
+    new objects instead of 700 (the older generations every 20 young ones, as often relative to it as
+    Python's 10). Measured: p99 169 -> 91 ms with the freeze alone, 56 ms with both (p50 ~19 ms either way;
+    benchmarks/README.md). Memory: garbage in reference cycles lives at most ``threshold`` allocations
+    longer; nothing is leaked. ``threshold`` 0 leaves Python's defaults.
+    """
+    import gc
+
+    if threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(threshold, 20, 20)
+
+
 def _limit_threads(threads: int) -> None:
     from threadpoolctl import threadpool_limits
 

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from mlcycle.bentos.fastpath import serving_model
-from mlcycle.bentos.runtime import RequestGuard, Scorer, load_pipeline, serving_context, traffic_of
+from mlcycle.bentos.runtime import RequestGuard, Scorer, load_pipeline, quiet_gc, serving_context, traffic_of
 from mlcycle.tasks.inference_log import TRAFFIC_HEADER, open_writer
 from mlcycle.tasks.predictions import model_scores, prediction_columns, response_models
 from mlcycle.tasks.schema import InferenceLogStatus, ServedTask, ServiceMetadata, build_schema
@@ -78,6 +78,7 @@ class ModelService:
         self.scorer = Scorer(self._scores, SERVED.features, max_batch_rows=SERVING.max_batch_rows,
                              max_wait_ms=SERVING.batch_wait_ms, threads=SERVING.model_threads)
         self.log = open_writer(SETTINGS, SERVED, on_event=lambda event, n: LOG_EVENTS.labels(event=event).inc(n))
+        quiet_gc(SERVING.gc_threshold)  # last: what is loaded now is frozen, out of the collector's way
 
     def _scores(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         return model_scores(self.scoring, columns, SERVED.task, SERVED.classes)

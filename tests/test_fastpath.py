@@ -319,3 +319,23 @@ def test_only_the_exact_boosting_types_are_compiled(fit):
     with pytest.raises(NotCompilable, match="LogisticRegression is not a HistGradientBoosting"):
         compile_trees(fitted.pipeline.named_steps["model"])
     assert compile_pipeline(fitted.pipeline).trees is None and compile_pipeline(fitted.pipeline).trees_off is None
+
+
+def test_a_loaded_worker_freezes_its_heap_and_collects_young_objects_less_often():
+    """quiet_gc: what is allocated when the model has loaded is out of the collector's reach, a young collection
+    waits for serving.gc_threshold new objects; 0 leaves Python's collector as it is."""
+    import gc
+
+    from mlcycle.bentos.runtime import quiet_gc
+
+    before = gc.get_threshold()
+    try:
+        quiet_gc(0)
+        assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+        loaded = [{"weights": list(range(10))} for _ in range(1000)]  # stands for the model's objects
+        quiet_gc(50_000)
+        assert gc.get_threshold() == (50_000, 20, 20)
+        assert gc.get_freeze_count() >= len(loaded)  # the loaded objects are frozen, never scanned again
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -319,6 +319,11 @@ class ServingSettings(Section):
     max_batch_rows: int = Field(default=20_000, ge=1)  # adaptive batching: rows per pipeline call
     batch_wait_ms: float = Field(default=3.0, ge=0, le=1000)  # under load, wait this long to fill a batch
     access_log: bool = False  # BentoML's per-request access log (costs ~10% throughput)
+    # Python's cyclic GC in each service worker: once the model is loaded, everything allocated so far is frozen
+    # (gc.freeze: never scanned again) and a young collection waits for this many new objects instead of 700;
+    # the full collections over the loaded heap were the single-row p99 stalls (benchmarks/README.md). 0: Python's
+    # defaults, nothing frozen.
+    gc_threshold: int = Field(default=50_000, ge=0)
     trace_requests: bool = False  # OpenTelemetry spans for API requests (~0.4 ms each; needs an exporter)
     canary_rows: int = Field(default=200, ge=1)  # test-serving: rows of the test window sent as canaries
     canary_tolerance: float = Field(default=1e-9, ge=0)  # |served - in-process| (regression: over max(1, |value|))
