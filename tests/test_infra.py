@@ -161,7 +161,7 @@ def rendered(compose_cli, tmp_path_factory) -> dict:
 
 
 def test_compose_file_is_valid_and_wires_services_by_name(rendered):
-    from mlcycle.tasks.settings import ServingSettings
+    from mlcycle.tasks.settings.naming import DEFAULT_PROJECT, serve_port
 
     services = rendered["services"]
     assert set(services) == SERVICES
@@ -197,9 +197,9 @@ def test_compose_file_is_valid_and_wires_services_by_name(rendered):
     assert conditions["serving"] == {"minio": "service_healthy"}
     assert all("healthcheck" in s for name, s in services.items() if name != "deploy")
 
-    # the serving container: the named image, on serving.port, checked on /readyz
+    # the serving container: the named image, on serving.port (the default project's), checked on /readyz
     serving = services["serving"]
-    port = ServingSettings().port
+    port = serve_port(DEFAULT_PROJECT)
     assert serving["image"] == SAMPLE_ENV["MLCYCLE_SERVING_IMAGE"]
     assert env["serving"]["BENTOML_PORT"] == str(port)
     assert f"127.0.0.1:{port}/readyz" in " ".join(serving["healthcheck"]["test"])
@@ -324,6 +324,7 @@ def serving_container(deployment: dict) -> dict:
 
 def test_serving_deployment_rolls_out_without_losing_capacity_and_runs_locked_down(monkeypatch):
     from mlcycle.tasks.settings import RolloutSettings, ServingSettings
+    from mlcycle.tasks.settings.naming import DEFAULT_PROJECT, serve_port
 
     resources = k8s_resources()
     deployment = resources["Deployment/mlcycle-serving"]
@@ -336,8 +337,9 @@ def test_serving_deployment_rolls_out_without_losing_capacity_and_runs_locked_do
     assert hpa["scaleTargetRef"]["name"] == deployment["metadata"]["name"] and hpa["minReplicas"] >= 2
     assert resources["PodDisruptionBudget/mlcycle-serving"]["spec"]["minAvailable"] == 1
 
-    # the port is serving.port, the one BENTOML_PORT sets, the one the Service and probes target
-    port = ServingSettings().port
+    # the port is serving.port (the default project's), the one BENTOML_PORT sets, the one the Service and probes
+    # target
+    port = serve_port(DEFAULT_PROJECT)
     env = {e["name"]: e for e in container["env"]}
     assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
     assert env["BENTOML_PORT"]["value"] == str(port)

@@ -257,17 +257,22 @@ def start_endpoint(settings: Settings, upstream: Upstream) -> stack.Service:
 
 
 def check_port_free(settings: Settings) -> None:
-    """EndpointError unless the endpoint's port is free: a port held by another process (another project's
-    endpoint on a port derived alike, tasks/settings/naming.py) must not pass for this endpoint's health."""
+    """EndpointError when another process listens on the endpoint's port (another project's endpoint on a port
+    set or derived alike, tasks/settings/naming.py): its answers must not pass for this endpoint's health.
+
+    A listener is what is refused, found by connecting: a port merely bound for a moment (a client's source
+    port from the ephemeral range the tests' free ports come from) is not a collision, and if nginx cannot
+    bind it anyway, starting it fails with nginx's own reason.
+    """
     port = settings.rollout.endpoint_port
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nginx binds: TIME_WAIT is no obstacle
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise EndpointError(f"the stable endpoint's port 127.0.0.1:{port} is in use by another process "
-                                f"({exc.strerror}); stop it, or give this project another port "
-                                "(rollout.endpoint_port, MLCYCLE_ROLLOUT__ENDPOINT_PORT)") from None
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            pass
+    except OSError:
+        return  # refused (or unanswered): nobody listens there
+    raise EndpointError(f"the stable endpoint's port 127.0.0.1:{port} is in use by another process that listens "
+                        "there; stop it, or give this project another port (rollout.endpoint_port, "
+                        "MLCYCLE_ROLLOUT__ENDPOINT_PORT)")
 
 
 def switch_endpoint(settings: Settings, upstream: Upstream, drain_timeout: float | None = None) -> SwitchReport:
