@@ -37,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import offline_environment  # noqa: E402 - after the path insert
+from benchmarks.common import offline_environment, simulated_champion  # noqa: E402 - after the path insert
 
 offline_environment()
 
@@ -64,32 +64,13 @@ end
 
 def prepare(home: Path, family: str, workers: int):
     """Train + register + promote a champion on 10 simulated days, then import it and build its bento."""
-    import datetime as dt
-
-    from threadpoolctl import threadpool_limits
-
-    from mlcycle.tasks.evaluation.gate import decide
     from mlcycle.tasks.registry.aliases import promote
-    from mlcycle.tasks.registry.registration import register_candidate
     from mlcycle.tasks.serving.packaging import build_bento, import_model
     from mlcycle.tasks.settings import load_settings
-    from mlcycle.tasks.simulator import simulate_batch
-    from mlcycle.tasks.storage import LocalStore
-    from mlcycle.tasks.training.challenger import compare_with_champion, train_challenger
-    from mlcycle.tasks.training.window import select_window
-    from tests.support.training import write_day
 
     settings = load_settings(home=home, training={"family": family, "n_iter": 2, "n_jobs": 1},
                              serving={"workers": workers})
-    store = LocalStore(settings.store_root)
-    start = dt.date(2026, 10, 1)
-    for i in range(settings.training.window_days):
-        day = start + dt.timedelta(days=i)
-        write_day(store, settings, simulate_batch(day, settings.simulator, settings.dataset).frame, day)
-    with threadpool_limits(1):
-        candidate = train_challenger(store, settings, select_window(store, days=settings.training.window_days))
-        comparison = compare_with_champion(store, settings, candidate)
-        version = register_candidate(store, candidate, comparison, decide(settings.gate, candidate, comparison))
+    store, version = simulated_champion(settings)
     promote(store, version.name, version.version, reason="serving benchmark")
     model = import_model(store, settings)
     return settings, store, model, build_bento(settings, model)
